@@ -1,0 +1,3 @@
+from tttlab.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,31 @@
+"""Data: IDX files and the image datasets (MNIST, Fashion-MNIST, digits) with their splits."""
+
+from tttlab.data.idx import IDXError, read_idx, write_idx
+from tttlab.data.images import (
+    CLASSES,
+    DATASETS,
+    DatasetNotFoundError,
+    DownloadError,
+    ImageSplits,
+    cache_dir,
+    download_dataset,
+    find_dataset_dir,
+    load_splits,
+    stratified_split,
+)
+
+__all__ = [
+    "CLASSES",
+    "DATASETS",
+    "DatasetNotFoundError",
+    "DownloadError",
+    "IDXError",
+    "ImageSplits",
+    "cache_dir",
+    "download_dataset",
+    "find_dataset_dir",
+    "load_splits",
+    "read_idx",
+    "stratified_split",
+    "write_idx",
+]

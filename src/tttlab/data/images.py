@@ -1,0 +1,456 @@
+"""Image datasets with the paper's splits: MNIST, Fashion-MNIST (IDX files) and sklearn's digits.
+
+MNIST-format files are looked up in `data_dir`, `$TTTLAB_DATA/<name>`, the user cache and the
+system folders (Debian's `dataset-fashion-mnist`), and downloaded into the cache if absent.
+The official 60k training set is split stratified into 50k train and 10k validation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from sklearn.model_selection import train_test_split
+from tqdm.auto import tqdm
+
+from tttlab.data.idx import read_idx
+
+DATASETS = ("mnist", "fashion-mnist", "digits")
+IDX_DATASETS = ("mnist", "fashion-mnist")
+
+# The four files of an MNIST-format dataset, in the canonical spelling (without .gz).
+FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+# Folders holding datasets installed system-wide, each as <folder>/<name>; tests monkeypatch this.
+SYSTEM_DIRS: tuple[Path, ...] = (Path("/usr/share/datasets"),)
+
+MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    "fashion-mnist": ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+}
+
+# sha256 of the canonical .gz files (not of their contents), in FILES order. Each value is the
+# one quoted by several independent public download scripts; their md5s are torchvision's (MNIST
+# train images f68b3c2d..., Fashion-MNIST train images 8d4fb7e6...). Only downloads are checked:
+# Debian's dataset-fashion-mnist re-compressed its .gz files, so local copies hash differently.
+SHA256: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",  # train images
+        "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",  # train labels
+        "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",  # t10k images
+        "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",  # t10k labels
+    ),
+    "fashion-mnist": (
+        "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",  # train images
+        "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",  # train labels
+        "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",  # t10k images
+        "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",  # t10k labels
+    ),
+}
+
+CLASSES: dict[str, list[str]] = {
+    "mnist": [str(d) for d in range(10)],
+    "fashion-mnist": [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ],
+    "digits": [str(d) for d in range(10)],
+}
+
+DOWNLOAD_TIMEOUT_S = 30.0
+DIGITS_VAL_FRACTION = 0.2  # digits has no official split: 60/20/20 train/val/test
+DIGITS_TEST_FRACTION = 0.2
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset's files are missing or incomplete; the message lists where we looked and fixes."""
+
+
+class DownloadError(OSError):
+    """Every mirror failed for some file, by network error or checksum mismatch."""
+
+
+@dataclass
+class ImageSplits:
+    """Train, validation and test images as tensors, normalised with the training split's stats."""
+
+    train_x: torch.Tensor
+    """float32, N x 1 x H x W."""
+    train_y: torch.Tensor
+    """int64, N."""
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: float
+    """Scalar pixel mean of the training split (pixels scaled to [0, 1]), subtracted from all."""
+    std: float
+    """Scalar pixel std of the training split, divided out of all splits."""
+    name: str
+    classes: list[str]
+    """Class names, indexed by label."""
+    train_idx: np.ndarray
+    """int64 indices of train_x into the official training set (digits: into load_digits)."""
+    val_idx: np.ndarray
+    """int64 indices of val_x into the official training set (digits: into load_digits)."""
+    test_idx: np.ndarray
+    """int64 indices of test_x into the official test set (digits: into load_digits)."""
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---- splitting ------------------------------------------------------------------------------
+
+
+def stratified_split(
+    labels: np.ndarray, second_size: int | float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Split indices 0..N-1 in two parts with the same class proportions; both parts sorted.
+
+    second_size: a count (int) or a fraction in (0, 1) of N for the second part.
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1:
+        raise ValueError(f"labels must be 1-D (one label per point), got shape {labels.shape}")
+    n = len(labels)
+    if isinstance(second_size, float):
+        if not 0.0 < second_size < 1.0:
+            raise ValueError(f"second_size={second_size} as a fraction must lie in (0, 1)")
+        n_second = int(np.ceil(second_size * n))  # how sklearn rounds a float test_size
+    else:
+        n_second = int(second_size)
+    if not 1 <= n_second <= n - 1:
+        raise ValueError(
+            f"second_size={second_size} does not fit {n} labels: each part needs at least one "
+            f"point, so ask for 1..{n - 1} points (or a fraction in (0, 1))"
+        )
+    classes, counts = np.unique(labels, return_counts=True)
+    if counts.min() < 2:
+        rare = classes[counts < 2].tolist()
+        raise ValueError(
+            f"classes {rare} have a single point, but a stratified split needs at least 2 per "
+            "class: drop those points or use more data"
+        )
+    for part, size in (("second", n_second), ("first", n - n_second)):
+        if size < len(classes):
+            raise ValueError(
+                f"the {part} part would get {size} points but there are {len(classes)} classes, "
+                f"and stratifying puts at least one of each class in each part: choose "
+                f"second_size between {len(classes)} and {n - len(classes)}"
+            )
+    first, second = train_test_split(
+        np.arange(n), test_size=n_second, stratify=labels, random_state=seed, shuffle=True
+    )
+    return np.sort(first).astype(np.int64), np.sort(second).astype(np.int64)
+
+
+def _stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+    """Sorted indices of a stratified subset of `limit` points (all points if limit is None)."""
+    if limit is None or limit >= len(labels):
+        return np.arange(len(labels), dtype=np.int64)
+    try:
+        return stratified_split(labels, limit, seed)[1]
+    except ValueError as e:
+        raise ValueError(f"limit={limit} cannot be applied to a split of {len(labels)}: {e}") from e
+
+
+# ---- finding the files ----------------------------------------------------------------------
+
+
+def cache_dir(name: str) -> Path:
+    """Where downloads go: $XDG_CACHE_HOME/tttlab/<name>, else ~/.cache/tttlab/<name>."""
+    root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(root) / "tttlab" / name
+
+
+def _spellings(stem: str) -> list[str]:
+    """File names accepted for one canonical stem: '-idx' or '.idx', raw before gzip."""
+    dotted = stem.replace("-idx", ".idx")
+    return [stem, dotted, f"{stem}.gz", f"{dotted}.gz"]
+
+
+def _present_files(directory: Path) -> dict[str, Path]:
+    """Canonical stem -> the file found for it in `directory` (missing stems left out)."""
+    found = {}
+    for stem in FILES:
+        for candidate in _spellings(stem):
+            if (directory / candidate).is_file():
+                found[stem] = directory / candidate
+                break
+    return found
+
+
+def _search_places(name: str, data_dir: str | os.PathLike | None) -> list[tuple[Path, str]]:
+    """Folders to look in, in order, each with where it came from."""
+    if data_dir is not None:
+        data_dir = Path(data_dir).expanduser()
+        return [(data_dir, "data_dir"), (data_dir / name, "data_dir/<name>")]
+    places = []
+    if os.environ.get("TTTLAB_DATA"):
+        places.append((Path(os.environ["TTTLAB_DATA"]).expanduser() / name, "$TTTLAB_DATA"))
+    places.append((cache_dir(name), "user cache"))
+    places += [(root / name, "system") for root in SYSTEM_DIRS]
+    return places
+
+
+def _check_idx_name(name: str) -> None:
+    if name not in IDX_DATASETS:
+        extra = " (digits ships inside scikit-learn and has no files)" if name == "digits" else ""
+        raise ValueError(
+            f"unknown MNIST-format dataset {name!r}{extra}; choose one of {', '.join(IDX_DATASETS)}"
+        )
+
+
+def find_dataset_dir(
+    name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+) -> Path:
+    """Folder holding all four files of `name`, downloading them into the cache if none has them.
+
+    Search order: `data_dir` and `data_dir/<name>` (if given, only these; a download then goes
+    to `data_dir/<name>`), else `$TTTLAB_DATA/<name>`, the user cache, `SYSTEM_DIRS/<name>`.
+    """
+    _check_idx_name(name)
+    places = _search_places(name, data_dir)
+    target = places[-1][0] if data_dir is not None else cache_dir(name)
+    for place, _ in places:
+        found = _present_files(place)
+        if len(found) == len(FILES):
+            return place
+        # A half-finished download into the target is resumed below, not an error.
+        if found and not (download and place == target):
+            raise DatasetNotFoundError(_partial_message(name, place, found))
+    if not download:
+        raise DatasetNotFoundError(_not_found_message(name, places, None))
+    try:
+        return download_dataset(name, target)
+    except DownloadError as e:
+        raise DatasetNotFoundError(_not_found_message(name, places, str(e))) from e
+
+
+def _partial_message(name: str, place: Path, found: dict[str, Path]) -> str:
+    missing = [f"{stem}[.gz]" for stem in FILES if stem not in found]
+    present = [path.name for path in found.values()]
+    return (
+        f"{place} holds only some of the {name} files: present {', '.join(present)}; missing "
+        f"{', '.join(missing)}. Fix: copy the missing files there (either spelling, "
+        f"'-idx' or '.idx', raw or .gz), or delete {place} so tttlab looks elsewhere or "
+        "downloads again"
+    )
+
+
+def _not_found_message(
+    name: str, places: list[tuple[Path, str]], download_error: str | None
+) -> str:
+    searched = "\n".join(f"  {place}  ({why})" for place, why in places)
+    fixes = [
+        "pass --data-dir DIR (data_dir=DIR) for a folder holding "
+        + ", ".join(f"{stem}[.gz]" for stem in FILES),
+        f"set TTTLAB_DATA=DIR with the files in DIR/{name}",
+        f"copy the files into {cache_dir(name)}",
+    ]
+    if name == "fashion-mnist":
+        fixes.append(
+            "sudo apt-get install dataset-fashion-mnist "
+            "(installs them in /usr/share/datasets/fashion-mnist)"
+        )
+    fixes.append(
+        f"go online and retry to download from {', '.join(MIRRORS[name])}, "
+        "or set TTTLAB_MIRROR to a mirror's base URL"
+    )
+    why = (
+        f"Download failed: {download_error}" if download_error else "Not downloaded: download=False"
+    )
+    lines = [f"{name} not found. Searched, in order:", searched, why, "Fix, one of:"]
+    return "\n".join(lines + [f"  - {fix}" for fix in fixes])
+
+
+# ---- downloading ----------------------------------------------------------------------------
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def download_dataset(
+    name: str, dest: str | os.PathLike, mirrors: list[str] | tuple[str, ...] | None = None
+) -> Path:
+    """Download the four .gz files of `name` into `dest`, verifying each one's sha256.
+
+    Mirrors are base URLs tried in order: `mirrors`, else $TTTLAB_MIRROR, else `MIRRORS[name]`;
+    file:// URLs work. Files already in `dest` with the right hash are kept.
+    """
+    _check_idx_name(name)
+    dest = Path(dest)
+    if mirrors is None:
+        env = os.environ.get("TTTLAB_MIRROR")
+        mirrors = (env,) if env else MIRRORS[name]
+    if not mirrors:
+        raise ValueError("mirrors is empty: pass at least one base URL, or None for the defaults")
+    dest.mkdir(parents=True, exist_ok=True)
+    for stem, expected in zip(FILES, SHA256[name], strict=True):
+        file_name = f"{stem}.gz"
+        target = dest / file_name
+        if target.is_file() and _sha256(target) == expected:
+            continue
+        errors = []
+        for base in mirrors:
+            url = base.rstrip("/") + "/" + file_name
+            try:
+                _fetch(url, target, expected)
+                break
+            except (OSError, ValueError) as e:  # URLError and timeouts are OSErrors
+                errors.append(f"{url}: {e}")
+        else:
+            raise DownloadError(
+                f"could not download {file_name} for {name}:\n  " + "\n  ".join(errors)
+            )
+    return dest
+
+
+def _fetch(url: str, target: Path, sha256: str) -> None:
+    """Stream `url` to a temporary file next to `target`, check its sha256, then rename."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        digest = hashlib.sha256()
+        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
+            size = int(r.headers.get("Content-Length") or 0) or None
+            bar = tqdm(total=size, unit="B", unit_scale=True, desc=target.name, disable=None)
+            with bar:
+                for block in iter(lambda: r.read(1 << 20), b""):
+                    f.write(block)
+                    digest.update(block)
+                    bar.update(len(block))
+        if digest.hexdigest() != sha256:
+            raise DownloadError(
+                f"{target.name} has sha256 {digest.hexdigest()}, expected {sha256}: the mirror "
+                "serves a different or corrupt file; the download was discarded"
+            )
+        os.replace(tmp, target)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+# ---- loading --------------------------------------------------------------------------------
+
+
+def _read_idx_dataset(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Official (train images, train labels, test images, test labels) as uint8 / int64."""
+    files = _present_files(directory)
+    arrays = [read_idx(files[stem]) for stem in FILES]
+    for images, labels, split in ((arrays[0], arrays[1], "train"), (arrays[2], arrays[3], "t10k")):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise ValueError(
+                f"{directory}: {split} images have shape {images.shape} and labels shape "
+                f"{labels.shape}; expected N x H x W images and N labels: the files do not "
+                "belong together; replace them with the originals"
+            )
+    return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
+
+
+def _unit_float(x: np.ndarray) -> np.ndarray:
+    """float32 pixels in [0, 1]: uint8 images are divided by 255, float images kept as they are."""
+    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
+
+
+def _normalised(x_NHW: np.ndarray, mean: float, std: float) -> torch.Tensor:
+    """(x - mean) / std as a float32 N x 1 x H x W tensor."""
+    return torch.from_numpy(((x_NHW - mean) / std).astype(np.float32)[:, None])
+
+
+def load_splits(
+    name: str,
+    data_dir: str | os.PathLike | None = None,
+    val_size: int = 10_000,
+    seed: int = 0,
+    download: bool = True,
+    limit: int | None = None,
+) -> ImageSplits:
+    """Load `name` with the paper's splits: official train split stratified into train/val.
+
+    MNIST-format: the official training set minus a stratified `val_size` validation set, and the
+    official test set. digits (bundled with scikit-learn, so `data_dir` and `val_size` are
+    unused): a seeded stratified 60/20/20 train/val/test split.
+    `limit` keeps a stratified subset of at most `limit` points of each split (fast dev runs);
+    the subsets are drawn after splitting, so they are subsets of the full splits.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit={limit} must be a positive number of points, or None for all")
+    if name == "digits":
+        digits = load_digits()
+        pool_x = digits.images.astype(np.float32) / 16.0  # digits pixels are 0..16
+        pool_y = digits.target.astype(np.int64)
+        test_x, test_y = pool_x, pool_y
+        rest_idx, test_idx = stratified_split(pool_y, DIGITS_TEST_FRACTION, seed)
+        n_val = round(DIGITS_VAL_FRACTION * len(pool_y))
+        train_part, val_part = stratified_split(pool_y[rest_idx], n_val, seed)
+        train_idx, val_idx = rest_idx[train_part], rest_idx[val_part]
+    else:
+        directory = find_dataset_dir(name, data_dir, download=download)
+        pool_x, pool_y, test_x, test_y = _read_idx_dataset(directory)
+        try:
+            train_idx, val_idx = stratified_split(pool_y, val_size, seed)
+        except ValueError as e:
+            raise ValueError(
+                f"val_size={val_size} does not fit the {len(pool_y)} official training images "
+                f"in {directory}: {e}"
+            ) from e
+        test_idx = np.arange(len(test_y), dtype=np.int64)
+
+    train_idx = train_idx[_stratified_subset(pool_y[train_idx], limit, seed)]
+    val_idx = val_idx[_stratified_subset(pool_y[val_idx], limit, seed)]
+    test_idx = test_idx[_stratified_subset(test_y[test_idx], limit, seed)]
+
+    train_x = _unit_float(pool_x[train_idx])
+    mean, std = float(train_x.mean(dtype=np.float64)), float(train_x.std(dtype=np.float64))
+    if std == 0.0:
+        raise ValueError(
+            f"{name}: every training pixel has the same value, so the images cannot "
+            "be normalised; check the image files"
+        )
+
+    return ImageSplits(
+        train_x=_normalised(train_x, mean, std),
+        train_y=torch.from_numpy(pool_y[train_idx]),
+        val_x=_normalised(_unit_float(pool_x[val_idx]), mean, std),
+        val_y=torch.from_numpy(pool_y[val_idx]),
+        test_x=_normalised(_unit_float(test_x[test_idx]), mean, std),
+        test_y=torch.from_numpy(test_y[test_idx]),
+        mean=mean,
+        std=std,
+        name=name,
+        classes=list(CLASSES[name]),
+        train_idx=train_idx,
+        val_idx=val_idx,
+        test_idx=test_idx,
+    )

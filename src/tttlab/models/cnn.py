@@ -1,0 +1,185 @@
+"""The width-scalable LeNet-style CNN whose last-layer width d is the paper's model-size axis.
+
+conv -> ReLU -> maxpool2 -> conv -> ReLU -> maxpool2 -> flatten (d features) -> Linear(d, classes),
+no padding. One number, `size_scale`, sets kernels and channels: d = 25 at 0.35 (280 parameters),
+d = 192 at 1.0, d = 1152 at 4.0. Module names match the checkpoints released with the paper, so
+their state dicts load as they are.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+CHECKPOINT_KEYS = (
+    "feature_extractor.0.weight",
+    "feature_extractor.0.bias",
+    "feature_extractor.3.weight",
+    "feature_extractor.3.bias",
+    "classifier.weight",
+    "classifier.bias",
+)
+
+
+class CNNShape(NamedTuple):
+    """Kernel sizes, channel counts and feature width of the CNN at one size_scale."""
+
+    kernel1: int
+    kernel2: int
+    channels1: int
+    channels2: int
+    feature_width: int
+
+
+def cnn_shape(size_scale: float, image_size: int = 28) -> CNNShape:
+    """The architecture at `size_scale`: the one place the scale-to-layers arithmetic lives."""
+    if not (math.isfinite(size_scale) and size_scale > 0):
+        raise ValueError(f"size_scale must be a finite number > 0, got {size_scale}")
+    kernel1 = 3 if size_scale < 0.5 else 5
+    kernel2 = 5 if size_scale > 0.5 else 3
+    channels1 = max(1, round(4 * size_scale))
+    channels2 = max(1, round(20 * size_scale - 8)) if size_scale > 0.5 else channels1
+    side = ((image_size - kernel1 + 1) // 2 - kernel2 + 1) // 2
+    if side < 1:
+        raise ValueError(
+            f"image_size={image_size} is too small for kernels {kernel1} and {kernel2} with two "
+            f"2x2 poolings: use images of at least {2 * (kernel2 + 1) + kernel1 - 1} pixels"
+        )
+    return CNNShape(kernel1, kernel2, channels1, channels2, channels2 * side * side)
+
+
+def _find_scale(matches: Callable[[CNNShape], bool], upper: float, image_size: int) -> float | None:
+    """The largest scale on the paper's 0.05 grid whose shape matches, else on a 0.01 grid.
+
+    Every distinct architecture is reached on the 0.01 grid (the breakpoints of `cnn_shape` lie
+    on multiples of 0.025), and the 0.05 grid gives the paper's own scales (0.35 for d = 25).
+    """
+    for step in (20, 100):
+        for k in range(math.ceil(upper * step), 0, -1):
+            scale = k / step
+            try:
+                if matches(cnn_shape(scale, image_size)):
+                    return scale
+            except ValueError:  # image too small at this scale; smaller ones may still fit
+                continue
+    return None
+
+
+def reachable_widths(max_width: int = 1152, image_size: int = 28) -> list[int]:
+    """All feature widths d <= max_width that some size_scale produces, ascending."""
+    widths = set()
+    for k in range(1, math.ceil(((max_width + 8) / 20 + 0.05) * 100) + 1):
+        try:
+            widths.add(cnn_shape(k / 100, image_size).feature_width)
+        except ValueError:
+            continue
+    return sorted(w for w in widths if w <= max_width)
+
+
+def scale_for_width(width: int, image_size: int = 28) -> float:
+    """The size_scale giving feature width `width` (the paper's scale where there is one)."""
+    # channels2 <= width bounds the scale: channels2 = round(20 s - 8) for s > 0.5.
+    scale = _find_scale(lambda s: s.feature_width == width, (width + 8) / 20 + 0.05, image_size)
+    if scale is None:
+        widths = reachable_widths(max(2 * width, 64), image_size)
+        nearby = sorted(widths, key=lambda w: (abs(w - width), w))[:4]
+        raise ValueError(
+            f"no size_scale gives feature width {width} at image size {image_size}; "
+            f"nearby reachable widths: {sorted(nearby)} (see reachable_widths())"
+        )
+    return scale
+
+
+class CNN(nn.Module):
+    """LeNet-style CNN; `features(x)` is the d-dim input of `classifier`, the last layer."""
+
+    def __init__(
+        self, size_scale: float, num_classes: int = 10, in_channels: int = 1, image_size: int = 28
+    ):
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be >= 2, got {num_classes}")
+        if in_channels < 1:
+            raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+        self.size_scale = size_scale
+        self.shape = cnn_shape(size_scale, image_size)
+        k1, k2, c1, c2, d = self.shape
+        self.feature_extractor = nn.Sequential(
+            nn.Conv2d(in_channels, c1, kernel_size=k1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, kernel_size=k2),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.classifier = nn.Linear(d, num_classes)
+
+    @property
+    def feature_width(self) -> int:
+        """d, the width of the features the last layer sees."""
+        return self.shape.feature_width
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Last-layer input features, (B, d) for images (B, in_channels, H, W)."""
+        return self.feature_extractor(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Class logits, (B, num_classes)."""
+        return self.classifier(self.features(x))
+
+
+def cnn_from_state_dict(
+    state_dict: Mapping[str, torch.Tensor],
+    width: int | None = None,
+    num_classes: int | None = None,
+    image_size: int = 28,
+) -> CNN:
+    """Build the CNN a checkpoint was saved from (shapes -> scale) and load its weights.
+
+    `width` and `num_classes`, where given, are checked against the checkpoint, so a run never
+    silently uses a model of another size than it asked for.
+    """
+    missing = [k for k in CHECKPOINT_KEYS if k not in state_dict]
+    extra = sorted(k for k in state_dict if k not in CHECKPOINT_KEYS)
+    if missing or extra:
+        raise ValueError(
+            f"not a tttlab CNN checkpoint: missing keys {missing}, unexpected keys {extra}; "
+            f"expected exactly {list(CHECKPOINT_KEYS)}"
+        )
+    conv1 = state_dict["feature_extractor.0.weight"]
+    conv2 = state_dict["feature_extractor.3.weight"]
+    head = state_dict["classifier.weight"]
+    if conv1.ndim != 4 or conv2.ndim != 4 or head.ndim != 2:
+        raise ValueError(
+            "checkpoint tensors have the wrong rank: conv weights must be 4-D and "
+            f"classifier.weight 2-D, got {tuple(conv1.shape)}, {tuple(conv2.shape)}, "
+            f"{tuple(head.shape)}"
+        )
+    classes, d = head.shape
+    if width is not None and d != width:
+        raise ValueError(
+            f"checkpoint has feature width {d} (classifier.weight is {classes}×{d}) but width "
+            f"{width} was requested; pass width={d} or use the matching checkpoint"
+        )
+    if num_classes is not None and classes != num_classes:
+        raise ValueError(
+            f"checkpoint has {classes} classes (classifier.weight is {classes}×{d}) but "
+            f"num_classes={num_classes} was requested; pass num_classes={classes} or use the "
+            "matching checkpoint"
+        )
+    found = CNNShape(conv1.shape[-1], conv2.shape[-1], conv1.shape[0], conv2.shape[0], d)
+    upper = max((found.channels2 + 8) / 20, found.channels1 / 4) + 0.05
+    scale = _find_scale(lambda s: s == found, upper, image_size)
+    if scale is None:
+        raise ValueError(
+            f"no size_scale builds the checkpoint's architecture {found} at image size "
+            f"{image_size}: pass the image_size it was trained on, or check the checkpoint"
+        )
+    model = CNN(scale, num_classes=classes, in_channels=conv1.shape[1], image_size=image_size)
+    model.load_state_dict(state_dict, strict=True)
+    return model

@@ -1,0 +1,61 @@
+"""Heads trained on fixed features, e.g. the CNN's or CLIP's last-layer embeddings.
+
+Like every tttlab model a head exposes `features(x)` (the input of its last layer) and
+`classifier`, the last `nn.Linear`: test-time training only ever tunes `classifier` on `features`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+HEAD_KINDS = ("linear", "mlp")
+
+
+class LinearHead(nn.Module):
+    """Multinomial logistic regression: the features are the inputs themselves."""
+
+    def __init__(self, in_dim: int, num_classes: int):
+        super().__init__()
+        self.classifier = nn.Linear(in_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Identity: a linear head's last layer sees its input."""
+        return x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(x)
+
+
+class MLPHead(nn.Module):
+    """One hidden layer, Linear -> ReLU -> Dropout -> Linear; TTT tunes only the last Linear."""
+
+    def __init__(self, in_dim: int, num_classes: int, hidden_dim: int = 256, dropout: float = 0.1):
+        super().__init__()
+        self.hidden = nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.ReLU(), nn.Dropout(dropout))
+        self.classifier = nn.Linear(hidden_dim, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Hidden activations, (B, hidden_dim); dropout is active only in training mode."""
+        return self.hidden(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.hidden(x))
+
+
+def make_head(
+    kind: str, in_dim: int, num_classes: int, hidden_dim: int = 256, dropout: float = 0.1
+) -> LinearHead | MLPHead:
+    """Build a head by name; hidden_dim and dropout apply to "mlp" only."""
+    if kind not in HEAD_KINDS:
+        raise ValueError(f"head kind {kind!r} is not supported; use one of {HEAD_KINDS}")
+    for name, value in (("in_dim", in_dim), ("num_classes", num_classes)):
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
+    if kind == "linear":
+        return LinearHead(in_dim, num_classes)
+    if hidden_dim < 1:
+        raise ValueError(f"hidden_dim must be >= 1, got {hidden_dim}")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+    return MLPHead(in_dim, num_classes, hidden_dim, dropout)

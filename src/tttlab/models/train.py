@@ -1,0 +1,236 @@
+"""One training loop for every global model: the CNN on images and heads on fixed features.
+
+Adam on shuffled minibatches, validation after each epoch, and the best-validation-accuracy
+weights restored at the end. The shuffling generator and the global RNG (dropout) are seeded from
+`TrainConfig.seed`; the caller seeds the model's initialisation, e.g. `torch.manual_seed(seed)`
+before building it, so the same seeds give the same weights.
+
+    torch.manual_seed(0)
+    model = CNN(size_scale=1.0)
+    result = fit(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, TrainConfig())
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of global training; the defaults suit the CNN on (Fashion-)MNIST.
+
+    With them the d = 192 CNN reaches about 89% Fashion-MNIST test accuracy in about two minutes
+    on 2 CPU cores (benchmarks/cnn_accuracy.py).
+    """
+
+    epochs: int = 15
+    """Passes over the training set."""
+    batch_size: int = 128
+    """Examples per Adam step."""
+    lr: float = 3e-3
+    """Adam learning rate."""
+    weight_decay: float = 0.0
+    """L2 penalty added by Adam to the gradient (torch.optim.Adam's weight_decay)."""
+    seed: int = 0
+    """Seeds the minibatch order and any dropout."""
+
+    def __post_init__(self):
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"epochs must be an integer >= 1, got {self.epochs!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be an integer >= 1, got {self.batch_size!r}")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a finite number > 0, got {self.lr!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(
+                f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}"
+            )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+
+
+@dataclass
+class TrainResult:
+    """What `fit` did: per-epoch history and the epoch whose weights the model now holds."""
+
+    history: list[dict[str, float]]
+    """One dict per epoch: epoch (1-based), train_loss, val_loss, val_acc."""
+    best_epoch: int
+    """The epoch with the highest validation accuracy (the earliest on ties)."""
+    best_val_acc: float
+    """Validation accuracy of the restored weights."""
+    seconds: float
+    """Wall-clock time of the whole fit."""
+
+
+def _as_inputs(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    """Convert once to a float32 tensor and reject empty or non-finite input."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must hold at least one example as rows (N, ...), got shape {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)).sum())
+        raise ValueError(f"{name} has {bad} examples with NaN or inf: clean or drop them first")
+    return x
+
+
+def _as_labels(y: torch.Tensor | np.ndarray, n: int, num_classes: int, name: str) -> torch.Tensor:
+    """Convert to int64 class indices, checking count and range against the model."""
+    y = torch.as_tensor(y)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
+    y = y.long()
+    if y.shape != (n,):
+        raise ValueError(
+            f"{name} has shape {tuple(y.shape)} but its inputs have {n} rows: pass one label per "
+            "example as a 1-D tensor"
+        )
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{name} has labels in [{lo}, {hi}] but the model's classifier has {num_classes} "
+            f"outputs: labels must lie in [0, {num_classes}); build the model with "
+            f"num_classes={max(hi + 1, num_classes)} or remap the labels"
+        )
+    return y
+
+
+def _num_classes(model: nn.Module) -> int:
+    """Outputs of the model's last layer, which every tttlab model names `classifier`."""
+    clf = getattr(model, "classifier", None)
+    if not isinstance(clf, nn.Linear):
+        raise TypeError(
+            f"{type(model).__name__} has no `classifier` nn.Linear: use a tttlab model "
+            "(CNN, LinearHead, MLPHead) or expose the last layer as `classifier`"
+        )
+    return clf.out_features
+
+
+@torch.no_grad()
+def _batched(
+    fn: Callable[[torch.Tensor], torch.Tensor],
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    batch_size: int,
+    device: str | torch.device,
+) -> torch.Tensor:
+    """Apply `fn` in eval mode over batches of x; float32 CPU result, model's mode restored."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    x = _as_inputs(x, "x")
+    was_training = model.training
+    model.to(device).eval()
+    try:
+        out = [
+            fn(x[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(x), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out)
+
+
+def predict_logits(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    batch_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Class logits (N, C) of `model` on x, in eval mode and batches."""
+    return _batched(model, model, x, batch_size, device)
+
+
+def extract_features(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    batch_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Last-layer input features (N, d) of x via `model.features`: what TTT fine-tunes on."""
+    if not callable(getattr(model, "features", None)):
+        raise TypeError(
+            f"{type(model).__name__} has no `features(x)` method: use a tttlab model "
+            "(CNN, LinearHead, MLPHead) or add one returning the input of `classifier`"
+        )
+    return _batched(model.features, model, x, batch_size, device)
+
+
+def fit(
+    model: nn.Module,
+    train_x: torch.Tensor | np.ndarray,
+    train_y: torch.Tensor | np.ndarray,
+    val_x: torch.Tensor | np.ndarray,
+    val_y: torch.Tensor | np.ndarray,
+    cfg: TrainConfig,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+) -> TrainResult:
+    """Train `model` in place with Adam and leave it holding its best-validation weights.
+
+    The model ends on `device` in eval mode. Inputs are images for the CNN or feature rows for a
+    head; labels are class indices in [0, model.classifier.out_features).
+    """
+    num_classes = _num_classes(model)
+    train_x, val_x = _as_inputs(train_x, "train_x"), _as_inputs(val_x, "val_x")
+    train_y = _as_labels(train_y, len(train_x), num_classes, "train_y")
+    val_y = _as_labels(val_y, len(val_x), num_classes, "val_y")
+    if train_x.shape[1:] != val_x.shape[1:]:
+        raise ValueError(
+            f"train_x rows have shape {tuple(train_x.shape[1:])} but val_x rows have "
+            f"{tuple(val_x.shape[1:])}: both must come from the same data or feature extractor"
+        )
+
+    start = time.perf_counter()
+    model.to(device)
+    train_x, train_y = train_x.to(device), train_y.to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    order_gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    best_state, best_epoch, best_acc = None, 0, -1.0
+
+    # fork_rng keeps the caller's global RNG untouched while dropout draws from a seeded one.
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
+        torch.manual_seed(cfg.seed)
+        bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
+        for epoch in bar:
+            model.train()
+            order = torch.randperm(len(train_x), generator=order_gen).to(device)
+            total = 0.0
+            for i in range(0, len(order), cfg.batch_size):
+                idx = order[i : i + cfg.batch_size]
+                loss = F.cross_entropy(model(train_x[idx]), train_y[idx])
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += loss.item() * len(idx)
+
+            logits = predict_logits(model, val_x, device=device)
+            val_loss = F.cross_entropy(logits, val_y).item()
+            val_acc = (logits.argmax(dim=1) == val_y).float().mean().item()
+            history.append(
+                {
+                    "epoch": epoch,
+                    "train_loss": total / len(train_x),
+                    "val_loss": val_loss,
+                    "val_acc": val_acc,
+                }
+            )
+            if val_acc > best_acc:  # strict: ties keep the earlier epoch
+                best_state, best_epoch, best_acc = copy.deepcopy(model.state_dict()), epoch, val_acc
+            bar.set_postfix(loss=f"{total / len(train_x):.4f}", val_acc=f"{val_acc:.4f}")
+
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(history, best_epoch, best_acc, time.perf_counter() - start)

@@ -1,0 +1,36 @@
+"""Results: accuracy with bootstrap CIs, run folders written atomically, a run log, text tables."""
+
+from tttlab.results.stats import Estimate, accuracy_table, bootstrap_ci, paired_bootstrap_diff
+from tttlab.results.store import (
+    PointRecords,
+    append_run_log,
+    atomic_write_json,
+    atomic_write_text,
+    read_config,
+    read_metrics,
+    read_points,
+    read_run_log,
+    to_jsonable,
+    write_run,
+)
+from tttlab.results.table import format_accuracy, format_number, format_table
+
+__all__ = [
+    "Estimate",
+    "PointRecords",
+    "accuracy_table",
+    "append_run_log",
+    "atomic_write_json",
+    "atomic_write_text",
+    "bootstrap_ci",
+    "format_accuracy",
+    "format_number",
+    "format_table",
+    "paired_bootstrap_diff",
+    "read_config",
+    "read_metrics",
+    "read_points",
+    "read_run_log",
+    "to_jsonable",
+    "write_run",
+]

@@ -1,0 +1,57 @@
+"""Plain-text tables of results, for the terminal (`tttlab runs`) and the demo's output."""
+
+from __future__ import annotations
+
+import math
+from numbers import Real
+from typing import Any
+
+import numpy as np
+
+from tttlab.results.stats import Estimate
+
+
+def format_accuracy(est: Estimate) -> str:
+    """A fraction with its CI as percentages, e.g. '81.23% [80.45, 82.01]'."""
+    return f"{100 * est.mean:.2f}% [{100 * est.low:.2f}, {100 * est.high:.2f}]"
+
+
+def format_number(value: Any) -> str:
+    """A cell as text: floats to 4 significant digits (whole above 10^4), None as empty."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        # .4g would print 12345.6 as '1.235e+04'; a whole number reads better.
+        return f"{value:.0f}" if math.isfinite(value) and abs(value) >= 1e4 else f"{value:.4g}"
+    return str(value)
+
+
+def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+    """Rows as an aligned text table: a header, a rule, then one line per row.
+
+    `columns` picks and orders the columns (default: every key, in first-seen order). Number
+    columns align right, others left; missing cells are blank.
+    """
+    if columns is None:
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    if not columns:
+        return ""
+    cells = [[format_number(row.get(c)) for c in columns] for row in rows]
+    numeric = [all(_is_number(row[c]) for row in rows if row.get(c) is not None) for c in columns]
+    widths = [max([len(c)] + [len(line[j]) for line in cells]) for j, c in enumerate(columns)]
+
+    def line(texts: list[str]) -> str:
+        parts = [
+            t.rjust(w) if num else t.ljust(w)
+            for t, w, num in zip(texts, widths, numeric, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(list(columns)), rule] + [line(c) for c in cells])
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_))

@@ -1,0 +1,268 @@
+"""Image datasets: finding the files, downloading them, and the paper's stratified splits.
+
+All folders are under tmp_path and the only mirrors are file:// URLs: no test touches the network.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from tttlab.data import (
+    DatasetNotFoundError,
+    DownloadError,
+    cache_dir,
+    download_dataset,
+    find_dataset_dir,
+    images,
+    load_splits,
+    read_idx,
+    stratified_split,
+)
+
+MakeDataset = Callable[..., Path]
+DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+# ---- finding the files ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True])
+@pytest.mark.parametrize("dotted", [False, True], ids=["hyphen", "dot"])
+def test_both_file_name_spellings_are_found(
+    tmp_path: Path, make_idx_dataset: MakeDataset, dotted: bool, gz: bool
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d", dotted=dotted, gz=gz)
+    assert find_dataset_dir("mnist", folder, download=False) == folder
+    assert ("train-images.idx3-ubyte" in {p.stem for p in folder.iterdir()}) == (dotted and gz)
+
+
+def test_search_order_explicit_then_env_then_cache_then_system(
+    tmp_path: Path, make_idx_dataset: MakeDataset, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    explicit = make_idx_dataset(tmp_path / "explicit")
+    env = make_idx_dataset(tmp_path / "env" / "mnist")
+    cache = make_idx_dataset(cache_dir("mnist"))
+    system = make_idx_dataset(tmp_path / "system" / "mnist")
+    monkeypatch.setenv("TTTLAB_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(images, "SYSTEM_DIRS", (tmp_path / "system",))
+
+    assert find_dataset_dir("mnist", explicit, download=False) == explicit
+    assert find_dataset_dir("mnist", download=False) == env
+    monkeypatch.delenv("TTTLAB_DATA")
+    assert find_dataset_dir("mnist", download=False) == cache
+    for path in cache.iterdir():
+        path.unlink()
+    assert find_dataset_dir("mnist", download=False) == system
+
+
+def test_explicit_dir_may_hold_a_subfolder_per_dataset(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "datasets" / "mnist")
+    assert find_dataset_dir("mnist", tmp_path / "datasets", download=False) == folder
+
+
+def test_explicit_dir_is_the_only_place_searched(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    make_idx_dataset(cache_dir("mnist"))
+    with pytest.raises(DatasetNotFoundError, match="download=False") as info:
+        find_dataset_dir("mnist", tmp_path / "empty", download=False)
+    searched = str(info.value).split("Not downloaded")[0]
+    assert str(tmp_path / "empty" / "mnist") in searched
+    assert str(cache_dir("mnist")) not in searched
+
+
+def test_partial_folder_names_missing_and_present_files(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d", gz=True)
+    (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    with pytest.raises(DatasetNotFoundError) as info:
+        find_dataset_dir("mnist", folder)
+    message = str(info.value)
+    assert "missing t10k-labels-idx1-ubyte[.gz]" in message
+    assert "present train-images-idx3-ubyte.gz" in message
+    assert f"delete {folder}" in message
+
+
+def test_unknown_names_list_the_allowed_ones() -> None:
+    with pytest.raises(ValueError, match="'cifar'.*mnist, fashion-mnist, digits"):
+        load_splits("cifar")
+    with pytest.raises(ValueError, match="digits ships inside scikit-learn"):
+        find_dataset_dir("digits")
+
+
+def test_cache_dir_respects_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "x"))
+    assert cache_dir("mnist") == tmp_path / "x" / "tttlab" / "mnist"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert cache_dir("mnist") == Path.home() / ".cache" / "tttlab" / "mnist"
+
+
+# ---- downloading ----------------------------------------------------------------------------
+
+
+def test_download_from_a_file_mirror_verifies_hashes(tmp_path: Path, fake_mirror: str) -> None:
+    dest = download_dataset("mnist", tmp_path / "dest", mirrors=[fake_mirror])
+    names = sorted(p.name for p in dest.iterdir())
+    assert names == sorted(f"{stem}.gz" for stem in images.FILES)  # no temp files left
+    for stem, expected in zip(images.FILES, images.SHA256["mnist"], strict=True):
+        assert hashlib.sha256((dest / f"{stem}.gz").read_bytes()).hexdigest() == expected
+    assert read_idx(dest / "train-images-idx3-ubyte.gz").shape == (60, 28, 28)
+
+
+def test_a_dead_mirror_falls_through_to_the_next(tmp_path: Path, fake_mirror: str) -> None:
+    dead = (tmp_path / "nothing-here").as_uri()
+    download_dataset("mnist", tmp_path / "dest", mirrors=[dead, fake_mirror])
+    assert find_dataset_dir("mnist", tmp_path / "dest", download=False) == tmp_path / "dest"
+
+
+def test_load_splits_downloads_from_the_env_mirror_into_the_cache(
+    fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_MIRROR", fake_mirror)
+    splits = load_splits("mnist", val_size=20)
+    assert find_dataset_dir("mnist", download=False) == cache_dir("mnist")
+    assert (len(splits.train_y), len(splits.val_y), len(splits.test_y)) == (40, 20, 30)
+    with pytest.raises(ValueError, match="val_size=10000 does not fit the 60 official"):
+        load_splits("mnist")
+
+
+def test_an_interrupted_download_is_resumed(
+    fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_MIRROR", fake_mirror)
+    download_dataset("mnist", cache_dir("mnist"))
+    (cache_dir("mnist") / "t10k-images-idx3-ubyte.gz").unlink()
+    assert find_dataset_dir("mnist") == cache_dir("mnist")
+    assert (cache_dir("mnist") / "t10k-images-idx3-ubyte.gz").is_file()
+
+
+def test_hash_mismatch_raises_and_leaves_no_file(
+    tmp_path: Path, fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    wrong = ("0" * 64,) + images.SHA256["mnist"][1:]
+    monkeypatch.setitem(images.SHA256, "mnist", wrong)
+    dest = tmp_path / "dest"
+    with pytest.raises(DownloadError) as info:
+        download_dataset("mnist", dest, mirrors=[fake_mirror])
+    got = hashlib.sha256((Path(fake_mirror[7:]) / "train-images-idx3-ubyte.gz").read_bytes())
+    message = str(info.value)
+    assert "train-images-idx3-ubyte.gz" in message
+    assert f"expected {'0' * 64}" in message and got.hexdigest() in message
+    assert list(dest.iterdir()) == []
+
+
+def test_offline_error_lists_every_place_searched_and_the_fixes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_DATA", str(tmp_path / "env"))
+    monkeypatch.setattr(images, "SYSTEM_DIRS", (tmp_path / "system",))
+    with pytest.raises(DatasetNotFoundError) as info:
+        load_splits("fashion-mnist")
+    message = str(info.value)
+    assert isinstance(info.value, FileNotFoundError)
+    searched = [tmp_path / "env", cache_dir("fashion-mnist").parent, tmp_path / "system"]
+    for place in searched:
+        assert str(place / "fashion-mnist") in message
+    assert "no-mirror/train-images-idx3-ubyte.gz" in message  # the download error
+    for fix in ("--data-dir", "TTTLAB_DATA", "apt-get install dataset-fashion-mnist"):
+        assert fix in message
+
+
+# ---- splits ---------------------------------------------------------------------------------
+
+
+def test_stratified_split_keeps_class_proportions() -> None:
+    labels = np.repeat(np.arange(3), [100, 200, 300])
+    first, second = stratified_split(labels, 60, seed=0)
+    assert np.bincount(labels[second]).tolist() == [10, 20, 30]
+    assert len(np.intersect1d(first, second)) == 0 and len(first) + len(second) == 600
+    assert (np.diff(first) > 0).all() and first.dtype == np.int64
+
+
+@pytest.mark.parametrize(
+    ("labels", "size", "says"),
+    [
+        (np.arange(10) % 2, 0, "ask for 1..9 points"),
+        (np.arange(10) % 2, 1.5, "must lie in"),
+        (np.array([0, 0, 1, 1, 2]), 2, r"classes \[2\] have a single point"),
+        (np.arange(40) % 10, 5, "between 10 and 30"),
+    ],
+)
+def test_stratified_split_says_why_sizes_do_not_fit(
+    labels: np.ndarray, size: float, says: str
+) -> None:
+    with pytest.raises(ValueError, match=says):
+        stratified_split(labels, size, seed=0)
+
+
+def test_mnist_split_is_deterministic_for_a_seed(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "mnist", n_train=200)
+    a = load_splits("mnist", folder, val_size=50, seed=0)
+    b = load_splits("mnist", folder, val_size=50, seed=0)
+    c = load_splits("mnist", folder, val_size=50, seed=1)
+    np.testing.assert_array_equal(a.val_idx, b.val_idx)
+    assert torch.equal(a.train_x, b.train_x)
+    assert not np.array_equal(a.val_idx, c.val_idx)
+    # The same holds at full size: 60k labels, 10k validation.
+    labels = np.arange(60_000) % 10
+    np.testing.assert_array_equal(
+        stratified_split(labels, 10_000, 0)[1], stratified_split(labels, 10_000, 0)[1]
+    )
+
+
+def test_digits_splits_are_stratified_disjoint_and_normalised_with_train_stats() -> None:
+    s = load_splits("digits", seed=0)
+    assert (len(s.train_y), len(s.val_y), len(s.test_y)) == (1078, 359, 360)
+    assert s.train_x.shape[1:] == (1, 8, 8) and s.train_x.dtype == torch.float32
+    assert s.train_y.dtype == torch.int64 and s.classes == [str(d) for d in range(10)]
+    assert s.num_classes == 10
+    everything = np.concatenate([s.train_idx, s.val_idx, s.test_idx])
+    assert sorted(everything.tolist()) == list(range(1797))  # disjoint and complete
+    for y in (s.train_y, s.val_y, s.test_y):  # each split has ~ the same class shares
+        shares = np.bincount(y.numpy(), minlength=10) / len(y)
+        assert np.abs(shares - 0.1).max() < 0.02
+    digits = load_digits()
+    raw = digits.images[s.val_idx].astype(np.float32) / 16.0
+    expected = torch.from_numpy((raw - s.mean) / s.std).float()[:, None]
+    torch.testing.assert_close(s.val_x, expected)
+    assert s.mean == pytest.approx(digits.images[s.train_idx].mean() / 16.0)
+    assert abs(s.train_x.mean().item()) < 1e-5 and abs(s.train_x.std().item() - 1) < 1e-3
+    np.testing.assert_array_equal(s.test_y.numpy(), digits.target[s.test_idx])
+
+
+def test_limit_keeps_stratified_subsets_of_the_full_splits() -> None:
+    full = load_splits("digits", seed=0)
+    small = load_splits("digits", seed=0, limit=100)
+    for part, whole in ((small.train_idx, full.train_idx), (small.test_idx, full.test_idx)):
+        assert len(part) == 100 and np.isin(part, whole).all()
+    assert np.bincount(small.train_y.numpy()).tolist() == [10] * 10
+    with pytest.raises(ValueError, match="limit=5 cannot be applied"):
+        load_splits("digits", limit=5)
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(),
+    reason=f"{DEBIAN_FASHION} absent: `apt-get install dataset-fashion-mnist` to run this",
+)
+def test_real_fashion_mnist_gives_the_papers_50k_10k_10k_split() -> None:
+    s = load_splits("fashion-mnist", DEBIAN_FASHION)
+    assert s.train_x.shape == (50_000, 1, 28, 28)
+    assert (len(s.val_y), len(s.test_y)) == (10_000, 10_000)
+    assert np.bincount(s.train_y.numpy()).tolist() == [5000] * 10
+    assert np.bincount(s.val_y.numpy()).tolist() == [1000] * 10
+    assert np.bincount(s.test_y.numpy()).tolist() == [1000] * 10
+    assert sorted(np.concatenate([s.train_idx, s.val_idx]).tolist()) == list(range(60_000))
+    assert s.classes[0] == "T-shirt/top" and s.classes[9] == "Ankle boot"
+    assert s.mean == pytest.approx(0.286, abs=1e-3) and s.std == pytest.approx(0.353, abs=1e-3)

@@ -1,0 +1,205 @@
+"""Run folders, atomic files and the run log: what a run leaves on disk, and what it never does."""
+
+import json
+import multiprocessing
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tttlab.results import (
+    PointRecords,
+    append_run_log,
+    atomic_write_json,
+    atomic_write_text,
+    read_config,
+    read_metrics,
+    read_points,
+    read_run_log,
+    write_run,
+)
+
+STARTED = datetime(2026, 11, 22, 15, 30, 0)
+
+
+def make_points(n: int = 5) -> PointRecords:
+    rng = np.random.default_rng(0)
+    return PointRecords(
+        index=np.arange(100, 100 + n),
+        label=rng.integers(0, 3, n),
+        pred={"global": rng.integers(0, 3, n), "ttt": rng.integers(0, 3, n)},
+        ce={"global": rng.random(n) * 3, "ttt": rng.random(n) * 3},
+    )
+
+
+@dataclass
+class Cfg:
+    k: int = 200
+    lr: float = 0.05
+
+
+def test_atomic_write_leaves_only_the_file(tmp_path):
+    atomic_write_text(tmp_path / "a.txt", "first")
+    atomic_write_text(tmp_path / "a.txt", "second")
+    assert (tmp_path / "a.txt").read_text() == "second"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_json_converts_numpy_paths_and_dataclasses(tmp_path):
+    obj = {
+        "acc": np.float32(0.5),
+        "n": np.int64(3),
+        "w": np.arange(3),
+        "dir": Path("/x"),
+        "cfg": Cfg(),
+        np.int64(7): "numpy key",
+    }
+    atomic_write_json(tmp_path / "m.json", obj)
+    text = (tmp_path / "m.json").read_text()
+    assert json.loads(text) == {
+        "acc": 0.5,
+        "n": 3,
+        "w": [0, 1, 2],
+        "dir": "/x",
+        "cfg": {"k": 200, "lr": 0.05},
+        "7": "numpy key",
+    }
+    assert text.startswith('{\n  "7"')  # indent 2, sorted keys
+
+
+def test_atomic_write_json_refuses_unknown_types_and_keeps_the_old_file(tmp_path):
+    atomic_write_json(tmp_path / "m.json", {"ok": 1})
+    with pytest.raises(TypeError, match="object"):
+        atomic_write_json(tmp_path / "m.json", {"bad": object()})
+    assert json.loads((tmp_path / "m.json").read_text()) == {"ok": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["m.json"]
+
+
+def test_write_run_makes_a_complete_folder(tmp_path):
+    points = make_points()
+    run = write_run(
+        tmp_path,
+        "cifar10-ttt",
+        {"cfg": Cfg(), "seed": 0},
+        {"acc": {"ttt": 0.8}},
+        points,
+        extra={"head.bin": lambda p: p.write_bytes(b"\x00\x01")},
+        started=STARTED,
+    )
+    assert run == tmp_path / "20261122-153000-cifar10-ttt"
+    names = sorted(p.name for p in run.iterdir())
+    assert names == ["config.json", "head.bin", "metrics.json", "predictions.csv"]
+    assert read_config(run) == {"cfg": {"k": 200, "lr": 0.05}, "seed": 0}
+    assert read_metrics(run) == {"acc": {"ttt": 0.8}}
+    assert (run / "head.bin").read_bytes() == b"\x00\x01"
+    header = (run / "predictions.csv").read_text().splitlines()[0]
+    assert header == "index,label,global_pred,global_ce,ttt_pred,ttt_ce"
+    assert [p.name for p in tmp_path.iterdir()] == [run.name]  # no temp folder left
+
+
+def test_predictions_round_trip_exactly(tmp_path):
+    points = make_points(50)
+    points.ce["ttt"][3] = np.nan  # e.g. a point whose probabilities were not kept
+    back = read_points(write_run(tmp_path, "rt", {}, {}, points))
+    assert back.methods == ["global", "ttt"]
+    np.testing.assert_array_equal(back.index, points.index)
+    np.testing.assert_array_equal(back.label, points.label)
+    for m in points.methods:
+        np.testing.assert_array_equal(back.pred[m], points.pred[m])
+        np.testing.assert_array_equal(back.ce[m], points.ce[m])  # bit-exact, NaN included
+
+
+def test_same_name_same_second_gets_a_suffix(tmp_path):
+    runs = [write_run(tmp_path, "ttt", {}, {}, make_points(), started=STARTED) for _ in range(3)]
+    assert [r.name for r in runs] == [
+        "20261122-153000-ttt",
+        "20261122-153000-ttt-2",
+        "20261122-153000-ttt-3",
+    ]
+
+
+@pytest.mark.parametrize("error", [RuntimeError("disk full"), KeyboardInterrupt()])
+def test_interrupted_write_leaves_nothing(tmp_path, error):
+    def save_weights(path: Path) -> None:
+        path.write_bytes(b"half")
+        raise error
+
+    with pytest.raises(type(error)):
+        write_run(tmp_path, "ttt", {}, {}, make_points(), extra={"head.bin": save_weights})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_records_of_mismatched_length_name_the_method():
+    index, label = np.arange(5), np.zeros(5, int)
+    with pytest.raises(ValueError, match="'ttt' has 4 pred values but there are 5"):
+        PointRecords(index, label, {"ttt": np.zeros(4, int)}, {"ttt": np.zeros(4)})
+    with pytest.raises(ValueError, match="'ttt' has 6 ce values"):
+        PointRecords(index, label, {"ttt": np.zeros(5, int)}, {"ttt": np.zeros(6)})
+    with pytest.raises(ValueError, match="label has 4 points"):
+        PointRecords(index, label[:4], {}, {})
+    with pytest.raises(ValueError, match="np.full"):
+        PointRecords(index, label, {"majority": np.zeros(5, int)}, {})
+    with pytest.raises(ValueError, match="astype"):
+        PointRecords(index, label, {"ttt": np.zeros(5)}, {"ttt": np.zeros(5)})
+
+
+def test_clear_errors_for_bad_paths(tmp_path):
+    a_file = tmp_path / "results"
+    a_file.write_text("")
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        write_run(a_file, "ttt", {}, {}, make_points())
+    with pytest.raises(NotADirectoryError, match="is a file"):
+        append_run_log(a_file, {"name": "ttt"})
+    with pytest.raises(FileNotFoundError, match="no run folder"):
+        read_points(tmp_path / "20990101-000000-nope")
+    with pytest.raises(FileNotFoundError, match="no metrics.json"):
+        read_metrics(tmp_path)
+    with pytest.raises(ValueError, match="plain file name"):
+        write_run(tmp_path, "a/b", {}, {}, make_points())
+    with pytest.raises(ValueError, match="overwrite"):
+        write_run(tmp_path, "ttt", {}, {}, make_points(), extra={"config.json": print})
+
+
+def test_run_log_appends_and_grows_new_columns(tmp_path):
+    append_run_log(tmp_path, {"run": "a", "acc": 0.8123, "n": 100})
+    append_run_log(tmp_path, {"run": "b", "acc": 0.79, "n": 100})
+    append_run_log(tmp_path, {"run": "c", "n": 50, "k": 200})  # new column, no acc
+    assert (tmp_path / "runs.csv").read_text().splitlines() == [
+        "run,acc,n,k",
+        "a,0.8123,100,",
+        "b,0.79,100,",
+        "c,,50,200",
+    ]
+    assert read_run_log(tmp_path) == [
+        {"run": "a", "acc": 0.8123, "n": 100, "k": None},
+        {"run": "b", "acc": 0.79, "n": 100, "k": None},
+        {"run": "c", "acc": None, "n": 50, "k": 200},
+    ]
+
+
+def test_run_log_keeps_number_like_names_as_text(tmp_path):
+    append_run_log(tmp_path, {"run": "007", "tag": "1e3", "acc": np.float64(1 / 3)})
+    assert read_run_log(tmp_path) == [{"run": "007", "tag": "1e3", "acc": 1 / 3}]
+
+
+def _append_many(root: str, worker: int) -> None:
+    for i in range(20):
+        row = {"worker": worker, "i": i, "text": "x" * 200}
+        if i == 10:
+            row[f"extra{worker}"] = 1  # forces a locked rewrite of the whole file
+        append_run_log(root, row)
+
+
+def test_run_log_survives_processes_appending_at_once(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_append_many, args=(str(tmp_path), w)) for w in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    rows = read_run_log(tmp_path)
+    written = sorted((r["worker"], r["i"]) for r in rows)
+    assert written == [(w, i) for w in range(4) for i in range(20)]
+    assert all(r["text"] == "x" * 200 for r in rows)
