@@ -2,7 +2,13 @@
 
 from tttlab.ttt.engine import METHODS, TTTConfig, auto_chunk_size, finetune, ttt_logits
 from tttlab.ttt.heads import head_parts
-from tttlab.ttt.predictors import GlobalHead, MajorityVote, TTTClassifier, global_eval
+from tttlab.ttt.predictors import (
+    GlobalHead,
+    MajorityVote,
+    TTTClassifier,
+    global_eval,
+    vote_fractions,
+)
 from tttlab.ttt.reference import reference_ttt
 
 __all__ = [
@@ -17,4 +23,5 @@ __all__ = [
     "head_parts",
     "reference_ttt",
     "ttt_logits",
+    "vote_fractions",
 ]

@@ -55,6 +55,13 @@ def _in_features(head: nn.Module) -> int:
     return first.in_features if first is not None else head_parts(head)[1].in_features
 
 
+def vote_fractions(labels_BK: np.ndarray, num_classes: int) -> np.ndarray:
+    """Fraction of each point's K neighbours per class (B x C); argmax breaks ties low."""
+    counts = np.zeros((len(labels_BK), num_classes))
+    np.add.at(counts, (np.arange(len(labels_BK))[:, None], labels_BK), 1.0)
+    return counts / labels_BK.shape[1]
+
+
 class GlobalHead:
     """The trained head as it is: no adaptation at test time (the paper's baseline)."""
 
@@ -99,10 +106,7 @@ class MajorityVote:
         """Vote fractions per class; pass precomputed `neighbours` (B x >=k) to skip the search."""
         if neighbours is None:
             _, neighbours = self.index_.search(X, self.k)
-        votes = self.y_[neighbours[:, : self.k]]
-        counts = np.zeros((len(votes), len(self.classes_)))
-        np.add.at(counts, (np.arange(len(votes))[:, None], votes), 1.0)
-        return counts / self.k
+        return vote_fractions(self.y_[neighbours[:, : self.k]], len(self.classes_))
 
     def predict(self, X, neighbours: np.ndarray | None = None) -> np.ndarray:
         return self.predict_proba(X, neighbours).argmax(1)  # argmax takes the first, smallest
