@@ -1,8 +1,8 @@
 """The `tttlab` command line.
 
-    tttlab demo                      # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
-    tttlab ttt --width 192 --k 100   # any RunConfig field as a flag, or --config run.json
-    tttlab runs                      # the run log as a table
+tttlab demo                      # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
+tttlab ttt --width 192 --k 100   # any RunConfig field as a flag, or --config run.json
+tttlab runs                      # the run log as a table
 """
 
 from __future__ import annotations
@@ -31,7 +31,9 @@ def _add_config_flags(parser: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         help = f"default: {f.default!r}"
         if f.type == "bool":
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=None, help=help)
+            parser.add_argument(
+                flag, action=argparse.BooleanOptionalAction, default=None, help=help
+            )
         elif (conv := _field_type(str(f.type))) is not None:
             parser.add_argument(flag, type=conv, default=None, help=help)
 

@@ -208,8 +208,15 @@ def run(cfg: RunConfig) -> RunResult:
     tcfg = TTTConfig(k=cfg.k, epochs=cfg.epochs, lr=cfg.lr, method=cfg.method, l2=cfg.l2)
     t = time.perf_counter()
     logits["ttt"] = ttt_logits(
-        head.weight, head.bias, train_h, splits.train_y, test_h, torch.from_numpy(neighbours),
-        tcfg, device=cfg.device, progress=cfg.progress,
+        head.weight,
+        head.bias,
+        train_h,
+        splits.train_y,
+        test_h,
+        torch.from_numpy(neighbours),
+        tcfg,
+        device=cfg.device,
+        progress=cfg.progress,
     ).numpy()
     seconds["ttt"] = time.perf_counter() - t + seconds["knn"]
 
@@ -228,8 +235,10 @@ def run(cfg: RunConfig) -> RunResult:
         acc[m]["seconds_per_point"] = seconds[m] / n
         acc[m]["mean_ce"] = float(np.nanmean(ce[m])) if not np.isnan(ce[m]).all() else None
     gain = paired_bootstrap_diff(
-        (preds["ttt"] == labels).astype(float), (preds["global"] == labels).astype(float),
-        n_boot=cfg.n_boot, seed=cfg.seed,
+        (preds["ttt"] == labels).astype(float),
+        (preds["global"] == labels).astype(float),
+        n_boot=cfg.n_boot,
+        seed=cfg.seed,
     )
     metrics = {
         "methods": acc,

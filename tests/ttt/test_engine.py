@@ -35,8 +35,16 @@ def engine(head, pool_x, pool_y, query_x, cfg, chunk_size=None):
     with torch.no_grad():
         pool_h, query_h = feats(pool_x), feats(query_x)
     _, nbr = KNNIndex().fit(pool_h).search(query_h, cfg.k)
-    return ttt_logits(clf.weight, clf.bias, pool_h, pool_y, query_h, torch.from_numpy(nbr), cfg,
-                      chunk_size=chunk_size)
+    return ttt_logits(
+        clf.weight,
+        clf.bias,
+        pool_h,
+        pool_y,
+        query_h,
+        torch.from_numpy(nbr),
+        cfg,
+        chunk_size=chunk_size,
+    )
 
 
 @pytest.mark.parametrize("method, k, epochs", [("erm", 30, 20), ("sequential", 10, 2)])
@@ -60,8 +68,9 @@ def test_results_do_not_depend_on_chunk_size_or_order():
     cfg = TTTConfig(k=25, epochs=15)
     whole = engine(head, pool_x, pool_y, query_x, cfg, chunk_size=64)
     for chunk in (1, 5, 17):
-        torch.testing.assert_close(engine(head, pool_x, pool_y, query_x, cfg, chunk), whole,
-                                   atol=1e-6, rtol=0)
+        torch.testing.assert_close(
+            engine(head, pool_x, pool_y, query_x, cfg, chunk), whole, atol=1e-6, rtol=0
+        )
     perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
     shuffled = engine(head, pool_x, pool_y, query_x[perm], cfg, chunk_size=10)
     torch.testing.assert_close(shuffled, whole[perm], atol=1e-6, rtol=0)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
+from tttlab.atomic import atomic_path
 from tttlab.data.idx import read_idx
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
@@ -338,10 +338,9 @@ def download_dataset(
 
 def _fetch(url: str, target: Path, sha256: str) -> None:
     """Stream `url` to a temporary file next to `target`, check its sha256, then rename."""
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
-    try:
+    with atomic_path(target) as tmp:
         digest = hashlib.sha256()
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
+        with open(tmp, "wb") as f, urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as r:
             size = int(r.headers.get("Content-Length") or 0) or None
             bar = tqdm(total=size, unit="B", unit_scale=True, desc=target.name, disable=None)
             with bar:
@@ -354,9 +353,6 @@ def _fetch(url: str, target: Path, sha256: str) -> None:
                 f"{target.name} has sha256 {digest.hexdigest()}, expected {sha256}: the mirror "
                 "serves a different or corrupt file; the download was discarded"
             )
-        os.replace(tmp, target)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 # ---- loading --------------------------------------------------------------------------------

@@ -7,7 +7,6 @@ truncated checkpoint behind.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
+
+from tttlab.atomic import atomic_path
 
 TORCH_SUFFIXES = (".pt", ".pth")
 
@@ -34,10 +35,8 @@ def save_model(model: nn.Module, path: str | Path, meta: dict[str, Any]) -> Path
                 "lists or dicts of them"
             ) from err
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(state, str(tmp), metadata=metadata)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(state, str(tmp), metadata=metadata)
     return path
 
 

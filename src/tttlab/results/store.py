@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from tttlab.atomic import atomic_write_text
+
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 POINTS_FILE = "predictions.csv"
@@ -30,21 +32,6 @@ RUN_LOG = "runs.csv"
 
 
 # ---------------------------------------------------------------- atomic files
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to a temp file beside `path`, then rename it over `path` in one step."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def to_jsonable(obj: Any) -> Any:
