@@ -39,7 +39,7 @@ def small_head_problem(n_test: int, seed: int = 0):
         return nn.Linear(25, 10), pool_x, (pool_x @ teacher).argmax(1), query_x
     torch.manual_seed(seed)
     model = CNN(scale_for_width(25))
-    cfg = TrainConfig(epochs=3, batch_size=256, lr=1e-2, seed=seed)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=3e-3, seed=seed)
     fit(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress=False)
     pool_x = extract_features(model, splits.train_x)
     query_x = extract_features(model, splits.test_x[:n_test])
@@ -77,6 +77,20 @@ def time_reference(head, pool_x, pool_y, query_x, cfg, index) -> tuple[torch.Ten
     seconds = time.perf_counter() - t
     torch.set_num_threads(threads)
     return ref, seconds, best
+
+
+def sgemm_rate(device: str) -> float:
+    """GFLOP/s of one large float32 matmul on this machine: the ceiling for matmul-bound work."""
+    a = torch.randn(2048, 2048, device=device)
+    a @ a
+    t = time.perf_counter()
+    for _ in range(5):
+        a @ a
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    rate = 5 * 2 * 2048**3 / (time.perf_counter() - t) / 1e9
+    print(f"large float32 matmul on {device}: {rate:.0f} GFLOP/s")
+    return rate
 
 
 def compare(name: str, head, pool_x, pool_y, query_x, cfg: TTTConfig, n_ref: int, device: str):
@@ -131,6 +145,11 @@ def compare(name: str, head, pool_x, pool_y, query_x, cfg: TTTConfig, n_ref: int
         f"work per point: {flops / 1e6:.1f} MFLOP, Adam traffic {adam_bytes / 1e6:.1f} MB; "
         f"engine runs at {flops / (eng_ms * 1e-3) / 1e9:.1f} GFLOP/s and "
         f"{adam_bytes / (eng_ms * 1e-3) / 1e9:.1f} GB/s of Adam traffic"
+    )
+    floor_ms = 1e3 * flops / (sgemm_rate(device) * 1e9)
+    print(
+        f"floor at this machine's large-matmul rate: {floor_ms:.3f} ms/pt; "
+        f"the engine is {eng_ms / floor_ms:.1f}x above it"
     )
 
 

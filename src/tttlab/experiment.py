@@ -67,7 +67,7 @@ class RunConfig:
     """CNN feature width d, the paper's model-size axis (25 ... 1152)."""
     checkpoint: str | None = None
     """Load the global model from this .safetensors/.pt file instead of training it."""
-    train_epochs: int = 15
+    train_epochs: int = 10
     """Global training epochs (best validation epoch kept)."""
     train_lr: float = 3e-3
     """Global training Adam learning rate."""
@@ -117,7 +117,13 @@ class RunConfig:
             raise ValueError(f"limit={self.limit} leaves fewer training points than k={self.k}")
         if self.n_boot < 1:
             raise ValueError(f"n_boot must be >= 1, got {self.n_boot}")
-        TrainConfig(self.train_epochs, self.batch_size, self.train_lr, seed=self.seed)
+        self.train_config()
+
+    def train_config(self) -> TrainConfig:
+        """The global-training part of this config."""
+        return TrainConfig(
+            epochs=self.train_epochs, batch_size=self.batch_size, lr=self.train_lr, seed=self.seed
+        )
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
@@ -157,9 +163,11 @@ def _global_model(cfg: RunConfig, splits, in_dim: int) -> tuple[nn.Module, dict[
         model = CNN(scale_for_width(cfg.width), num_classes=splits.num_classes)
     else:
         model = make_head(cfg.model, in_dim, splits.num_classes)
-    tcfg = TrainConfig(cfg.train_epochs, cfg.batch_size, cfg.train_lr, seed=cfg.seed)
     x_tr, x_val = _inputs(cfg, splits.train_x), _inputs(cfg, splits.val_x)
-    result = fit(model, x_tr, splits.train_y, x_val, splits.val_y, tcfg, cfg.device, cfg.progress)
+    result = fit(
+        model, x_tr, splits.train_y, x_val, splits.val_y, cfg.train_config(), cfg.device,
+        cfg.progress,
+    )
     model.cpu()
     info = {
         "train_seconds": result.seconds,

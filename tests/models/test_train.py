@@ -43,7 +43,7 @@ def test_best_epoch_weights_are_restored_and_ties_keep_the_earliest():
     for epochs in (1, 5):
         torch.manual_seed(0)
         head = make_head("linear", 10, 4)
-        cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, seed=0)
+        cfg = TrainConfig(epochs=epochs, batch_size=32, lr=0.05, lr_schedule="constant", seed=0)
         result = fit(head, tx, ty, vx, vy, cfg, progress=False)
         weights.append(head.classifier.weight.detach().clone())
     # Validation accuracy is 1.0 from epoch 1 on, so the 5-epoch run must end on epoch 1's weights.
@@ -115,7 +115,15 @@ def test_bad_inputs_name_the_fix():
 
 
 @pytest.mark.parametrize(
-    "bad", [{"epochs": 0}, {"batch_size": 0}, {"lr": 0.0}, {"weight_decay": -1.0}, {"seed": -1}]
+    "bad",
+    [
+        {"epochs": 0},
+        {"batch_size": 0},
+        {"lr": 0.0},
+        {"weight_decay": -1.0},
+        {"lr_schedule": "step"},
+        {"seed": -1},
+    ],
 )
 def test_config_rejects_bad_values(bad):
     (name,) = bad

@@ -205,8 +205,10 @@ def fit(
     train_x, train_y = train_x.to(device), train_y.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps = cfg.epochs * math.ceil(len(train_x) / cfg.batch_size)
-    if cfg.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
+    cosine = cfg.lr_schedule == "cosine"
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)) if cosine else 1.0
+    )
     order_gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     best_state, best_epoch, best_acc = None, 0, -1.0
@@ -226,8 +228,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if cfg.lr_schedule == "cosine":
-                    sched.step()
+                sched.step()
                 total += loss.item() * len(idx)
 
             logits = predict_logits(model, val_x, device=device)
