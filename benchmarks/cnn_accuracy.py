@@ -16,9 +16,12 @@ import torch
 from tttlab.data import load_splits
 from tttlab.models import CNN, TrainConfig, fit, predict_logits, scale_for_width
 
+# Found by a sweep on the validation split (15 epochs at batch 128 stop near 87.8% test).
+DEFAULTS = TrainConfig(epochs=30, batch_size=256, lr=6e-3, lr_schedule="cosine")
+
 
 def main() -> None:
-    defaults = TrainConfig()
+    defaults = DEFAULTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", default="fashion-mnist")
     parser.add_argument("--data-dir", default=None, help="folder of the IDX .gz files")

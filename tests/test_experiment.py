@@ -130,3 +130,17 @@ def test_checkpoint_of_another_width_is_rejected(tmp_path, capsys):
     assert code == 2
     assert "checkpoint has feature width 192" in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_demo_pipeline_on_real_fashion_mnist(tmp_path):
+    from tttlab.data import find_dataset_dir
+
+    try:
+        find_dataset_dir("fashion-mnist", download=False)
+    except FileNotFoundError:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    cfg = RunConfig(limit=3000, train_epochs=8, n_boot=100, progress=False, out=str(tmp_path))
+    result = run(cfg)
+    assert result.metrics["feature_width"] == 25
+    assert result.metrics["n_test"] == 3000
+    assert result.metrics["methods"]["global"]["accuracy"] > 0.5

@@ -30,6 +30,7 @@ from tttlab.models import (
     cnn_from_state_dict,
     extract_features,
     fit,
+    live_cnn,
     load_state,
     make_head,
     save_model,
@@ -158,18 +159,27 @@ def _global_model(cfg: RunConfig, splits, in_dim: int) -> tuple[nn.Module, dict[
             model = make_head(cfg.model, in_dim, splits.num_classes)
             model.load_state_dict(state, strict=True)
         return model.eval(), {"checkpoint": cfg.checkpoint, "checkpoint_meta": meta}
-    torch.manual_seed(cfg.seed)
+    info: dict[str, Any] = {}
     if cfg.model == "cnn":
-        model = CNN(scale_for_width(cfg.width), num_classes=splits.num_classes)
+        model, info["dead_inits_redrawn"] = live_cnn(
+            scale_for_width(cfg.width), splits.train_x[:1024], cfg.seed, splits.num_classes
+        )
     else:
+        torch.manual_seed(cfg.seed)
         model = make_head(cfg.model, in_dim, splits.num_classes)
     x_tr, x_val = _inputs(cfg, splits.train_x), _inputs(cfg, splits.val_x)
     result = fit(
-        model, x_tr, splits.train_y, x_val, splits.val_y, cfg.train_config(), cfg.device,
+        model,
+        x_tr,
+        splits.train_y,
+        x_val,
+        splits.val_y,
+        cfg.train_config(),
+        cfg.device,
         cfg.progress,
     )
     model.cpu()
-    info = {
+    info |= {
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,

@@ -3,7 +3,14 @@
 import pytest
 import torch
 
-from tttlab.models import CNN, cnn_from_state_dict, cnn_shape, reachable_widths, scale_for_width
+from tttlab.models import (
+    CNN,
+    cnn_from_state_dict,
+    cnn_shape,
+    live_cnn,
+    reachable_widths,
+    scale_for_width,
+)
 
 # size_scale -> (kernel1, kernel2, channels1, channels2, d, parameters with 10 classes)
 ARCHITECTURES = {
@@ -96,3 +103,20 @@ def test_missing_and_extra_keys_are_listed():
     )
     with pytest.raises(ValueError, match=expected):
         cnn_from_state_dict(state)
+
+
+def test_live_cnn_redraws_a_dead_initialisation():
+    torch.manual_seed(0)
+    images = torch.randn(256, 1, 28, 28)
+    dead_at_seed = next(
+        s
+        for s in range(50)
+        if (torch.manual_seed(s), (CNN(0.35).features(images) > 0).float().mean() < 0.01)[1]
+    )
+    model, redrawn = live_cnn(0.35, images, seed=dead_at_seed)
+    assert redrawn >= 1
+    assert (model.features(images) > 0).float().mean() >= 0.01
+    again, _ = live_cnn(0.35, images, seed=dead_at_seed)
+    assert all(
+        torch.equal(a, b) for a, b in zip(model.parameters(), again.parameters(), strict=True)
+    )

@@ -9,6 +9,7 @@ from tttlab.models.cnn import (
     CNNShape,
     cnn_from_state_dict,
     cnn_shape,
+    live_cnn,
     reachable_widths,
     scale_for_width,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "cnn_shape",
     "extract_features",
     "fit",
+    "live_cnn",
     "load_state",
     "make_head",
     "predict_logits",

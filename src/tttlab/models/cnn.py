@@ -183,3 +183,30 @@ def cnn_from_state_dict(
     model = CNN(scale, num_classes=classes, in_channels=conv1.shape[1], image_size=image_size)
     model.load_state_dict(state_dict, strict=True)
     return model
+
+
+def live_cnn(
+    size_scale: float,
+    sample: torch.Tensor,
+    seed: int = 0,
+    num_classes: int = 10,
+    min_alive: float = 0.01,
+    max_draws: int = 20,
+) -> tuple[CNN, int]:
+    """A freshly initialised CNN whose features are not (nearly) all zero on `sample`.
+
+    The one-channel CNNs can start dead: every ReLU output is zero, no gradient flows and
+    training stays at chance (d = 25 does so for seed 0). Redraw, seeded, until at least
+    `min_alive` of the features are positive; returns the model and how many draws were rejected.
+    """
+    for draw in range(max_draws):
+        torch.manual_seed(seed + 7919 * draw)  # a prime stride keeps draws apart from other seeds
+        model = CNN(size_scale, num_classes=num_classes, image_size=sample.shape[-1])
+        with torch.no_grad():
+            alive = (model.features(sample) > 0).float().mean().item()
+        if alive >= min_alive:
+            return model, draw
+    raise RuntimeError(
+        f"{max_draws} initialisations of the size_scale={size_scale} CNN were all dead on the "
+        "sample (no positive features): check that the images are normalised"
+    )
