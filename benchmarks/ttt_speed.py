@@ -13,6 +13,7 @@ The reference loop runs at its best thread count (tiny ops run faster on one thr
 from __future__ import annotations
 
 import argparse
+import copy
 import platform
 import time
 
@@ -93,7 +94,9 @@ def sgemm_rate(device: str) -> float:
     return rate
 
 
-def compare(name: str, head, pool_x, pool_y, query_x, cfg: TTTConfig, n_ref: int, device: str):
+def compare(
+    name: str, head, pool_x, pool_y, query_x, cfg: TTTConfig, n_ref: int, n_f64: int, device: str
+):
     """Print points/s of both paths on the same points, their ratio and their agreement."""
     D, C, K, B = pool_x.shape[1], head.out_features, cfg.k, len(query_x)
     print(
@@ -141,6 +144,17 @@ def compare(name: str, head, pool_x, pool_y, query_x, cfg: TTTConfig, n_ref: int
     print(
         f"identical predictions: {100 * same:.2f}% of {n_ref}; largest logit difference {diff:.2e}"
     )
+    # Both paths run in float32, so their difference mixes two rounding errors. A float64 run of
+    # the reference loop on some of the points says whose error it is.
+    n64 = min(n_ref, n_f64)
+    ref64 = reference_ttt(
+        copy.deepcopy(head).double(), pool_x.double(), pool_y, query_x[:n64].double(), cfg, index
+    )
+    print(
+        f"largest logit difference from a float64 reference run (first {n64} points): "
+        f"engine {(eng[:n64].double() - ref64).abs().max().item():.2e}, "
+        f"float32 reference {(ref[:n64].double() - ref64).abs().max().item():.2e}"
+    )
     print(
         f"work per point: {flops / 1e6:.1f} MFLOP, Adam traffic {adam_bytes / 1e6:.1f} MB; "
         f"engine runs at {flops / (eng_ms * 1e-3) / 1e9:.1f} GFLOP/s and "
@@ -169,7 +183,8 @@ def main() -> None:
         n = 200 if args.quick else 2000
         problem = small_head_problem(n)
         cfg = TTTConfig(k=200, epochs=50, lr=0.05)
-        compare("small head", *problem, cfg, n_ref=n if not args.quick else 100, device=args.device)
+        n_ref = 100 if args.quick else n
+        compare("small head", *problem, cfg, n_ref, n_f64=min(n_ref, 500), device=args.device)
     if args.only in (None, "clip"):
         n = 16 if args.quick else 200
         problem = clip_head_problem(n)
@@ -179,6 +194,7 @@ def main() -> None:
             *problem,
             cfg,
             n_ref=min(n, 8 if args.quick else 50),
+            n_f64=8,
             device=args.device,
         )
 

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 from torch import nn
@@ -60,6 +62,29 @@ def test_engine_gives_the_numbers_of_the_reference_loop(method, k, epochs, l2, h
     assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(out, head(query_x), atol=1e-3), "fine-tuning changed the logits"
+
+
+@pytest.mark.parametrize("method, k, epochs", [("erm", 30, 20), ("sequential", 10, 2)])
+def test_engine_stays_at_float64_accuracy_when_the_head_is_confident(method, k, epochs):
+    # Noise-free labels and a head aligned with them: p_y is near 1 at most neighbours, where
+    # float32 "softmax - onehot" is pure rounding noise that Adam amplifies into updates.
+    g = torch.Generator().manual_seed(0)
+    teacher = torch.randn(6, 4, generator=g)
+    pool_x, query_x = torch.randn(1500, 6, generator=g), torch.randn(40, 6, generator=g)
+    pool_y = (pool_x @ teacher).argmax(1)
+    head = nn.Linear(6, 4)
+    with torch.no_grad():
+        head.weight.copy_(3 * teacher.T)
+        head.bias.zero_()
+    cfg = TTTConfig(k=k, epochs=epochs, lr=0.05, method=method)
+    exact = reference_ttt(
+        copy.deepcopy(head).double(), pool_x.double(), pool_y, query_x.double(), cfg
+    )
+    out = engine(head, pool_x, pool_y, query_x, cfg)
+    torch.testing.assert_close(out.double(), exact, atol=1e-4, rtol=0)
+    if method == "sequential":  # the plain float32 loop is far off here: the case is exercised
+        float32_loop = reference_ttt(head, pool_x, pool_y, query_x, cfg).double()
+        assert (float32_loop - exact).abs().max() > 1e-2
 
 
 def test_results_do_not_depend_on_chunk_size_or_order():

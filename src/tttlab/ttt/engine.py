@@ -7,12 +7,18 @@ it would get alone; Adam is element-wise, so one fused Adam step over the stacke
 independent Adam steps. Gradients are written in closed form (softmax minus one-hot), which
 replaces autograd's bookkeeping with two batched matmuls per epoch.
 
+The true class's logit gradient p_y - 1 is computed as -(sum of the other classes' p), not by
+subtracting 1: when p_y is near 1 the subtraction leaves only float32 rounding noise, which Adam's
+normalisation then amplifies into weight updates. The cancellation-free form keeps the engine
+about 20x closer to a float64 run than the plain form (and than autograd's own float32 loop).
+
 Nothing here is random: a point's result depends only on its own neighbours, never on the chunk
 it ran in or on the order of the test set.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -78,33 +84,60 @@ def finetune(
     W0_CD = torch.cat([weight_CD.detach(), bias_C.detach()[:, None]], dim=1).to(XA_BKD)
     W_BCD = W0_CD.expand(B, -1, -1).clone()
     onehot_BKC = F.one_hot(y_BK, C).to(XA_BKD.dtype)
+    others_BKC = 1.0 - onehot_BKC
     if cfg.epochs == 0:
         return W_BCD
     grad_BCD = torch.empty_like(W_BCD)
-    W_BCD.grad = grad_BCD
-    beta1, beta2 = cfg.betas
-    # fused=True: one kernel per step instead of ~10 passes over the weights and moments.
-    opt = torch.optim.Adam([W_BCD], lr=cfg.lr, betas=(beta1, beta2), eps=cfg.eps, fused=True)
+    adam_step = _fused_adam(W_BCD, grad_BCD, cfg)
     if cfg.method == "erm":
         # Classes-before-neighbours layout (B, C, K): softmax over a middle axis vectorises over
         # K, which is several times faster on CPU than a softmax over a short last axis of C.
         XAt_BDK = XA_BKD.transpose(1, 2).contiguous()
         onehot_BCK = onehot_BKC.transpose(1, 2).contiguous()
+        others_BCK = others_BKC.transpose(1, 2).contiguous()
         for _ in range(cfg.epochs):
             logits_BCK = torch.bmm(W_BCD, XAt_BDK)
-            dlogits_BCK = torch.softmax(logits_BCK, dim=1).sub_(onehot_BCK)
+            dlogits_BCK = _softmax_minus_onehot(logits_BCK, onehot_BCK, others_BCK)
             # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
             _write_grad(grad_BCD, dlogits_BCK, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
-            opt.step()
+            adam_step()
     else:
         for _ in range(cfg.epochs):
             for j in range(K):
                 x_BD1 = XA_BKD[:, j, :, None]
                 logits_BC1 = torch.bmm(W_BCD, x_BD1)
-                dlogits_BC1 = torch.softmax(logits_BC1, dim=1).sub_(onehot_BKC[:, j, :, None])
+                onehot_BC1, others_BC1 = onehot_BKC[:, j, :, None], others_BKC[:, j, :, None]
+                dlogits_BC1 = _softmax_minus_onehot(logits_BC1, onehot_BC1, others_BC1)
                 _write_grad(grad_BCD, dlogits_BC1, x_BD1.transpose(1, 2), 1.0, W_BCD, W0_CD, cfg)
-                opt.step()
-    return W_BCD.detach()
+                adam_step()
+    return W_BCD
+
+
+def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable[[], None]:
+    """A step function: one fused Adam update of W from grad, torch.optim.Adam(fused=True)'s kernel.
+
+    Called directly rather than through `torch.optim.Adam.step`, whose per-call bookkeeping costs
+    more than the update itself for small heads.
+    """
+    exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
+    step = torch.zeros((), dtype=torch.float32, device=W.device)
+    beta1, beta2 = cfg.betas
+
+    def adam_step() -> None:
+        step.add_(1)
+        torch._fused_adam_(
+            [W], [grad], [exp_avg], [exp_avg_sq], [], [step],
+            lr=cfg.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=cfg.eps,
+            amsgrad=False, maximize=False,
+        )  # fmt: skip
+
+    return adam_step
+
+
+def _softmax_minus_onehot(logits, onehot, others) -> torch.Tensor:
+    """softmax(logits, dim=1) - onehot, with the true class's entry as -(sum of the others)."""
+    p = torch.softmax(logits, dim=1).mul_(others)
+    return p.addcmul_(onehot, p.sum(1, keepdim=True), value=-1.0)
 
 
 def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
