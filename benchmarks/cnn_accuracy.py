@@ -1,4 +1,4 @@
-"""Train the width-d CNN on Fashion-MNIST with the TrainConfig defaults; print its test accuracy.
+"""Train the width-d CNN on Fashion-MNIST with the schedule below; print its test accuracy.
 
     python benchmarks/cnn_accuracy.py                  # d = 192 (size_scale 1.0), target >= 88%
     python benchmarks/cnn_accuracy.py --width 25       # the paper's smallest CNN, 280 parameters

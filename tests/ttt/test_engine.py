@@ -103,16 +103,23 @@ def test_results_do_not_depend_on_chunk_size_or_order():
 
 def test_zero_epochs_leave_the_global_head():
     W, b = torch.randn(3, 5), torch.randn(3)
-    W_BCD = finetune(W, b, torch.randn(4, 7, 5), torch.randint(0, 3, (4, 7)), TTTConfig(epochs=0))
-    assert torch.equal(W_BCD[2], torch.cat([W, b[:, None]], 1))
+    W_BCD, b_BC = finetune(
+        W, b, torch.randn(4, 7, 5), torch.randint(0, 3, (4, 7)), TTTConfig(epochs=0)
+    )
+    assert torch.equal(W_BCD[2], W) and torch.equal(b_BC[2], b)
 
 
 def test_a_strong_pull_keeps_the_weights_near_the_global_head():
     W, b = torch.randn(3, 5), torch.randn(3)
     X, y = torch.randn(2, 20, 5), torch.randint(0, 3, (2, 20))
     W0 = torch.cat([W, b[:, None]], 1)
-    free = finetune(W, b, X, y, TTTConfig(k=20, epochs=30, lr=0.1))
-    pulled = finetune(W, b, X, y, TTTConfig(k=20, epochs=30, lr=0.1, l2=100.0))
+
+    def tuned(cfg):
+        W_BCD, b_BC = finetune(W, b, X, y, cfg)
+        return torch.cat([W_BCD, b_BC[:, :, None]], 2)
+
+    free = tuned(TTTConfig(k=20, epochs=30, lr=0.1))
+    pulled = tuned(TTTConfig(k=20, epochs=30, lr=0.1, l2=100.0))
     assert (pulled - W0).norm() < 0.5 * (free - W0).norm()
 
 

@@ -1,6 +1,6 @@
 """The batched TTT engine: fine-tune one copy of a linear head per test point, many at once.
 
-Each test point b gets its own weights W_BCD (bias folded in as a last input column of ones), is
+Each test point b gets its own weights W_BCD (bias folded in as an input column of ones), is
 trained on its K neighbours X_BKD with labels y_BK, and predicts its own input. The loss is the sum
 over test points of each point's mean cross-entropy, so every point's gradient is exactly the one
 it would get alone; Adam is element-wise, so one fused Adam step over the stacked weights is B
@@ -62,9 +62,24 @@ class TTTConfig:
         self.betas = tuple(self.betas)
 
 
-def augment(x: torch.Tensor) -> torch.Tensor:
-    """Append a column of ones so a bias becomes the last weight column."""
-    return torch.cat([x, x.new_ones(*x.shape[:-1], 1)], dim=-1)
+CLASSES_LAST_FROM = 32
+"""From this many classes on, logits are laid out (B, K, C) so softmax runs over a contiguous class
+axis; below it (B, C, K), because a softmax over a short last axis is several times slower."""
+
+
+def augment(x: torch.Tensor, width: int) -> torch.Tensor:
+    """x with a column of ones (so a bias is a weight column) and zeros up to `width` columns.
+
+    The zero padding rounds rows to a multiple of 8 floats, which BLAS multiplies faster; the
+    padded weights get zero gradients, so Adam never moves them.
+    """
+    pad = width - x.shape[-1] - 1
+    return torch.cat([x, x.new_ones(*x.shape[:-1], 1), x.new_zeros(*x.shape[:-1], pad)], dim=-1)
+
+
+def padded_width(d: int) -> int:
+    """Columns of the augmented inputs: d features and a bias column, rounded up to 8s."""
+    return -(-(d + 1) // 8) * 8
 
 
 def finetune(
@@ -73,44 +88,49 @@ def finetune(
     X_BKD: torch.Tensor,
     y_BK: torch.Tensor,
     cfg: TTTConfig,
-) -> torch.Tensor:
-    """Fine-tune B copies of the head (weight, bias) on B neighbourhoods; return W_BCD1.
-
-    The returned weights hold the bias as their last column (see `augment`).
-    """
-    B, K, _ = X_BKD.shape
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fine-tune B copies of the head (weight, bias) on B neighbourhoods; return (W_BCD, b_BC)."""
+    B, K, D = X_BKD.shape
     C = weight_CD.shape[0]
-    XA_BKD = augment(X_BKD)
-    W0_CD = torch.cat([weight_CD.detach(), bias_C.detach()[:, None]], dim=1).to(XA_BKD)
+    XA_BKD = augment(X_BKD, padded_width(D))
+    W0_CD = augment(weight_CD.detach(), XA_BKD.shape[-1]).to(XA_BKD)
+    W0_CD[:, D] = bias_C.detach()
     W_BCD = W0_CD.expand(B, -1, -1).clone()
-    onehot_BKC = F.one_hot(y_BK, C).to(XA_BKD.dtype)
+    if cfg.epochs > 0:
+        _train(W_BCD, W0_CD, XA_BKD, F.one_hot(y_BK, C).to(XA_BKD.dtype), cfg)
+    return W_BCD[:, :, :D], W_BCD[:, :, D]
+
+
+def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
+    """Run cfg's Adam steps on W_BCD in place."""
+    K, C = onehot_BKC.shape[1:]
     others_BKC = 1.0 - onehot_BKC
-    if cfg.epochs == 0:
-        return W_BCD
     grad_BCD = torch.empty_like(W_BCD)
     adam_step = _fused_adam(W_BCD, grad_BCD, cfg)
-    if cfg.method == "erm":
-        # Classes-before-neighbours layout (B, C, K): softmax over a middle axis vectorises over
-        # K, which is several times faster on CPU than a softmax over a short last axis of C.
-        XAt_BDK = XA_BKD.transpose(1, 2).contiguous()
-        onehot_BCK = onehot_BKC.transpose(1, 2).contiguous()
-        others_BCK = others_BKC.transpose(1, 2).contiguous()
-        for _ in range(cfg.epochs):
-            logits_BCK = torch.bmm(W_BCD, XAt_BDK)
-            dlogits_BCK = _softmax_minus_onehot(logits_BCK, onehot_BCK, others_BCK)
-            # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
-            _write_grad(grad_BCD, dlogits_BCK, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
-            adam_step()
-    else:
+    if cfg.method == "sequential":
         for _ in range(cfg.epochs):
             for j in range(K):
                 x_BD1 = XA_BKD[:, j, :, None]
                 logits_BC1 = torch.bmm(W_BCD, x_BD1)
                 onehot_BC1, others_BC1 = onehot_BKC[:, j, :, None], others_BKC[:, j, :, None]
-                dlogits_BC1 = _softmax_minus_onehot(logits_BC1, onehot_BC1, others_BC1)
-                _write_grad(grad_BCD, dlogits_BC1, x_BD1.transpose(1, 2), 1.0, W_BCD, W0_CD, cfg)
+                dlogits_BC1 = _softmax_minus_onehot(logits_BC1, onehot_BC1, others_BC1, dim=1)
+                _write_grad(grad_BCD, dlogits_BC1, x_BD1.mT, 1.0, W_BCD, W0_CD, cfg)
                 adam_step()
-    return W_BCD
+    elif C >= CLASSES_LAST_FROM:
+        for _ in range(cfg.epochs):
+            logits_BKC = torch.bmm(XA_BKD, W_BCD.mT)
+            dlogits_BKC = _softmax_minus_onehot(logits_BKC, onehot_BKC, others_BKC, dim=2)
+            # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
+            _write_grad(grad_BCD, dlogits_BKC.mT, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
+            adam_step()
+    else:
+        XAt_BDK = XA_BKD.mT.contiguous()
+        onehot_BCK, others_BCK = onehot_BKC.mT.contiguous(), others_BKC.mT.contiguous()
+        for _ in range(cfg.epochs):
+            logits_BCK = torch.bmm(W_BCD, XAt_BDK)
+            dlogits_BCK = _softmax_minus_onehot(logits_BCK, onehot_BCK, others_BCK, dim=1)
+            _write_grad(grad_BCD, dlogits_BCK, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
+            adam_step()
 
 
 def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable[[], None]:
@@ -134,10 +154,11 @@ def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable
     return adam_step
 
 
-def _softmax_minus_onehot(logits, onehot, others) -> torch.Tensor:
-    """softmax(logits, dim=1) - onehot, with the true class's entry as -(sum of the others)."""
-    p = torch.softmax(logits, dim=1).mul_(others)
-    return p.addcmul_(onehot, p.sum(1, keepdim=True), value=-1.0)
+def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
+    """softmax(logits) - onehot over the class axis `dim`, the true class's entry as -(sum of the
+    others), in place on the fresh logits tensor's softmax."""
+    p = torch.softmax(logits, dim=dim).mul_(others)
+    return p.addcmul_(onehot, p.sum(dim, keepdim=True), value=-1.0)
 
 
 def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
@@ -151,7 +172,8 @@ def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
 
 def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") -> int:
     """Test points per chunk: cache-sized on CPU (speed), a slice of free memory on CUDA."""
-    per_point = 4 * (K * (D + 1) * 2 + K * C * 3 + C * (D + 1) * 5)  # bytes, float32
+    Dp = padded_width(D)
+    per_point = 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)  # bytes, float32
     device = torch.device(device)
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -189,9 +211,9 @@ def ttt_logits(
         nbr = neighbours[s : s + chunk]
         X_BKD = pool_x[nbr].to(device, torch.float32)
         y_BK = pool_y[nbr].to(device)
-        W_BCD = finetune(W_CD, b_C, X_BKD, y_BK, cfg)
-        x_BD = augment(query_x[s : s + chunk].to(device, torch.float32))
-        out[s : s + chunk] = torch.bmm(W_BCD, x_BD[:, :, None])[:, :, 0].cpu()
+        W_BCD, b_BC = finetune(W_CD, b_C, X_BKD, y_BK, cfg)
+        x_BD1 = query_x[s : s + chunk].to(device, torch.float32)[:, :, None]
+        out[s : s + chunk] = torch.baddbmm(b_BC[:, :, None], W_BCD, x_BD1)[:, :, 0].cpu()
         bar.update(len(nbr))
     bar.close()
     return out

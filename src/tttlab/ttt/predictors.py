@@ -200,11 +200,11 @@ class TTTClassifier:
         _, nbr = self.index_.search(h, self.k)
         nbr = torch.as_tensor(nbr)
         _, clf = head_parts(self.head)
-        W = finetune(clf.weight, clf.bias, self.pool_[nbr], self.y_[nbr], self.config)
+        W, b = finetune(clf.weight, clf.bias, self.pool_[nbr], self.y_[nbr], self.config)
         local = nn.Linear(clf.in_features, clf.out_features)
         with torch.no_grad():
-            local.weight.copy_(W[0, :, :-1])
-            local.bias.copy_(W[0, :, -1])
+            local.weight.copy_(W[0])
+            local.bias.copy_(b[0])
         return local
 
 
