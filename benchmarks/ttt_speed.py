@@ -228,7 +228,7 @@ def main() -> None:
         problem = small_head_problem(n)
         cfg = TTTConfig(k=200, epochs=50, lr=0.05)
         n_ref = 100 if args.quick else n
-        compare("small head", *problem, cfg, n_ref, n_f64=min(n_ref, 500), device=args.device)
+        compare("small head", *problem, cfg, n_ref, n_f64=n_ref, device=args.device)
     if args.only in (None, "clip"):
         n = 16 if args.quick else 200
         problem = clip_head_problem(n)

@@ -291,7 +291,7 @@ def _table(acc, gain, cfg: RunConfig, d: int, n: int) -> str:
             "method": m,
             "accuracy": f"{100 * a['accuracy']:.2f}%",
             "95% CI": f"[{100 * a['ci_low']:.2f}, {100 * a['ci_high']:.2f}]",
-            "ms/point": f"{1000 * a['seconds_per_point']:.3f}",
+            "ms/point": f"{1000 * a['seconds_per_point']:.3g}",
         }
         for m, a in acc.items()
     ]
