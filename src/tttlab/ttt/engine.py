@@ -82,6 +82,7 @@ def padded_width(d: int) -> int:
     return -(-(d + 1) // 8) * 8
 
 
+@torch.no_grad()
 def finetune(
     weight_CD: torch.Tensor,
     bias_C: torch.Tensor,
@@ -155,19 +156,18 @@ def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable
 
 
 def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
-    """softmax(logits) - onehot over the class axis `dim`, the true class's entry as -(sum of the
-    others), in place on the fresh logits tensor's softmax."""
+    """softmax(logits) - onehot along the class axis `dim`; the true class's entry is computed as
+    minus the other classes' summed probabilities, free of cancellation (see the module doc)."""
     p = torch.softmax(logits, dim=dim).mul_(others)
     return p.addcmul_(onehot, p.sum(dim, keepdim=True), value=-1.0)
 
 
 def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
     """grad = alpha * a @ b (+ l2 * (W - W0)), written in place."""
-    with torch.no_grad():
-        if cfg.l2 > 0:
-            torch.baddbmm(W - W0, a, b, beta=cfg.l2, alpha=alpha, out=grad)
-        else:
-            torch.baddbmm(grad, a, b, beta=0.0, alpha=alpha, out=grad)
+    if cfg.l2 > 0:
+        torch.baddbmm(W - W0, a, b, beta=cfg.l2, alpha=alpha, out=grad)
+    else:
+        torch.baddbmm(grad, a, b, beta=0.0, alpha=alpha, out=grad)
 
 
 def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") -> int:
