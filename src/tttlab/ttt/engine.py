@@ -10,7 +10,8 @@ replaces autograd's bookkeeping with two batched matmuls per epoch.
 The true class's logit gradient p_y - 1 is computed as -(sum of the other classes' p), not by
 subtracting 1: when p_y is near 1 the subtraction leaves only float32 rounding noise, which Adam's
 normalisation then amplifies into weight updates. The cancellation-free form keeps the engine
-about 20x closer to a float64 run than the plain form (and than autograd's own float32 loop).
+several times closer to a float64 run than the plain form or autograd's own float32 loop
+(benchmarks/ttt_speed.py prints both against float64).
 
 Nothing here is random: a point's result depends only on its own neighbours, never on the chunk
 it ran in or on the order of the test set.
@@ -117,19 +118,21 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
                 dlogits_BC1 = _softmax_minus_onehot(logits_BC1, onehot_BC1, others_BC1, dim=1)
                 _write_grad(grad_BCD, dlogits_BC1, x_BD1.mT, 1.0, W_BCD, W0_CD, cfg)
                 adam_step()
-    elif C >= CLASSES_LAST_FROM:
-        for _ in range(cfg.epochs):
-            logits_BKC = torch.bmm(XA_BKD, W_BCD.mT)
-            dlogits_BKC = _softmax_minus_onehot(logits_BKC, onehot_BKC, others_BKC, dim=2)
-            # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
-            _write_grad(grad_BCD, dlogits_BKC.mT, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
-            adam_step()
     else:
-        XAt_BDK = XA_BKD.mT.contiguous()
-        onehot_BCK, others_BCK = onehot_BKC.mT.contiguous(), others_BKC.mT.contiguous()
+        classes_last = C >= CLASSES_LAST_FROM
+        if classes_last:
+            onehot, others = onehot_BKC, others_BKC
+        else:
+            XAt_BDK = XA_BKD.mT.contiguous()
+            onehot, others = onehot_BKC.mT.contiguous(), others_BKC.mT.contiguous()
         for _ in range(cfg.epochs):
-            logits_BCK = torch.bmm(W_BCD, XAt_BDK)
-            dlogits_BCK = _softmax_minus_onehot(logits_BCK, onehot_BCK, others_BCK, dim=1)
+            if classes_last:
+                logits_BKC = torch.bmm(XA_BKD, W_BCD.mT)
+                dlogits_BCK = _softmax_minus_onehot(logits_BKC, onehot, others, dim=2).mT
+            else:
+                logits_BCK = torch.bmm(W_BCD, XAt_BDK)
+                dlogits_BCK = _softmax_minus_onehot(logits_BCK, onehot, others, dim=1)
+            # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
             _write_grad(grad_BCD, dlogits_BCK, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
             adam_step()
 
