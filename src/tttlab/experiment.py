@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.data import DATASETS, load_splits
+from tttlab.methods import vote_fractions
 from tttlab.models import (
     CNN,
     HEAD_KINDS,
@@ -45,7 +46,7 @@ from tttlab.results import (
     write_run,
 )
 from tttlab.retrieval import KNNIndex
-from tttlab.ttt import METHODS, TTTConfig, ttt_logits, vote_fractions
+from tttlab.ttt import METHODS, TTTConfig, ttt_logits
 
 MODELS = ("cnn",) + HEAD_KINDS
 

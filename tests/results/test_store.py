@@ -9,11 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tttlab.atomic import atomic_write_json, atomic_write_text
 from tttlab.results import (
     PointRecords,
     append_run_log,
-    atomic_write_json,
-    atomic_write_text,
     read_config,
     read_metrics,
     read_points,

@@ -13,7 +13,7 @@ from tttlab.models.cnn import (
     reachable_widths,
     scale_for_width,
 )
-from tttlab.models.heads import HEAD_KINDS, LinearHead, MLPHead, make_head
+from tttlab.models.heads import HEAD_KINDS, LinearHead, MLPHead, head_parts, make_head
 from tttlab.models.train import TrainConfig, TrainResult, extract_features, fit, predict_logits
 
 __all__ = [
@@ -28,6 +28,7 @@ __all__ = [
     "cnn_shape",
     "extract_features",
     "fit",
+    "head_parts",
     "live_cnn",
     "load_state",
     "make_head",

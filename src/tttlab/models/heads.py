@@ -6,6 +6,8 @@ Like every tttlab model a head exposes `features(x)` (the input of its last laye
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -59,3 +61,20 @@ def make_head(
     if not 0 <= dropout < 1:
         raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
     return MLPHead(in_dim, num_classes, hidden_dim, dropout)
+
+
+def head_parts(head: nn.Module) -> tuple[Callable[[torch.Tensor], torch.Tensor], nn.Linear]:
+    """Split a model into (features, last linear layer): what TTT tunes, on what it sees.
+
+    A bare `nn.Linear` is its own last layer on identity features; any other model must expose
+    `features(x)` and `classifier` (tttlab's LinearHead, MLPHead and CNN all do).
+    """
+    if isinstance(head, nn.Linear):
+        return (lambda x: x), head
+    clf = getattr(head, "classifier", None)
+    if not isinstance(clf, nn.Linear) or not callable(getattr(head, "features", None)):
+        raise TypeError(
+            f"{type(head).__name__} has no `features(x)` method and `classifier` nn.Linear: "
+            "pass an nn.Linear, a tttlab head (make_head) or a model with those two members"
+        )
+    return head.features, clf

@@ -24,6 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from tttlab.checks import as_batch, as_class_indices
+
 LR_SCHEDULES = ("constant", "cosine")
 
 
@@ -82,40 +84,6 @@ class TrainResult:
     """Wall-clock time of the whole fit."""
 
 
-def _as_inputs(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
-    """Convert once to a float32 tensor and reject empty or non-finite input."""
-    x = torch.as_tensor(x, dtype=torch.float32)
-    if x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(
-            f"{name} must hold at least one example as rows (N, ...), got shape {tuple(x.shape)}"
-        )
-    if not torch.isfinite(x).all():
-        bad = int((~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)).sum())
-        raise ValueError(f"{name} has {bad} examples with NaN or inf: clean or drop them first")
-    return x
-
-
-def _as_labels(y: torch.Tensor | np.ndarray, n: int, num_classes: int, name: str) -> torch.Tensor:
-    """Convert to int64 class indices, checking count and range against the model."""
-    y = torch.as_tensor(y)
-    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
-        raise ValueError(f"{name} must hold integer class indices, got dtype {y.dtype}")
-    y = y.long()
-    if y.shape != (n,):
-        raise ValueError(
-            f"{name} has shape {tuple(y.shape)} but its inputs have {n} rows: pass one label per "
-            "example as a 1-D tensor"
-        )
-    lo, hi = int(y.min()), int(y.max())
-    if lo < 0 or hi >= num_classes:
-        raise ValueError(
-            f"{name} has labels in [{lo}, {hi}] but the model's classifier has {num_classes} "
-            f"outputs: labels must lie in [0, {num_classes}); build the model with "
-            f"num_classes={max(hi + 1, num_classes)} or remap the labels"
-        )
-    return y
-
-
 def _num_classes(model: nn.Module) -> int:
     """Outputs of the model's last layer, which every tttlab model names `classifier`."""
     clf = getattr(model, "classifier", None)
@@ -138,7 +106,7 @@ def _batched(
     """Apply `fn` in eval mode over batches of x; float32 CPU result, model's mode restored."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    x = _as_inputs(x, "x")
+    x = as_batch(x, "x")
     was_training = model.training
     model.to(device).eval()
     try:
@@ -191,9 +159,9 @@ def fit(
     head; labels are class indices in [0, model.classifier.out_features).
     """
     num_classes = _num_classes(model)
-    train_x, val_x = _as_inputs(train_x, "train_x"), _as_inputs(val_x, "val_x")
-    train_y = _as_labels(train_y, len(train_x), num_classes, "train_y")
-    val_y = _as_labels(val_y, len(val_x), num_classes, "val_y")
+    train_x, val_x = as_batch(train_x, "train_x"), as_batch(val_x, "val_x")
+    train_y = as_class_indices(train_y, len(train_x), num_classes, "train_y")
+    val_y = as_class_indices(val_y, len(val_x), num_classes, "val_y")
     if train_x.shape[1:] != val_x.shape[1:]:
         raise ValueError(
             f"train_x rows have shape {tuple(train_x.shape[1:])} but val_x rows have "

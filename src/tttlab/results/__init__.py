@@ -4,13 +4,10 @@ from tttlab.results.stats import Estimate, accuracy_table, bootstrap_ci, paired_
 from tttlab.results.store import (
     PointRecords,
     append_run_log,
-    atomic_write_json,
-    atomic_write_text,
     read_config,
     read_metrics,
     read_points,
     read_run_log,
-    to_jsonable,
     write_run,
 )
 from tttlab.results.table import format_accuracy, format_number, format_table
@@ -20,8 +17,6 @@ __all__ = [
     "PointRecords",
     "accuracy_table",
     "append_run_log",
-    "atomic_write_json",
-    "atomic_write_text",
     "bootstrap_ci",
     "format_accuracy",
     "format_number",
@@ -31,6 +26,5 @@ __all__ = [
     "read_metrics",
     "read_points",
     "read_run_log",
-    "to_jsonable",
     "write_run",
 ]

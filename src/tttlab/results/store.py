@@ -8,7 +8,6 @@ interrupted run leaves nothing behind. `<root>/runs.csv` gets one row per run.
 from __future__ import annotations
 
 import csv
-import dataclasses
 import fcntl
 import io
 import json
@@ -23,51 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from tttlab.atomic import atomic_write_text
+from tttlab.atomic import atomic_write_text, dumps_json
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 POINTS_FILE = "predictions.csv"
 RUN_LOG = "runs.csv"
-
-
-# ---------------------------------------------------------------- atomic files
-
-
-def to_jsonable(obj: Any) -> Any:
-    """Turn numpy scalars/arrays, Paths, dataclasses, sets and tuples into plain JSON values."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return to_jsonable(dataclasses.asdict(obj))
-    if isinstance(obj, dict):
-        return {_json_key(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, (set, frozenset)):
-        return sorted(to_jsonable(v) for v in obj)
-    if isinstance(obj, (np.ndarray, np.generic)):
-        return obj.tolist()
-    if isinstance(obj, Path):
-        return str(obj)
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    raise TypeError(
-        f"cannot write a {type(obj).__name__} to JSON: convert it to a number, string, list or "
-        "dict first (torch tensors: .tolist())"
-    )
-
-
-def _json_key(key: Any) -> str:
-    """JSON keys are strings; sort_keys needs them all of one type."""
-    return key if isinstance(key, str) else str(to_jsonable(key))
-
-
-def atomic_write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented, key-sorted JSON, atomically (`to_jsonable` says what converts)."""
-    atomic_write_text(path, _dumps(obj))
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(to_jsonable(obj), indent=2, sort_keys=True) + "\n"
 
 
 # ---------------------------------------------------------------- per-point records
@@ -164,8 +124,8 @@ def write_run(
     stamp = (started or datetime.now()).strftime("%Y%m%d-%H%M%S")
     tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
     try:
-        (tmp / CONFIG_FILE).write_text(_dumps(config), encoding="utf-8")
-        (tmp / METRICS_FILE).write_text(_dumps(metrics), encoding="utf-8")
+        (tmp / CONFIG_FILE).write_text(dumps_json(config), encoding="utf-8")
+        (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         (tmp / POINTS_FILE).write_text(_points_csv(points), encoding="utf-8", newline="")
         for fname, write in extra.items():
             write(tmp / fname)

@@ -11,23 +11,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from tttlab.checks import as_matrix
+
 KINDS = ("flat", "ivf", "hnsw")
 BACKENDS = ("faiss", "torch")
-
-
-def as_float32(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    """Convert once to a C-contiguous float32 matrix and reject empty or non-finite input."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be a 2-D matrix (points x features), got shape {x.shape}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty: pass at least one point")
-    if not np.isfinite(x).all():
-        bad = int((~np.isfinite(x).all(axis=1)).sum())
-        raise ValueError(f"{name} has {bad} rows with NaN or inf: clean or drop them first")
-    return x
 
 
 class KNNIndex:
@@ -66,7 +53,7 @@ class KNNIndex:
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
-        self.pool_ = as_float32(pool, "pool")
+        self.pool_ = as_matrix(pool, "pool")
         self.pool_sq_ = np.concatenate(
             [_sq_norms(self.pool_[s : s + 65536]) for s in range(0, self.size, 65536)]
         )
@@ -108,7 +95,7 @@ class KNNIndex:
         """
         if not hasattr(self, "pool_"):
             raise RuntimeError("KNNIndex is not fitted: call fit(pool) first")
-        q = as_float32(queries, "queries")
+        q = as_matrix(queries, "queries")
         if q.shape[1] != self.pool_.shape[1]:
             raise ValueError(
                 f"queries have {q.shape[1]} features but the pool has {self.pool_.shape[1]}: "

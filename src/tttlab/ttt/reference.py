@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
 from tttlab.ttt.engine import TTTConfig
-from tttlab.ttt.heads import head_parts
 
 
 def reference_ttt(

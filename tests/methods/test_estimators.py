@@ -5,7 +5,7 @@ from sklearn.datasets import load_digits
 from sklearn.neighbors import KNeighborsClassifier
 from torch import nn
 
-from tttlab.ttt import GlobalHead, MajorityVote, TTTClassifier, global_eval
+from tttlab.methods import GlobalHead, MajorityVote, TTTClassifier, global_eval
 
 
 def xor_clusters(n=2000, seed=0):

@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from tttlab.checks import as_matrix
+from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
-from tttlab.retrieval.knn import as_float32
 from tttlab.ttt.engine import TTTConfig, finetune, ttt_logits
-from tttlab.ttt.heads import head_parts
 
 
 def _as_labels(y, n: int, num_classes: int | None = None) -> torch.Tensor:
@@ -34,7 +34,7 @@ def _as_labels(y, n: int, num_classes: int | None = None) -> torch.Tensor:
 
 def _features(head: nn.Module, X, name: str) -> torch.Tensor:
     """Validate X against the head's input width and map it into the head's feature space."""
-    x = torch.from_numpy(as_float32(X, name))
+    x = torch.from_numpy(as_matrix(X, name))
     features, clf = head_parts(head)
     expect = _in_features(head)
     if x.shape[1] != expect:
@@ -71,7 +71,7 @@ class GlobalHead:
     def fit(self, X, y) -> GlobalHead:
         _, clf = head_parts(self.head)
         self.classes_ = np.arange(clf.out_features)
-        _as_labels(y, len(as_float32(X, "train_features")), clf.out_features)
+        _as_labels(y, len(as_matrix(X, "train_features")), clf.out_features)
         return self
 
     def decision_function(self, X) -> np.ndarray:
@@ -214,7 +214,7 @@ def global_eval(ttt: TTTClassifier, x, X_eval, y_eval) -> dict[str, float]:
     The paper's specialisation check: a locally tuned head is good near x and worse globally.
     Returns the accuracy of the global head and of the local head on (X_eval, y_eval).
     """
-    y = _as_labels(y_eval, len(as_float32(X_eval, "X_eval"))).numpy()
+    y = _as_labels(y_eval, len(as_matrix(X_eval, "X_eval"))).numpy()
     h = _features(ttt.head, X_eval, "X_eval")
     _, clf = head_parts(ttt.head)
     local = ttt.local_head(x)

@@ -1,0 +1,67 @@
+"""Input checks shared by every public entry point: convert once, reject bad input with the fix.
+
+Each check names the argument, the value or shape it got and what is allowed, so an error raised
+deep inside a run still tells the user what to change.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
+    """Convert once to a C-contiguous float32 matrix and reject empty or non-finite input."""
+    if isinstance(x, torch.Tensor):
+        x = x.detach().cpu().numpy()
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    if x.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D matrix (points x features), got shape {x.shape}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} is empty: pass at least one point")
+    if not np.isfinite(x).all():
+        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+        raise ValueError(
+            f"{name} has {len(bad)} rows with NaN or inf (first: {bad[:5].tolist()}): "
+            "clean or drop them first"
+        )
+    return x
+
+
+def as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:
+    """Convert once to a float32 tensor of rows (N, ...) and reject empty or non-finite input."""
+    x = torch.as_tensor(x, dtype=torch.float32)
+    if x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(
+            f"{name} must hold at least one example as rows (N, ...), got shape {tuple(x.shape)}"
+        )
+    if not torch.isfinite(x).all():
+        bad = int((~torch.isfinite(x.reshape(len(x), -1)).all(dim=1)).sum())
+        raise ValueError(f"{name} has {bad} examples with NaN or inf: clean or drop them first")
+    return x
+
+
+def as_class_indices(
+    y: torch.Tensor | np.ndarray, n: int, num_classes: int, name: str
+) -> torch.Tensor:
+    """Convert to int64 class indices in [0, num_classes), one per row of n inputs."""
+    y = torch.as_tensor(np.asarray(y) if not isinstance(y, torch.Tensor) else y)
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
+        raise ValueError(
+            f"{name} must hold integer class indices, got dtype {y.dtype}: float labels would be "
+            "truncated; cast integral ones with .astype(int)"
+        )
+    y = y.long()
+    if y.shape != (n,):
+        raise ValueError(
+            f"{name} has shape {tuple(y.shape)} but its inputs have {n} rows: pass one label per "
+            "example as a 1-D array"
+        )
+    lo, hi = int(y.min()), int(y.max())
+    if lo < 0 or hi >= num_classes:
+        raise ValueError(
+            f"{name} has labels in [{lo}, {hi}] but the model has {num_classes} classes: labels "
+            f"must lie in [0, {num_classes}); remap the labels or build the model with "
+            f"num_classes={max(hi + 1, num_classes)}"
+        )
+    return y
