@@ -65,3 +65,43 @@ def as_class_indices(
             f"num_classes={max(hi + 1, num_classes)}"
         )
     return y
+
+
+# ---- settings: one check per kind of scalar, each naming the setting and what is allowed ----
+
+
+def check_int(value: object, name: str, min: int | None = None) -> None:
+    """An integer (not a bool, not a float) at least `min`."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    if min is not None and value < min:
+        raise ValueError(f"{name} must be an integer >= {min}, got {value}")
+
+
+def check_number(
+    value: object,
+    name: str,
+    min: float | None = None,
+    max: float | None = None,
+    strict_min: bool = False,
+) -> None:
+    """A finite real number (ints allowed, bools not) in [min, max], or (min, max] if strict_min."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value!r}")
+    low_ok = min is None or (value > min if strict_min else value >= min)
+    if not low_ok or (max is not None and value > max):
+        lo = "" if min is None else f"{'>' if strict_min else '>='} {min}"
+        hi = "" if max is None else f"<= {max}"
+        raise ValueError(
+            f"{name} must be a number {' and '.join(filter(None, [lo, hi]))}, got {value!r}"
+        )
+
+
+def check_choice(value: object, name: str, choices: tuple) -> None:
+    """One of `choices`."""
+    if value not in choices:
+        raise ValueError(
+            f"{name}={value!r} is not supported; use one of {', '.join(map(str, choices))}"
+        )

@@ -33,11 +33,11 @@ METHODS = ("erm", "sequential")
 class TTTConfig:
     """Hyper-parameters of test-time training on a neighbourhood."""
 
-    k: int = 200
+    k: int = 50
     """Neighbours retrieved per test point."""
     epochs: int = 50
     """Full-batch Adam steps for "erm"; passes over the neighbours for "sequential"."""
-    lr: float = 0.05
+    lr: float = 0.01
     """Adam learning rate."""
     method: str = "erm"
     """"erm": full-batch Adam on all K neighbours; "sequential": one step per neighbour, nearest
