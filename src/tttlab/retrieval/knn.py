@@ -7,14 +7,49 @@ searched in (FAISS switches to a BLAS path for big batches, which rounds differe
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal, get_args
+
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tttlab.checks import as_matrix
+from tttlab.checks import as_matrix, check_choice, check_int
 
-KINDS = ("flat", "ivf", "hnsw")
-BACKENDS = ("faiss", "torch")
+IndexKind = Literal["flat", "ivf", "hnsw"]
+Backend = Literal["faiss", "torch"]
+KINDS: tuple[str, ...] = get_args(IndexKind)
+BACKENDS: tuple[str, ...] = get_args(Backend)
+
+
+@dataclass
+class RetrievalConfig:
+    """How neighbours are searched; `KNNIndex` takes these as its parameters."""
+
+    kind: IndexKind = "flat"
+    """Index: flat (exact), ivf (inverted lists) or hnsw (graph); the last two are approximate."""
+    backend: Backend = "faiss"
+    """faiss, or torch (exact only, no FAISS needed)."""
+    nlist: int = 256
+    """ivf: number of cells (capped so each has >= 39 training points)."""
+    nprobe: int = 16
+    """ivf: cells probed per query."""
+    hnsw_m: int = 32
+    """hnsw: links per node."""
+    batch_size: int = 4096
+    """Queries searched at once (the float64 re-rank is further capped at ~64 MB)."""
+    seed: int = 0
+    """Seeds ivf's k-means."""
+
+    def __post_init__(self):
+        check_choice(self.kind, "kind", KINDS)
+        check_choice(self.backend, "backend", BACKENDS)
+        if self.backend == "torch" and self.kind != "flat":
+            raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
+        for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):
+            check_int(getattr(self, name), name, min=1)
+        check_int(self.seed, "seed", min=0)
 
 
 class KNNIndex:
@@ -22,18 +57,18 @@ class KNNIndex:
 
     kind: "flat" (exact), "ivf" (inverted lists, `nlist` cells, `nprobe` probed) or "hnsw"
     (graph with `hnsw_m` links). backend: "faiss", or "torch" (exact, no FAISS needed).
-    On unit-normalised features L2 ranks like cosine similarity.
+    On unit-normalised features L2 ranks like cosine similarity. Defaults: `RetrievalConfig`.
     """
 
     def __init__(
         self,
-        kind: str = "flat",
-        backend: str = "faiss",
-        nlist: int = 256,
-        nprobe: int = 16,
-        hnsw_m: int = 32,
-        batch_size: int = 4096,
-        seed: int = 0,
+        kind: str = RetrievalConfig.kind,
+        backend: str = RetrievalConfig.backend,
+        nlist: int = RetrievalConfig.nlist,
+        nprobe: int = RetrievalConfig.nprobe,
+        hnsw_m: int = RetrievalConfig.hnsw_m,
+        batch_size: int = RetrievalConfig.batch_size,
+        seed: int = RetrievalConfig.seed,
     ):
         self.kind = kind
         self.backend = backend
@@ -43,16 +78,14 @@ class KNNIndex:
         self.batch_size = batch_size
         self.seed = seed
 
+    @classmethod
+    def from_config(cls, cfg: RetrievalConfig) -> KNNIndex:
+        """An unfitted index with `cfg`'s settings."""
+        return cls(**dataclasses.asdict(cfg))
+
     def fit(self, pool: np.ndarray | torch.Tensor) -> KNNIndex:
         """Store the pool and build the index over it."""
-        if self.kind not in KINDS:
-            raise ValueError(f"kind={self.kind!r} is not supported; use one of {KINDS}")
-        if self.backend not in BACKENDS:
-            raise ValueError(f"backend={self.backend!r} is not supported; use one of {BACKENDS}")
-        if self.backend == "torch" and self.kind != "flat":
-            raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        self.config()  # validates the parameters before any work
         self.pool_ = as_matrix(pool, "pool")
         self.pool_sq_ = np.concatenate(
             [_sq_norms(self.pool_[s : s + 65536]) for s in range(0, self.size, 65536)]
@@ -76,6 +109,18 @@ class KNNIndex:
             index.nprobe = min(self.nprobe, nlist)
         index.add(self.pool_)
         return index
+
+    def config(self) -> RetrievalConfig:
+        """This index's parameters as a (validated) RetrievalConfig."""
+        return RetrievalConfig(
+            self.kind,
+            self.backend,
+            self.nlist,
+            self.nprobe,
+            self.hnsw_m,
+            self.batch_size,
+            self.seed,
+        )
 
     @property
     def size(self) -> int:
