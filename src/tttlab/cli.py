@@ -1,69 +1,83 @@
-"""The `tttlab` command line.
+"""The `tttlab` command line, generated from the config tree (`tttlab.config.Config`).
 
-tttlab demo                      # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
-tttlab ttt --width 192 --k 100   # any RunConfig field as a flag, or --config run.json
-tttlab runs                      # the run log as a table
+tttlab demo                          # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
+tttlab ttt --width 192 --k 100       # any setting is a flag; `tttlab ttt --help` lists them all
+tttlab ttt --config run.json         # or a JSON file of settings (a run's config.json works)
+tttlab runs                          # the run log as a table
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
-import json
+import difflib
 import sys
-from pathlib import Path
 
-from tttlab.experiment import RunConfig, run
+import simple_parsing
+
+from tttlab.config import Config, RunConfig
+from tttlab.pipeline import run
 from tttlab.results import format_table, read_run_log
 
-_PARSERS = {"int": int, "float": float, "str": str}
+COMMANDS = {
+    "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
+    "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
+    "runs": "print the run log",
+}
 
 
-def _field_type(annotation: str):
-    """The converter for a RunConfig annotation such as "int | None"."""
-    base = annotation.replace(" | None", "").strip()
-    return _PARSERS.get(base)
+def _config_parser(command: str, defaults: Config) -> simple_parsing.ArgumentParser:
+    parser = simple_parsing.ArgumentParser(
+        prog=f"tttlab {command}",
+        description=COMMANDS[command],
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
+        add_config_path_arg=False,
+        allow_abbrev=False,  # `--lr` must not silently mean `--lr-schedule`
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="JSON file of settings, nested by section as in a run's config.json; flags override",
+    )
+    parser.add_arguments(Config, dest="cfg", default=defaults)
+    return parser
 
 
-def _add_config_flags(parser: argparse.ArgumentParser) -> None:
-    """One flag per RunConfig field, so the CLI and the config file share one schema."""
-    for f in dataclasses.fields(RunConfig):
-        flag = "--" + f.name.replace("_", "-")
-        help = f"default: {f.default!r}"
-        if f.type == "bool":
-            parser.add_argument(
-                flag, action=argparse.BooleanOptionalAction, default=None, help=help
-            )
-        elif (conv := _field_type(str(f.type))) is not None:
-            parser.add_argument(flag, type=conv, default=None, help=help)
+def parse_config(command: str, argv: list[str]) -> Config:
+    """The run's Config from `--config FILE` (if any), then the flags on top, all validated."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    base = Config.from_file(known.config) if known.config else Config()
+    if command == "demo" and not known.config:
+        base = Config(run=RunConfig(name="demo"))
+    parser = _config_parser(command, base)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    return args.cfg
 
 
-def _config(args: argparse.Namespace, base: dict | None = None) -> RunConfig:
-    values = dict(base or {})
-    if getattr(args, "config", None):
-        path = Path(args.config)
-        if not path.is_file():
-            raise FileNotFoundError(f"no config file at {path}: check the path")
-        try:
-            values |= json.loads(path.read_text())
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}): fix the file") from err
-    for f in dataclasses.fields(RunConfig):
-        value = getattr(args, f.name, None)
-        if value is not None:
-            values[f.name] = value
-    return RunConfig.from_dict(values)
+def _unknown_flags_message(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
+    """Name the unknown flags, with the section-prefixed flags they probably meant."""
+    options = [o for action in parser._actions for o in action.option_strings]
+    hints = []
+    for flag in (u for u in unknown if u.startswith("--")):
+        same = [o for o in options if o.endswith("." + flag[2:])]
+        close = same or difflib.get_close_matches(flag, options, n=2)
+        if close:
+            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
+    hint = ("; " + "; ".join(hints)) if hints else ""
+    return f"unrecognized arguments: {' '.join(unknown)}{hint} (`tttlab ... --help` lists all)"
 
 
-def _run(cfg: RunConfig) -> int:
-    result = run(cfg)
-    print(result.table)
-    print(f"results: {result.run_dir}")
-    return 0
-
-
-def _runs(args: argparse.Namespace) -> int:
-    rows = read_run_log(Path(args.out))
+def _runs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tttlab runs", description=COMMANDS["runs"])
+    parser.add_argument("--out", default="runs", help="results folder holding runs.csv")
+    parser.add_argument("--last", type=int, default=0, help="only the last N runs")
+    args = parser.parse_args(argv)
+    rows = read_run_log(args.out)
     if not rows:
         print(f"no runs logged in {args.out}/runs.csv yet: run `tttlab demo` or `tttlab ttt`")
         return 0
@@ -71,42 +85,43 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tttlab", description="Test-time training on frozen features (arXiv 2509.24510)."
+        prog="tttlab",
+        description="Test-time training on frozen features (arXiv 2509.24510).",
+        epilog="`tttlab COMMAND --help` lists a command's settings.",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser(
-        "demo", help="Fashion-MNIST, smallest CNN (d = 25): global head, TTT, majority vote"
-    )
-    demo.add_argument("--data-dir", default=None, help="folder with the Fashion-MNIST IDX files")
-    demo.add_argument("--out", default=None, help="results folder (default: runs)")
-    demo.add_argument("--device", default=None, help="cpu or cuda")
-
-    ttt = sub.add_parser("ttt", help="one TTT run; every RunConfig field is a flag")
-    ttt.add_argument("--config", default=None, help="JSON file of RunConfig fields")
-    _add_config_flags(ttt)
-
-    runs = sub.add_parser("runs", help="print the run log")
-    runs.add_argument("--out", default="runs", help="results folder holding runs.csv")
-    runs.add_argument("--last", type=int, default=0, help="only the last N runs")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, text in COMMANDS.items():
+        sub.add_parser(name, help=text, add_help=False)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS:
+        _top_parser().parse_args(argv)  # prints usage or help, and exits
+    command, rest = argv[0], argv[1:]
     try:
-        if args.command == "runs":
-            return _runs(args)
-        base = {"name": "demo"} if args.command == "demo" else {}
-        return _run(_config(args, base))
-    except (ValueError, FileNotFoundError, TypeError) as err:
+        if command == "runs":
+            return _runs(rest)
+        cfg = parse_config(command, rest)
+        result = run(cfg)
+    except (ValueError, FileNotFoundError, ArithmeticError) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("tttlab: interrupted; no partial results were written", file=sys.stderr)
+        print(
+            "tttlab: interrupted; no run folder was written (finished stages stay cached, "
+            "so running the same command again resumes from them)",
+            file=sys.stderr,
+        )
         return 130
+    if result.reused.get("run"):
+        print(f"(already run with these settings: reporting {result.run_dir})")
+    print(result.table)
+    print(f"results: {result.run_dir}")
+    return 0
 
 
 if __name__ == "__main__":

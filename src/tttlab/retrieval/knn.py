@@ -39,8 +39,6 @@ class RetrievalConfig:
     """hnsw: links per node."""
     batch_size: int = 4096
     """Queries searched at once (the float64 re-rank is further capped at ~64 MB)."""
-    seed: int = 0
-    """Seeds ivf's k-means."""
 
     def __post_init__(self):
         check_choice(self.kind, "kind", KINDS)
@@ -49,7 +47,6 @@ class RetrievalConfig:
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):
             check_int(getattr(self, name), name, min=1)
-        check_int(self.seed, "seed", min=0)
 
 
 class KNNIndex:
@@ -57,7 +54,8 @@ class KNNIndex:
 
     kind: "flat" (exact), "ivf" (inverted lists, `nlist` cells, `nprobe` probed) or "hnsw"
     (graph with `hnsw_m` links). backend: "faiss", or "torch" (exact, no FAISS needed).
-    On unit-normalised features L2 ranks like cosine similarity. Defaults: `RetrievalConfig`.
+    On unit-normalised features L2 ranks like cosine similarity. Defaults: `RetrievalConfig`;
+    `seed` seeds ivf's k-means (a run passes its own seed).
     """
 
     def __init__(
@@ -68,7 +66,7 @@ class KNNIndex:
         nprobe: int = RetrievalConfig.nprobe,
         hnsw_m: int = RetrievalConfig.hnsw_m,
         batch_size: int = RetrievalConfig.batch_size,
-        seed: int = RetrievalConfig.seed,
+        seed: int = 0,
     ):
         self.kind = kind
         self.backend = backend
@@ -79,9 +77,9 @@ class KNNIndex:
         self.seed = seed
 
     @classmethod
-    def from_config(cls, cfg: RetrievalConfig) -> KNNIndex:
+    def from_config(cls, cfg: RetrievalConfig, seed: int = 0) -> KNNIndex:
         """An unfitted index with `cfg`'s settings."""
-        return cls(**dataclasses.asdict(cfg))
+        return cls(**dataclasses.asdict(cfg), seed=seed)
 
     def fit(self, pool: np.ndarray | torch.Tensor) -> KNNIndex:
         """Store the pool and build the index over it."""
@@ -111,16 +109,10 @@ class KNNIndex:
         return index
 
     def config(self) -> RetrievalConfig:
-        """This index's parameters as a (validated) RetrievalConfig."""
-        return RetrievalConfig(
-            self.kind,
-            self.backend,
-            self.nlist,
-            self.nprobe,
-            self.hnsw_m,
-            self.batch_size,
-            self.seed,
-        )
+        """This index's parameters (but the seed) as a validated RetrievalConfig."""
+        check_int(self.seed, "seed", min=0)
+        names = [f.name for f in dataclasses.fields(RetrievalConfig)]
+        return RetrievalConfig(**{name: getattr(self, name) for name in names})
 
     @property
     def size(self) -> int:

@@ -1,0 +1,298 @@
+"""The one config tree: every setting of a run, declared once with its default and its check.
+
+    cfg = Config(data=DataConfig(dataset="mnist"), ttt=TTTConfig(k=100))
+    cfg = Config.from_dict(json.loads(path.read_text()))   # unknown keys and wrong types named
+
+Sections: data, model, train (`tttlab.models.TrainConfig`), retrieval
+(`tttlab.retrieval.RetrievalConfig`), ttt (`tttlab.ttt.TTTConfig`), methods, run. Each field's
+docstring is its `--help` text (the CLI is generated from this tree). Everything is validated
+when the tree is built, so a bad setting fails before any data is loaded or model trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from tttlab.checks import check_choice, check_int, check_number
+from tttlab.models import TrainConfig, scale_for_width
+from tttlab.retrieval import RetrievalConfig
+from tttlab.ttt import TTTConfig
+
+Dataset = Literal["mnist", "fashion-mnist", "digits"]
+ModelKind = Literal["cnn", "linear", "mlp"]
+Device = Literal["cpu", "cuda"]
+
+
+@dataclass
+class DataConfig:
+    """Which data set, and how much of it."""
+
+    dataset: Dataset = "fashion-mnist"
+    """mnist or fashion-mnist (IDX files, checked against their published checksums), or digits
+    (scikit-learn's 8x8 digits, for quick runs with --model linear or mlp)."""
+    data_dir: str | None = None
+    """Folder holding the IDX files; default: $TTTLAB_DATA, ~/.cache/tttlab, /usr/share/datasets."""
+    limit: int | None = None
+    """Keep a stratified subset of this many points of each split, for quick runs."""
+
+    def __post_init__(self):
+        check_choice(self.dataset, "dataset", get_args(Dataset))
+        if self.limit is not None:
+            check_int(self.limit, "limit", min=1)
+
+
+@dataclass
+class ModelConfig:
+    """The global model, a CNN on images or a head on flattened pixels; TTT tunes its last layer."""
+
+    model: ModelKind = "cnn"
+    """cnn (images), or linear / mlp (a head on flattened pixels)."""
+    width: int = 25
+    """CNN feature width d, the paper's model-size axis (25 ... 1152)."""
+    hidden: int = 256
+    """mlp: hidden width (the features TTT sees)."""
+    dropout: float = 0.1
+    """mlp: dropout after the hidden layer, in training only."""
+    checkpoint: str | None = None
+    """Load the global model from this .safetensors / .pt file instead of training it."""
+
+    def __post_init__(self):
+        check_choice(self.model, "model", get_args(ModelKind))
+        check_int(self.width, "width", min=1)
+        check_int(self.hidden, "hidden", min=1)
+        check_number(self.dropout, "dropout", min=0)
+        if self.dropout >= 1:
+            raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
+        if self.model == "cnn" and self.checkpoint is None:
+            scale_for_width(self.width)  # raises naming the reachable widths nearby
+
+
+@dataclass
+class MethodsConfig:
+    """Which registered methods a run scores, on shared neighbours."""
+
+    methods: tuple[str, ...] = ("global", "ttt", "majority")
+    """Methods to score (see `tttlab.methods.METHODS`), in table order."""
+    majority_k: int | None = None
+    """Neighbours that vote in the majority vote; default: TTT's k."""
+
+    def __post_init__(self):
+        from tttlab.methods.registry import METHODS  # the registry builds methods from a Config
+
+        self.methods = tuple(self.methods)
+        if not self.methods:
+            raise ValueError(f"methods is empty: name at least one of {', '.join(METHODS)}")
+        for name in self.methods:
+            check_choice(name, "methods", tuple(METHODS))
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods={list(self.methods)} names a method twice")
+        if self.majority_k is not None:
+            check_int(self.majority_k, "majority_k", min=1)
+
+
+@dataclass
+class RunConfig:
+    """Seeds, statistics and where results go."""
+
+    seed: int = 0
+    """Seeds the split, the model's initialisation and training."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the confidence intervals."""
+    device: Device = "cpu"
+    """cpu or cuda: where training, kNN and TTT run."""
+    out: str = "runs"
+    """Folder that receives run folders, the run log runs.csv and the stage cache."""
+    name: str = "ttt"
+    """Run name: the run folder is <out>/<name>-<hash of the settings>."""
+    cache_dir: str | None = None
+    """Stage cache (models, features, neighbours, method outputs); default: <out>/cache."""
+    progress: bool = True
+    """Show progress bars."""
+
+    def __post_init__(self):
+        check_int(self.seed, "seed", min=0)
+        check_int(self.n_boot, "n_boot", min=1)
+        check_choice(self.device, "device", get_args(Device))
+        if not self.name or self.name.startswith(".") or "/" in self.name or os.sep in self.name:
+            raise ValueError(
+                f"name={self.name!r} must be a plain folder name (no '/', not starting with '.'), "
+                "e.g. 'fmnist-d25'"
+            )
+
+    @property
+    def cache_path(self) -> Path:
+        return Path(self.cache_dir or Path(self.out) / "cache").expanduser()
+
+
+def _check_writable_dir(path: Path, what: str) -> None:
+    """`path` is a folder we can write, or can be created as one (nothing is created here)."""
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{what}={str(path)!r} is a file, not a folder: pass a folder path")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ValueError(f"{what}={str(path)!r}: {existing} is a file, so no folder can be made")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(
+            f"{what}={str(path)!r}: {existing} is not writable: choose a folder you can write"
+        )
+
+
+@dataclass
+class Config:
+    """Everything one run depends on; saved as the run folder's config.json."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self):
+        if self.model.model == "cnn" and self.data.dataset == "digits":
+            raise ValueError(
+                "the CNN needs 28x28 images but digits are 8x8: use --model linear or mlp"
+            )
+        limit = self.data.limit
+        for what, k in (("k", self.ttt.k), ("majority_k", self.majority_k)):
+            if limit is not None and k > limit:
+                raise ValueError(
+                    f"{what}={k} but limit={limit} keeps only {limit} training points: "
+                    f"choose {what} <= {limit} or a larger limit"
+                )
+
+    def check_environment(self) -> None:
+        """What the values alone cannot tell: files and folders exist, output is writable, CUDA is
+        there. Called by a run before any work; a config stays buildable on any machine."""
+        if self.data.data_dir is not None:
+            path = Path(self.data.data_dir).expanduser()
+            if not path.exists():
+                raise ValueError(
+                    f"data_dir={self.data.data_dir!r}: no such folder; check the spelling (tttlab "
+                    "never creates it), or leave it out to use the default places"
+                )
+            if not path.is_dir():
+                raise ValueError(f"data_dir={self.data.data_dir!r} is a file, not a folder")
+        ckpt = self.model.checkpoint
+        if ckpt is not None and not Path(ckpt).expanduser().is_file():
+            raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")
+        for what, value in (("out", self.run.out), ("cache_dir", self.run.cache_dir)):
+            if value is not None:
+                _check_writable_dir(Path(value).expanduser(), what)
+        if self.run.device == "cuda":
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ValueError(
+                    f"device='cuda' but this torch ({torch.__version__}) sees no CUDA device: "
+                    "use --device cpu, or install a CUDA build of torch on a GPU machine"
+                )
+
+    @property
+    def majority_k(self) -> int:
+        """The majority vote's k (TTT's k unless set)."""
+        return self.methods.majority_k or self.ttt.k
+
+    def to_dict(self) -> dict[str, Any]:
+        """Nested plain values, as written to config.json and read back by `from_dict`."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Build from nested dicts (a JSON file), naming any unknown key or wrong type."""
+        return _build(cls, values, "")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> Config:
+        """Read a JSON file of (some) settings, nested by section as in a run's config.json."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"no config file at {path}: check the path")
+        try:
+            values = json.loads(path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"{path} is not valid JSON ({err}): fix the file") from err
+        try:
+            return cls.from_dict(values)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from err
+
+
+# ---- building a tree from plain values, with the key path in every message -------------------
+
+
+def _build(cls: type, values: Any, path: str) -> Any:
+    where = f"config key {path!r}" if path else "the config"
+    if not isinstance(values, dict):
+        raise ValueError(f"{where} must be a JSON object of settings, got {values!r}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in values.items():
+        dotted = f"{path}.{key}" if path else key
+        if key not in known:
+            raise ValueError(_unknown_key(cls, key, dotted, known))
+        kwargs[key] = _convert(value, hints[key], dotted)
+    try:
+        return cls(**kwargs)
+    except ValueError as err:
+        if path and not str(err).startswith("config key"):
+            raise ValueError(f"config section {path!r}: {err}") from err
+        raise
+
+
+def _unknown_key(cls: type, key: str, dotted: str, known: set[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    if cls is Config:  # a flat key of the old format: say which section holds it
+        for section, section_cls in typing.get_type_hints(Config).items():
+            if key in {f.name for f in dataclasses.fields(section_cls)}:
+                hint = f"; settings are nested by section: put it under {section!r}"
+                break
+    return f"unknown config key {dotted!r}{hint}. Known keys here: {', '.join(sorted(known))}"
+
+
+def _convert(value: Any, hint: Any, path: str) -> Any:
+    """`value` checked against the annotation `hint` (JSON lists become tuples)."""
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, path)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _convert(value, inner, path)
+    if origin is Literal:
+        if value not in args:
+            raise ValueError(f"config key {path!r} must be one of {list(args)}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"config key {path!r} must be a list, got {value!r}")
+        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
+        if len(items) != len(value):
+            raise ValueError(f"config key {path!r} must be a list of {len(items)}, got {value!r}")
+        return tuple(
+            _convert(v, t, f"{path}[{i}]")
+            for i, (v, t) in enumerate(zip(value, items, strict=True))
+        )
+    expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
+    if expected is not None:
+        if isinstance(value, bool) and hint is not bool or not isinstance(value, expected):
+            raise ValueError(
+                f"config key {path!r} must be {hint.__name__}, got {value!r} "
+                f"({type(value).__name__})"
+            )
+        return float(value) if hint is float else value
+    raise TypeError(f"config key {path!r} has an annotation tttlab cannot read: {hint!r}")

@@ -1,0 +1,103 @@
+"""The method registry: every method a run can score, by name, behind one interface.
+
+A run fits each chosen method on the training features, hands it the neighbours computed once for
+all methods, and takes its scores (logits or class probabilities); tables, metrics, run-log rows
+and reports are generated from this registry, so a new method is one `register` call:
+
+    register(Method("mine", "what it does", build=..., settings=..., needs_k=..., output="proba"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+from torch import nn
+
+from tttlab.methods.estimators import GlobalHead, MajorityVote, TTTClassifier
+from tttlab.retrieval import KNNIndex
+
+if TYPE_CHECKING:
+    from tttlab.config import Config
+
+
+@dataclass(frozen=True)
+class Method:
+    """How to build one method from a run's config, and what its output depends on."""
+
+    name: str
+    """Short name: the method's column in tables, metrics and the run log."""
+    summary: str
+    """One line for help texts and reports."""
+    build: Callable[[Config, nn.Linear], Any]
+    """An unfitted estimator, given the config and the global model's last layer."""
+    settings: Callable[[Config], dict[str, Any]]
+    """The settings its output depends on beyond features and neighbours (its cache key)."""
+    needs_k: Callable[[Config], int]
+    """Neighbours per test point it reads (0: none)."""
+    output: Literal["logits", "proba"]
+    """What `scores` returns: logits (scored by cross-entropy) or class probabilities."""
+
+    def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
+        """Per test point and class: logits or probabilities, from shared neighbours."""
+        if self.output == "logits":
+            return estimator.decision_function(X, neighbours=neighbours)
+        return estimator.predict_proba(X, neighbours=neighbours)
+
+
+METHODS: dict[str, Method] = {}
+"""Every registered method, by name, in registration order."""
+
+
+def register(method: Method) -> Method:
+    """Add `method` to the registry (its name must be new)."""
+    if method.name in METHODS:
+        raise ValueError(f"a method named {method.name!r} is already registered")
+    METHODS[method.name] = method
+    return method
+
+
+register(
+    Method(
+        "global",
+        "the global head as trained: no adaptation at test time",
+        build=lambda cfg, clf: GlobalHead(clf),
+        settings=lambda cfg: {},
+        needs_k=lambda cfg: 0,
+        output="logits",
+    )
+)
+register(
+    Method(
+        "ttt",
+        "test-time training: the last layer fine-tuned on each test point's k neighbours",
+        build=lambda cfg, clf: TTTClassifier(
+            clf,
+            k=cfg.ttt.k,
+            epochs=cfg.ttt.epochs,
+            lr=cfg.ttt.lr,
+            method=cfg.ttt.method,
+            l2=cfg.ttt.l2,
+            index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed),
+            device=cfg.run.device,
+            progress=cfg.run.progress,
+        ),
+        settings=lambda cfg: asdict(cfg.ttt) | {"device": cfg.run.device},
+        needs_k=lambda cfg: cfg.ttt.k,
+        output="logits",
+    )
+)
+register(
+    Method(
+        "majority",
+        "majority vote of the k nearest training labels",
+        build=lambda cfg, clf: MajorityVote(
+            k=cfg.majority_k, index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed)
+        ),
+        settings=lambda cfg: {"k": cfg.majority_k},
+        needs_k=lambda cfg: cfg.majority_k,
+        output="proba",
+    )
+)

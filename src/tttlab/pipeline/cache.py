@@ -1,0 +1,166 @@
+"""The stage cache: each stage's artefact stored once under a hash of exactly what it depends on.
+
+    cache = StageCache(Path("runs/cache"))
+    entry = cache.get_or_make("features", settings, make)   # make(folder) -> extra info
+
+An entry is a folder `<root>/<stage>/<key>` holding the artefact's files and `entry.json` (the
+settings, the format version, each file's size and sha256, and what `make` returned, such as the
+seconds it took). It is built in a temp folder and renamed into place, so it is complete or absent.
+An entry whose files do not match `entry.json`, or of another format version, is removed and
+rebuilt, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import socket
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tttlab.atomic import dumps_json, to_jsonable
+
+FORMAT_VERSION = 1
+"""Bump when a stage's files change meaning or layout: older entries are then rebuilt."""
+
+ENTRY_FILE = "entry.json"
+HASH_LIMIT_BYTES = 256 * 2**20
+"""Files up to this size are checked by sha256 on every read, larger ones by size alone."""
+
+
+def settings_key(stage: str, settings: dict[str, Any]) -> str:
+    """A short stable hash of a stage's settings (canonical JSON), its folder name."""
+    text = json.dumps(
+        to_jsonable({"stage": stage, "version": FORMAT_VERSION, "settings": settings}),
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A complete cache entry: its folder, key and recorded information."""
+
+    path: Path
+    key: str
+    info: dict[str, Any]
+    """What the stage's `make` returned (e.g. seconds, history), plus `settings`."""
+    reused: bool
+    """True when it was found in the cache rather than made now."""
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+
+class StageCache:
+    """Content-addressed folders for stage artefacts under one root."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def path(self, stage: str, key: str) -> Path:
+        return self.root / stage / key
+
+    def lookup(self, stage: str, key: str) -> Entry | None:
+        """The complete entry for `key`, or None; a damaged entry is removed (and warned about)."""
+        folder = self.path(stage, key)
+        if not folder.is_dir():
+            return None
+        problem = _check_entry(folder, key)
+        if problem is None:
+            meta = json.loads((folder / ENTRY_FILE).read_text(encoding="utf-8"))
+            return Entry(folder, key, meta["info"] | {"settings": meta["settings"]}, reused=True)
+        warnings.warn(f"cache entry {folder} is {problem}: rebuilding it", stacklevel=3)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+
+    def get_or_make(
+        self,
+        stage: str,
+        settings: dict[str, Any],
+        make: Callable[[Path], dict[str, Any]],
+        key: str | None = None,
+    ) -> Entry:
+        """The entry for `settings`, made by `make(folder)` if absent; `make` writes the artefact's
+        files into `folder` and returns information to record (JSON values)."""
+        key = key or settings_key(stage, settings)
+        found = self.lookup(stage, key)
+        if found is not None:
+            return found
+        target = self.path(stage, key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(
+            tempfile.mkdtemp(
+                prefix=f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-", dir=target.parent
+            )
+        )
+        try:
+            info = to_jsonable(make(tmp) or {})
+            files = {
+                p.name: {"bytes": p.stat().st_size, "sha256": _sha_if_small(p)}
+                for p in sorted(tmp.iterdir())
+            }
+            meta = {
+                "stage": stage,
+                "version": FORMAT_VERSION,
+                "key": key,
+                "settings": settings,
+                "files": files,
+                "info": info,
+            }
+            (tmp / ENTRY_FILE).write_text(dumps_json(meta), encoding="utf-8")
+            try:
+                os.rename(tmp, target)
+            except OSError:
+                if self.lookup(stage, key) is None:  # not a racing twin's complete entry
+                    raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+        return Entry(target, key, info | {"settings": to_jsonable(settings)}, reused=False)
+
+    def entries(self, stage: str, prefix: str = "") -> list[Path]:
+        """Folders of complete-looking entries of `stage` whose key starts with `prefix`."""
+        folder = self.root / stage
+        if not folder.is_dir():
+            return []
+        return sorted(p for p in folder.glob(f"{prefix}*") if (p / ENTRY_FILE).is_file())
+
+
+def _sha_if_small(path: Path) -> str | None:
+    return file_sha256(path) if path.stat().st_size <= HASH_LIMIT_BYTES else None
+
+
+def _check_entry(folder: Path, key: str) -> str | None:
+    """Why the entry at `folder` cannot be used, or None when it is complete and intact."""
+    try:
+        meta = json.loads((folder / ENTRY_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return f"missing or damaged {ENTRY_FILE}"
+    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+        return f"from another format version ({meta.get('version')!r}, now {FORMAT_VERSION})"
+    if meta.get("key") != key:
+        return "filed under another key"
+    for name, want in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"missing its file {name}"
+        if path.stat().st_size != want["bytes"]:
+            return f"damaged: {name} has {path.stat().st_size} bytes, {want['bytes']} recorded"
+        if want.get("sha256") and file_sha256(path) != want["sha256"]:
+            return f"damaged: {name} does not match its recorded sha256"
+    return None

@@ -1,0 +1,191 @@
+"""One run end to end: data -> global model -> features -> neighbours -> methods -> results.
+
+    from tttlab import Config, run
+    result = run(Config())          # Fashion-MNIST, the d = 25 CNN: global vs TTT vs majority
+    print(result.table)
+
+Every stage comes from the cache when it was made before (see `tttlab.pipeline.stages`). The run
+folder `<out>/<name>-<hash of the settings>` is written once, atomically, with its run-log row; a
+rerun of the same settings finds it and reports it again without recomputing anything.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from tttlab.config import Config
+from tttlab.methods.registry import METHODS
+from tttlab.pipeline import stages
+from tttlab.pipeline.cache import StageCache, settings_key
+from tttlab.results import (
+    PointRecords,
+    accuracy_table,
+    append_run_log,
+    format_table,
+    paired_bootstrap_diff,
+    read_metrics,
+    write_run,
+)
+
+BASELINE = "global"
+"""Every other method's gain is measured against this one, with a paired bootstrap."""
+
+
+@dataclass
+class RunResult:
+    """What `run` returns: the run folder, its metrics, the printed table, and what was reused."""
+
+    run_dir: Path
+    metrics: dict[str, Any]
+    table: str
+    reused: dict[str, bool] = field(default_factory=dict)
+    """Per stage (model, features, neighbours, and each method): True if taken from the cache;
+    {"run": True} when the whole run folder already existed."""
+
+
+def run_folder_name(cfg: Config) -> str:
+    """`<name>-<hash>`: the same settings always map to the same folder."""
+    settings = cfg.to_dict()
+    for mechanics in ("out", "name", "cache_dir", "progress"):
+        settings["run"].pop(mechanics)
+    return f"{cfg.run.name}-{settings_key('run', settings)[:10]}"
+
+
+def run(cfg: Config) -> RunResult:
+    """Score the configured methods on the test set and write the run folder (or find it)."""
+    cfg.check_environment()
+    out = Path(cfg.run.out).expanduser()
+    run_dir = out / run_folder_name(cfg)
+    if (run_dir / "metrics.json").is_file():
+        metrics = read_metrics(run_dir)
+        return RunResult(run_dir, metrics, metrics["table"], {"run": True})
+
+    t0 = time.perf_counter()
+    cache = StageCache(cfg.run.cache_path)
+    splits = stages.load_data(cfg)
+    model, model_entry = stages.global_model(cfg, splits, cache)
+    feats = stages.features(cfg, model, splits, model_entry, cache)
+    k_max = max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
+    nbrs = stages.neighbours(cfg, feats, k_max, cache) if k_max else None
+    scores = {
+        m: stages.method_scores(cfg, m, model, splits, feats, nbrs, cache)
+        for m in cfg.methods.methods
+    }
+
+    labels = splits.test_y.numpy()
+    preds = {m: s.predictions for m, s in scores.items()}
+    acc = accuracy_table(preds, labels, n_boot=cfg.run.n_boot, seed=cfg.run.seed)
+    knn_seconds = nbrs.entry.info["seconds"] if nbrs is not None else 0.0
+    ce = {}
+    for m, s in scores.items():
+        needs_knn = METHODS[m].needs_k(cfg) > 0
+        acc[m]["seconds_per_point"] = (
+            s.entry.info["seconds"] + (knn_seconds if needs_knn else 0.0)
+        ) / len(labels)
+        ce[m] = _cross_entropy(s, labels) if METHODS[m].output == "logits" else None
+        acc[m]["mean_ce"] = float(ce[m].mean()) if ce[m] is not None else None
+    gains = {
+        m: paired_bootstrap_diff(
+            (preds[m] == labels).astype(float),
+            (preds[BASELINE] == labels).astype(float),
+            n_boot=cfg.run.n_boot,
+            seed=cfg.run.seed,
+        )
+        for m in preds
+        if m != BASELINE and BASELINE in preds
+    }
+    d = int(feats.train.shape[1])
+    entries = {"model": model_entry, "features": feats.entry}
+    if nbrs is not None:
+        entries["neighbours"] = nbrs.entry
+    entries |= {f"method:{m}": s.entry for m, s in scores.items()}
+    table = _table(cfg, acc, gains, d, len(labels))
+    metrics = {
+        "methods": acc,
+        "gain_over_global": {m: g._asdict() for m, g in gains.items()},
+        "n_test": len(labels),
+        "feature_width": d,
+        "knn_seconds": knn_seconds,
+        "total_seconds": time.perf_counter() - t0,
+        "model": {k: v for k, v in model_entry.info.items() if k not in ("history", "settings")},
+        "stages": {
+            name: {"key": e.key, "reused": e.reused, "seconds": e.info.get("seconds")}
+            for name, e in entries.items()
+        },
+        "table": table,
+    }
+    config = cfg.to_dict() | {"train_history": model_entry.info.get("history")}
+    points = PointRecords(
+        index=splits.test_idx.astype(np.int64),
+        label=labels.astype(np.int64),
+        pred=preds,
+        ce={m: c if c is not None else np.full(len(labels), np.nan) for m, c in ce.items()},
+    )
+    model_file = model_entry.file("model.safetensors")
+    save = {"model.safetensors": lambda p: p.write_bytes(model_file.read_bytes())}
+    row = _log_row(cfg, run_dir.name, acc, gains, d, len(labels))
+    written = write_run(out, cfg.run.name, config, metrics, points, extra=save, folder=run_dir.name)
+    append_run_log(out, row)
+    return RunResult(written, metrics, table, {n: e.reused for n, e in entries.items()})
+
+
+def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:
+    """Cross-entropy of the true class per test point, from logits over `s.classes`."""
+    column = np.searchsorted(s.classes, labels)
+    logits = torch.from_numpy(np.ascontiguousarray(s.scores, dtype=np.float32))
+    return F.cross_entropy(logits, torch.from_numpy(column), reduction="none").numpy()
+
+
+def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
+    rows = [
+        {
+            "method": m,
+            "accuracy": f"{100 * a['accuracy']:.2f}%",
+            "95% CI": f"[{100 * a['ci_low']:.2f}, {100 * a['ci_high']:.2f}]",
+            "ms/point": f"{1000 * a['seconds_per_point']:.3g}",
+        }
+        for m, a in acc.items()
+    ]
+    t = cfg.ttt
+    head = (
+        f"{cfg.data.dataset}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
+        f"k={t.k}, {t.epochs} epochs, lr={t.lr}" + (f", l2={t.l2}" if t.l2 else "")
+    )
+    foot = [
+        f"{m} - {BASELINE}: {100 * g.mean:+.2f} points, 95% CI "
+        f"[{100 * g.low:+.2f}, {100 * g.high:+.2f}] (paired bootstrap)"
+        for m, g in gains.items()
+    ]
+    return "\n".join([head, format_table(rows), *foot])
+
+
+def _log_row(cfg: Config, run: str, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:
+    """One line of runs.csv: the settings that tell runs apart, then each method's accuracy."""
+    row: dict[str, Any] = {
+        "run": run,
+        "dataset": cfg.data.dataset,
+        "limit": cfg.data.limit,
+        "model": cfg.model.model,
+        "d": d,
+        "n_test": n,
+        "seed": cfg.run.seed,
+        "method": cfg.ttt.method,
+        "k": cfg.ttt.k,
+        "epochs": cfg.ttt.epochs,
+        "lr": cfg.ttt.lr,
+        "l2": cfg.ttt.l2,
+    }
+    if "majority" in acc:
+        row["majority_k"] = cfg.majority_k
+    for m, a in acc.items():
+        row[f"acc_{m}"] = round(a["accuracy"], 4)
+    for m, g in gains.items():
+        row[f"gain_{m}"] = round(g.mean, 4)
+    return row
