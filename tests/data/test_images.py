@@ -5,6 +5,7 @@ All folders are under tmp_path and the only mirrors are file:// URLs: no test to
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from collections.abc import Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from sklearn.datasets import load_digits
 
 from tttlab.data import (
+    DatasetContentError,
     DatasetNotFoundError,
     DownloadError,
     cache_dir,
@@ -24,10 +26,16 @@ from tttlab.data import (
     load_splits,
     read_idx,
     stratified_split,
+    write_idx,
 )
+from tttlab.data.idx import idx_bytes
 
 MakeDataset = Callable[..., Path]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
+needs_debian_fashion = pytest.mark.skipif(
+    not DEBIAN_FASHION.is_dir(),
+    reason=f"{DEBIAN_FASHION} absent: `apt-get install dataset-fashion-mnist` to run this",
+)
 
 
 # ---- finding the files ----------------------------------------------------------------------
@@ -73,11 +81,56 @@ def test_explicit_dir_is_the_only_place_searched(
     tmp_path: Path, make_idx_dataset: MakeDataset
 ) -> None:
     make_idx_dataset(cache_dir("mnist"))
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DatasetNotFoundError, match="download=False") as info:
         find_dataset_dir("mnist", tmp_path / "empty", download=False)
     searched = str(info.value).split("Not downloaded")[0]
     assert str(tmp_path / "empty" / "mnist") in searched
     assert str(cache_dir("mnist")) not in searched
+
+
+def test_a_mistyped_data_dir_is_reported_and_never_created(
+    tmp_path: Path, fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_MIRROR", fake_mirror)
+    typo = tmp_path / "datsets"
+    with pytest.raises(DatasetNotFoundError, match="no folder is there; check the spelling"):
+        load_splits("mnist", typo, val_size=20)
+    assert not typo.exists()
+
+
+def test_a_data_dir_that_is_a_file_is_named_as_such(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(DatasetNotFoundError, match="notes.txt is a file, not a folder"):
+        find_dataset_dir("mnist", tmp_path / "notes.txt")
+
+
+def test_an_existing_data_dir_gets_a_subfolder_per_downloaded_dataset(
+    tmp_path: Path, fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_MIRROR", fake_mirror)
+    (tmp_path / "datasets").mkdir()
+    assert find_dataset_dir("mnist", tmp_path / "datasets") == tmp_path / "datasets" / "mnist"
+
+
+def test_a_read_only_data_dir_says_so_with_the_fixes(
+    tmp_path: Path, fake_mirror: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TTTLAB_MIRROR", fake_mirror)
+    folder = tmp_path / "readonly"
+    folder.mkdir()
+    # What access(2) answers for a read-only folder; chmod alone would not stop root.
+    real_access = images.os.access
+    monkeypatch.setattr(
+        images.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode)
+    )
+    with pytest.raises(DatasetNotFoundError) as info:
+        find_dataset_dir("mnist", folder)
+    message = str(info.value)
+    assert f"cannot be downloaded into {folder}: the folder is read-only" in message
+    for fix in ("--data-dir", "TTTLAB_DATA", f"chmod u+w {folder}"):
+        assert fix in message
+    assert list(folder.iterdir()) == []
 
 
 def test_partial_folder_names_missing_and_present_files(
@@ -178,6 +231,92 @@ def test_offline_error_lists_every_place_searched_and_the_fixes(
         assert fix in message
 
 
+# ---- checking the files at load time ---------------------------------------------------------
+
+
+def test_files_of_unknown_content_are_refused(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d", dataset=None)
+    with pytest.raises(DatasetContentError) as info:
+        load_splits("fashion-mnist", folder, val_size=20)
+    message = str(info.value)
+    assert "these files are not the published Fashion-MNIST data set" in message
+    for stem in images.FILES:
+        assert f"{folder / stem}: unknown content" in message
+    assert "Fix: put the original Fashion-MNIST files there" in message
+
+
+def test_mnist_files_given_as_fashion_mnist_are_named_mnist(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d", dataset="mnist")
+    with pytest.raises(DatasetContentError) as info:
+        load_splits("fashion-mnist", folder, val_size=20)
+    message = str(info.value)
+    assert (
+        f"{folder / 'train-images-idx3-ubyte'}: this is MNIST's train-images-idx3-ubyte" in message
+    )
+    assert "These are MNIST files, not Fashion-MNIST" in message
+    assert load_splits("mnist", folder, val_size=20).name == "mnist"
+
+
+def test_known_content_loads_raw_or_recompressed(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d", dataset="fashion-mnist")
+    assert len(load_splits("fashion-mnist", folder, val_size=20).test_y) == 30
+    for stem in images.FILES:  # as Debian does: other .gz bytes, the same content
+        raw = (folder / stem).read_bytes()
+        (folder / stem).unlink()
+        (folder / f"{stem}.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=1))
+    assert len(load_splits("fashion-mnist", folder, val_size=20).test_y) == 30
+
+
+def test_labels_out_of_range_are_blamed_on_the_label_file(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d")
+    write_idx(folder / "t10k-labels-idx1-ubyte", (np.arange(30) % 13).astype(np.uint8))
+    with pytest.raises(DatasetContentError) as info:
+        load_splits("mnist", folder, val_size=20)
+    assert str(info.value).startswith(
+        f"{folder / 't10k-labels-idx1-ubyte'} holds labels outside 0..9 "
+        "(mnist has 10 classes): 10, 11, 12."
+    )
+
+
+def test_test_images_of_another_size_name_both_files(
+    tmp_path: Path, make_idx_dataset: MakeDataset
+) -> None:
+    folder = make_idx_dataset(tmp_path / "d")
+    write_idx(folder / "t10k-images-idx3-ubyte", np.zeros((30, 32, 32), np.uint8))
+    with pytest.raises(DatasetContentError) as info:
+        load_splits("mnist", folder, val_size=20)
+    assert str(info.value).startswith(
+        f"the test images in {folder / 't10k-images-idx3-ubyte'} are 32 x 32 but the training "
+        f"images in {folder / 'train-images-idx3-ubyte'} are 28 x 28"
+    )
+
+
+def test_images_must_be_28_by_28(tmp_path: Path, make_idx_dataset: MakeDataset) -> None:
+    folder = make_idx_dataset(tmp_path / "d")
+    for stem, n in (("train-images-idx3-ubyte", 60), ("t10k-images-idx3-ubyte", 30)):
+        write_idx(folder / stem, np.zeros((n, 32, 32), np.uint8))
+    with pytest.raises(DatasetContentError, match="hold 32 x 32 images, but mnist images are 28"):
+        load_splits("mnist", folder, val_size=20)
+
+
+@needs_debian_fashion
+def test_debian_fashion_mnist_is_recognised_by_its_content() -> None:
+    """Debian re-compressed the .gz files, so only their decompressed bytes match the originals."""
+    paths = [DEBIAN_FASHION / f"{stem}.gz" for stem in images.FILES]
+    gz = [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
+    assert not set(gz) & set(images.SHA256["fashion-mnist"])
+    content = [hashlib.sha256(idx_bytes(path)).hexdigest() for path in paths]
+    images._check_identity("fashion-mnist", paths, content)  # raises if not Fashion-MNIST
+
+
 # ---- splits ---------------------------------------------------------------------------------
 
 
@@ -252,10 +391,16 @@ def test_limit_keeps_stratified_subsets_of_the_full_splits() -> None:
         load_splits("digits", limit=5)
 
 
-@pytest.mark.skipif(
-    not DEBIAN_FASHION.is_dir(),
-    reason=f"{DEBIAN_FASHION} absent: `apt-get install dataset-fashion-mnist` to run this",
+@pytest.mark.parametrize(
+    ("limit", "says"),
+    [(0, "limit must be >= 1"), (-3, "limit must be >= 1"), (True, "limit must be an integer")],
 )
+def test_a_limit_below_one_is_blamed_on_limit(limit: int, says: str) -> None:
+    with pytest.raises(ValueError, match=says):
+        load_splits("digits", limit=limit)
+
+
+@needs_debian_fashion
 def test_real_fashion_mnist_gives_the_papers_50k_10k_10k_split() -> None:
     s = load_splits("fashion-mnist", DEBIAN_FASHION)
     assert s.train_x.shape == (50_000, 1, 28, 28)

@@ -4,6 +4,7 @@ from tttlab.data.idx import IDXError, read_idx, write_idx
 from tttlab.data.images import (
     CLASSES,
     DATASETS,
+    DatasetContentError,
     DatasetNotFoundError,
     DownloadError,
     ImageSplits,
@@ -17,6 +18,7 @@ from tttlab.data.images import (
 __all__ = [
     "CLASSES",
     "DATASETS",
+    "DatasetContentError",
     "DatasetNotFoundError",
     "DownloadError",
     "IDXError",

@@ -39,17 +39,26 @@ class IDXError(ValueError):
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     """Read an IDX file (raw or gzip) into a native-endian, writable numpy array."""
+    return decode_idx(idx_bytes(path), path)
+
+
+def idx_bytes(path: str | os.PathLike) -> bytes:
+    """The bytes of an IDX file, decompressed if gzip: what identifies it whatever its packing."""
     path = Path(path)
     data = path.read_bytes()
-    if data[:2] == GZIP_MAGIC:
-        try:
-            data = gzip.decompress(data)
-        except (OSError, EOFError, zlib.error) as e:
-            raise IDXError(
-                f"{path}: starts like a gzip file but cannot be decompressed ({e}): "
-                f"the download is incomplete or corrupt; {_REDOWNLOAD}"
-            ) from e
+    if data[:2] != GZIP_MAGIC:
+        return data
+    try:
+        return gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as e:
+        raise IDXError(
+            f"{path}: starts like a gzip file but cannot be decompressed ({e}): "
+            f"the download is incomplete or corrupt; {_REDOWNLOAD}"
+        ) from e
 
+
+def decode_idx(data: bytes, path: str | os.PathLike) -> np.ndarray:
+    """Decode the (decompressed) bytes of an IDX file; `path` only names the file in errors."""
     if len(data) < 4:
         raise IDXError(
             f"{path}: {len(data)} bytes is too short for an IDX header (at least 4 bytes): "

@@ -3,6 +3,8 @@
 MNIST-format files are looked up in `data_dir`, `$TTTLAB_DATA/<name>`, the user cache and the
 system folders (Debian's `dataset-fashion-mnist`), and downloaded into the cache if absent.
 The official 60k training set is split stratified into 50k train and 10k validation.
+Loading checks, before any training, that the files are the named data set (by the sha256 of
+their decompressed bytes), that labels lie in 0..9 and that images are 28 x 28.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path
-from tttlab.data.idx import read_idx
+from tttlab.checks import check_int
+from tttlab.data.idx import GZIP_MAGIC, decode_idx, idx_bytes
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
 IDX_DATASETS = ("mnist", "fashion-mnist")
@@ -46,8 +49,9 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 
 # sha256 of the canonical .gz files (not of their contents), in FILES order. Each value is the
 # one quoted by several independent public download scripts; their md5s are torchvision's (MNIST
-# train images f68b3c2d..., Fashion-MNIST train images 8d4fb7e6...). Only downloads are checked:
-# Debian's dataset-fashion-mnist re-compressed its .gz files, so local copies hash differently.
+# train images f68b3c2d..., Fashion-MNIST train images 8d4fb7e6...). Downloads are checked
+# against these; loaded files against CONTENT_SHA256 (or these): Debian's dataset-fashion-mnist
+# re-compressed its .gz files, so only their decompressed bytes match the originals.
 SHA256: dict[str, tuple[str, ...]] = {
     "mnist": (
         "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",  # train images
@@ -62,6 +66,29 @@ SHA256: dict[str, tuple[str, ...]] = {
         "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",  # t10k labels
     ),
 }
+
+# sha256 of the four decompressed files (the IDX bytes), in FILES order: they identify a data set
+# however it is packed (raw, the canonical .gz, a re-compressed .gz). MNIST: the values quoted
+# next to the .gz sha256 above by independent public projects (download scripts, Makefiles).
+# Fashion-MNIST: computed from Debian's copy, whose md5s equal torchvision's published md5s of
+# the raw files (f4a8712d..., 9018921c..., 8181f547..., 15d48437...). Tests monkeypatch this.
+CONTENT_SHA256: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",  # train images
+        "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",  # train labels
+        "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",  # t10k images
+        "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",  # t10k labels
+    ),
+    "fashion-mnist": (
+        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",  # train images
+        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",  # train labels
+        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",  # t10k images
+        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",  # t10k labels
+    ),
+}
+
+TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+IMAGE_SIZE = (28, 28)  # H x W of every MNIST-format image
 
 CLASSES: dict[str, list[str]] = {
     "mnist": [str(d) for d in range(10)],
@@ -91,6 +118,11 @@ class DatasetNotFoundError(FileNotFoundError):
 
 class DownloadError(OSError):
     """Every mirror failed for some file, by network error or checksum mismatch."""
+
+
+class DatasetContentError(ValueError):
+    """A dataset's files are all there but hold the wrong content: another data set, bad labels,
+    images of another size. The message names the files, what they hold and the fix."""
 
 
 @dataclass
@@ -231,10 +263,12 @@ def find_dataset_dir(
 ) -> Path:
     """Folder holding all four files of `name`, downloading them into the cache if none has them.
 
-    Search order: `data_dir` and `data_dir/<name>` (if given, only these; a download then goes
-    to `data_dir/<name>`), else `$TTTLAB_DATA/<name>`, the user cache, `SYSTEM_DIRS/<name>`.
+    Search order: `data_dir` and `data_dir/<name>` (if given, only these; it must exist, and a
+    download goes to `data_dir/<name>`), else `$TTTLAB_DATA/<name>`, the user cache, `SYSTEM_DIRS`.
     """
     _check_idx_name(name)
+    if data_dir is not None:
+        _check_data_dir(name, Path(data_dir).expanduser())
     places = _search_places(name, data_dir)
     target = places[-1][0] if data_dir is not None else cache_dir(name)
     for place, _ in places:
@@ -246,10 +280,45 @@ def find_dataset_dir(
             raise DatasetNotFoundError(_partial_message(name, place, found))
     if not download:
         raise DatasetNotFoundError(_not_found_message(name, places, None))
+    _check_writable(name, target)
     try:
         return download_dataset(name, target)
     except DownloadError as e:
         raise DatasetNotFoundError(_not_found_message(name, places, str(e))) from e
+    except PermissionError as e:  # the folder became read-only after _check_writable looked
+        raise DatasetNotFoundError(_read_only_message(name, target)) from e
+
+
+def _check_data_dir(name: str, data_dir: Path) -> None:
+    """`data_dir` must be an existing folder: a mistyped one is reported, never created."""
+    if data_dir.is_file():
+        raise DatasetNotFoundError(
+            f"data_dir {data_dir} is a file, not a folder: pass the folder holding the {name} "
+            f"files (or holding a {name}/ folder with them)"
+        )
+    if not data_dir.is_dir():
+        raise DatasetNotFoundError(
+            f"data_dir {data_dir}: no folder is there; check the spelling. tttlab never creates "
+            f"the data_dir it is given: create it first to have {name} downloaded into it, or "
+            "leave data_dir out to use the user cache"
+        )
+
+
+def _check_writable(name: str, target: Path) -> None:
+    """Refuse a download into `target` up front if its nearest existing folder is read-only."""
+    folder = next(p for p in (target, *target.parents) if p.exists())
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DatasetNotFoundError(_read_only_message(name, folder))
+
+
+def _read_only_message(name: str, folder: Path) -> str:
+    return (
+        f"{name} is not there and cannot be downloaded into {folder}: the folder is read-only. "
+        "Fix, one of:\n"
+        f"  - pass another --data-dir (data_dir=DIR) that holds the {name} files or is writable\n"
+        f"  - set TTTLAB_DATA=DIR with the files in DIR/{name}\n"
+        f"  - give yourself write permission: chmod u+w {folder}"
+    )
 
 
 def _partial_message(name: str, place: Path, found: dict[str, Path]) -> str:
@@ -358,18 +427,129 @@ def _fetch(url: str, target: Path, sha256: str) -> None:
 # ---- loading --------------------------------------------------------------------------------
 
 
-def _read_idx_dataset(directory: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Official (train images, train labels, test images, test labels) as uint8 / int64."""
-    files = _present_files(directory)
-    arrays = [read_idx(files[stem]) for stem in FILES]
-    for images, labels, split in ((arrays[0], arrays[1], "train"), (arrays[2], arrays[3], "t10k")):
-        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
-            raise ValueError(
-                f"{directory}: {split} images have shape {images.shape} and labels shape "
-                f"{labels.shape}; expected N x H x W images and N labels: the files do not "
-                "belong together; replace them with the originals"
-            )
+def _read_idx_dataset(
+    name: str, directory: Path
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Official (train images, train labels, test images, test labels) as uint8 / int64.
+
+    Checked here, before any training: shapes, label range, and that the files are `name`'s.
+    """
+    paths = [_present_files(directory)[stem] for stem in FILES]
+    contents = [idx_bytes(path) for path in paths]
+    arrays = [decode_idx(content, path) for content, path in zip(contents, paths, strict=True)]
+    _check_shapes(name, paths, arrays)
+    for path, labels in ((paths[1], arrays[1]), (paths[3], arrays[3])):
+        _check_labels(name, path, labels)
+    _check_identity(name, paths, [hashlib.sha256(content).hexdigest() for content in contents])
     return arrays[0], arrays[1].astype(np.int64), arrays[2], arrays[3].astype(np.int64)
+
+
+def _check_shapes(name: str, paths: list[Path], arrays: list[np.ndarray]) -> None:
+    """N x H x W images with one label each; test images the training images' size, 28 x 28."""
+    train_path, _, test_path, _ = paths
+    for images, labels, image_path, label_path in (
+        (arrays[0], arrays[1], paths[0], paths[1]),
+        (arrays[2], arrays[3], paths[2], paths[3]),
+    ):
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise DatasetContentError(
+                f"{image_path} has shape {images.shape} and {label_path} shape {labels.shape}; "
+                "expected N x H x W images and N labels: the files do not belong together; "
+                "replace them with the originals"
+            )
+    train_hw, test_hw = arrays[0].shape[1:], arrays[2].shape[1:]
+    if test_hw != train_hw:
+        raise DatasetContentError(
+            f"the test images in {test_path} are {_size(test_hw)} but the training images in "
+            f"{train_path} are {_size(train_hw)}: both must have the same size, and {name} "
+            f"images are {_size(IMAGE_SIZE)}; replace the wrong file with the original"
+        )
+    if train_hw != IMAGE_SIZE:
+        raise DatasetContentError(
+            f"{train_path} and {test_path} hold {_size(train_hw)} images, but {name} images are "
+            f"{_size(IMAGE_SIZE)}: these are not {TITLES[name]} files; replace them with the "
+            "originals"
+        )
+
+
+def _size(hw: tuple[int, ...]) -> str:
+    return " x ".join(map(str, hw))
+
+
+def _check_labels(name: str, path: Path, labels: np.ndarray) -> None:
+    """Integer labels in 0..C-1 for the C classes of `name`, blamed on the file if not."""
+    n_classes = len(CLASSES[name])
+    allowed = f"0..{n_classes - 1} ({name} has {n_classes} classes)"
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise DatasetContentError(
+            f"{path} holds {labels.dtype} values, but labels are integers {allowed}: "
+            "the file is not a label file; replace it with the original"
+        )
+    bad = np.unique(labels[(labels < 0) | (labels >= n_classes)])
+    if len(bad):
+        shown = ", ".join(map(str, bad[:10].tolist())) + (", ..." if len(bad) > 10 else "")
+        raise DatasetContentError(
+            f"{path} holds labels outside {allowed}: {shown}. The file is corrupt or belongs "
+            f"to another data set; replace it with the original {TITLES[name]} file"
+        )
+
+
+def _known_files() -> dict[str, tuple[str, str]]:
+    """sha256 (of the content or the canonical .gz) -> (data set, stem) for every known file."""
+    known = {}
+    for table in (CONTENT_SHA256, SHA256):
+        for name, hashes in table.items():
+            for stem, sha in zip(FILES, hashes, strict=True):
+                known[sha] = (name, stem)
+    return known
+
+
+def _identify(
+    path: Path, content_sha256: str, known: dict[str, tuple[str, str]]
+) -> tuple[str, str] | None:
+    """(data set, stem) of a file, by its content's sha256, else its own if canonical gzip."""
+    if content_sha256 in known:
+        return known[content_sha256]
+    with path.open("rb") as f:
+        is_gzip = f.read(2) == GZIP_MAGIC
+    return known.get(_sha256(path)) if is_gzip else None
+
+
+def _check_identity(name: str, paths: list[Path], content_sha256: list[str]) -> None:
+    """Refuse files that are not `name`'s published ones, naming the data set they are if known."""
+    known = _known_files()
+    title = TITLES[name]
+    problems, others = [], []
+    for stem, path, sha, expected in zip(
+        FILES, paths, content_sha256, CONTENT_SHA256[name], strict=True
+    ):
+        found = _identify(path, sha, known)
+        if found == (name, stem):
+            continue
+        if found is None:
+            problems.append(
+                f"  {path}: unknown content (sha256 {sha} decompressed; {title}'s {stem} has "
+                f"{expected})"
+            )
+            continue
+        problems.append(f"  {path}: this is {TITLES[found[0]]}'s {found[1]}")
+        if found[0] != name:
+            others.append(found[0])
+    if not problems:
+        return
+    if len(others) == len(problems) and len(set(others)) == 1:
+        other = others[0]
+        fix = (
+            f"These are {TITLES[other]} files, not {title}: load them as dataset={other!r} "
+            f"(--dataset {other}), or point --data-dir at the {title} files"
+        )
+    else:
+        fix = (
+            f"Fix: put the original {title} files there under their own names, raw or gzip "
+            "(or delete these to have tttlab download them again)"
+        )
+    lines = [f"{name}: these files are not the published {title} data set:", *problems, fix]
+    raise DatasetContentError("\n".join(lines))
 
 
 def _unit_float(x: np.ndarray) -> np.ndarray:
@@ -400,8 +580,13 @@ def load_splits(
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if limit is not None and limit < 1:
-        raise ValueError(f"limit={limit} must be a positive number of points, or None for all")
+    if limit is not None:
+        check_int(limit, "limit")
+        if limit < 1:
+            raise ValueError(
+                f"limit must be >= 1 (the most points kept per split), or None for all; "
+                f"got limit={limit}"
+            )
     if name == "digits":
         digits = load_digits()
         pool_x = digits.images.astype(np.float32) / 16.0  # digits pixels are 0..16
@@ -413,7 +598,7 @@ def load_splits(
         train_idx, val_idx = rest_idx[train_part], rest_idx[val_part]
     else:
         directory = find_dataset_dir(name, data_dir, download=download)
-        pool_x, pool_y, test_x, test_y = _read_idx_dataset(directory)
+        pool_x, pool_y, test_x, test_y = _read_idx_dataset(name, directory)
         try:
             train_idx, val_idx = stratified_split(pool_y, val_size, seed)
         except ValueError as e:
