@@ -173,17 +173,9 @@ class Config:
                 )
 
     def check_environment(self) -> None:
-        """What the values alone cannot tell: files and folders exist, output is writable, CUDA is
-        there. Called by a run before any work; a config stays buildable on any machine."""
-        if self.data.data_dir is not None:
-            path = Path(self.data.data_dir).expanduser()
-            if not path.exists():
-                raise ValueError(
-                    f"data_dir={self.data.data_dir!r}: no such folder; check the spelling (tttlab "
-                    "never creates it), or leave it out to use the default places"
-                )
-            if not path.is_dir():
-                raise ValueError(f"data_dir={self.data.data_dir!r} is a file, not a folder")
+        """What the values alone cannot tell: the checkpoint exists, output is writable, CUDA is
+        there. Called by a run before any work (the data layer checks data_dir as it loads), so a
+        config stays buildable on any machine."""
         ckpt = self.model.checkpoint
         if ckpt is not None and not Path(ckpt).expanduser().is_file():
             raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")

@@ -27,7 +27,6 @@ from tttlab.pipeline.cache import StageCache, settings_key
 from tttlab.results import (
     PointRecords,
     accuracy_table,
-    append_run_log,
     format_table,
     paired_bootstrap_diff,
     read_metrics,
@@ -130,9 +129,10 @@ def run(cfg: Config) -> RunResult:
     )
     model_file = model_entry.file("model.safetensors")
     save = {"model.safetensors": lambda p: p.write_bytes(model_file.read_bytes())}
-    row = _log_row(cfg, run_dir.name, acc, gains, d, len(labels))
-    written = write_run(out, cfg.run.name, config, metrics, points, extra=save, folder=run_dir.name)
-    append_run_log(out, row)
+    row = _log_row(cfg, acc, gains, d, len(labels))
+    written = write_run(
+        out, cfg.run.name, config, metrics, points, extra=save, folder=run_dir.name, log_row=row
+    )
     return RunResult(written, metrics, table, {n: e.reused for n, e in entries.items()})
 
 
@@ -166,10 +166,9 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
     return "\n".join([head, format_table(rows), *foot])
 
 
-def _log_row(cfg: Config, run: str, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:
+def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:
     """One line of runs.csv: the settings that tell runs apart, then each method's accuracy."""
     row: dict[str, Any] = {
-        "run": run,
         "dataset": cfg.data.dataset,
         "limit": cfg.data.limit,
         "model": cfg.model.model,

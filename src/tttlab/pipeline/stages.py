@@ -173,8 +173,7 @@ def _build(
     """The model of `cfg`'s kind holding `state`; a mismatch names the file."""
     try:
         if cfg.model.model == "cnn":
-            width = None if cfg.model.checkpoint is not None else cfg.model.width
-            return cnn_from_state_dict(state, width=width, num_classes=num_classes)
+            return cnn_from_state_dict(state, width=cfg.model.width, num_classes=num_classes)
         hidden = state.get("hidden.0.weight")
         m = cfg.model
         hidden_dim = hidden.shape[0] if hidden is not None else m.hidden

@@ -1,0 +1,77 @@
+"""The stage cache: made once, found again, never used when damaged or from another version."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tttlab.pipeline import cache as cache_module
+from tttlab.pipeline.cache import StageCache, settings_key
+
+
+def write_array(calls):
+    def make(folder):
+        calls.append(folder)
+        np.save(folder / "x.npy", np.arange(10.0))
+        return {"seconds": 1.5}
+
+    return make
+
+
+def test_an_entry_is_made_once_and_then_reused(tmp_path):
+    cache, calls = StageCache(tmp_path), []
+    first = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    again = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    assert len(calls) == 1 and not first.reused and again.reused
+    assert again.path == first.path and again.info["seconds"] == 1.5
+    np.testing.assert_array_equal(np.load(again.file("x.npy")), np.arange(10.0))
+    assert [p.name for p in (tmp_path / "features").iterdir()] == [first.key], "no temp left"
+
+
+def test_the_key_depends_on_exactly_the_settings():
+    assert settings_key("model", {"a": 1, "b": 2}) == settings_key("model", {"b": 2, "a": 1})
+    assert settings_key("model", {"a": 1}) != settings_key("model", {"a": 2})
+    assert settings_key("model", {"a": 1}) != settings_key("features", {"a": 1})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda entry: (entry / "x.npy").write_bytes(b"truncated"),
+        lambda entry: (entry / "x.npy").unlink(),
+        lambda entry: (entry / "entry.json").write_text("{not json"),
+        lambda entry: (entry / "x.npy").write_bytes(
+            (entry / "x.npy").read_bytes()[:-8] + b"\x00" * 8
+        ),  # same size, other bytes
+    ],
+)
+def test_a_damaged_entry_is_rebuilt_not_used(tmp_path, damage):
+    cache, calls = StageCache(tmp_path), []
+    entry = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    damage(entry.path)
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        again = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    assert len(calls) == 2 and not again.reused
+    np.testing.assert_array_equal(np.load(again.file("x.npy")), np.arange(10.0))
+
+
+def test_an_entry_of_another_format_version_is_rebuilt(tmp_path, monkeypatch):
+    cache, calls = StageCache(tmp_path), []
+    entry = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    meta = json.loads((entry.path / "entry.json").read_text())
+    (entry.path / "entry.json").write_text(json.dumps(meta | {"version": 0}))
+    with pytest.warns(UserWarning, match="another format version"):
+        cache.get_or_make("features", {"model": "abc"}, write_array(calls), key=entry.key)
+    assert len(calls) == 2
+    monkeypatch.setattr(cache_module, "FORMAT_VERSION", 99)  # a newer tttlab: a new key
+    assert settings_key("features", {"model": "abc"}) != entry.key
+
+
+def test_a_failed_make_leaves_nothing(tmp_path):
+    def broken(folder):
+        (folder / "half.npy").write_bytes(b"12")
+        raise RuntimeError("stopped")
+
+    with pytest.raises(RuntimeError):
+        StageCache(tmp_path).get_or_make("model", {"a": 1}, broken)
+    assert list((tmp_path / "model").iterdir()) == []
