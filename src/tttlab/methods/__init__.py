@@ -1,11 +1,10 @@
-"""Methods scored on a test set: TTT and its baselines, as estimators on feature matrices."""
+"""Methods scored on a test set: TTT and its baselines, as scikit-learn classifiers.
 
-from tttlab.methods.estimators import (
-    GlobalHead,
-    MajorityVote,
-    TTTClassifier,
-    global_eval,
-    vote_fractions,
-)
+All three take (N, d) feature rows, or a model's own inputs when given a model with
+`features`/`classifier`; without a head, GlobalHead and TTTClassifier train a linear one in fit.
+"""
+
+from tttlab.methods.baselines import GlobalHead, MajorityVote, vote_fractions
+from tttlab.methods.ttt import TTTClassifier, global_eval
 
 __all__ = ["GlobalHead", "MajorityVote", "TTTClassifier", "global_eval", "vote_fractions"]
