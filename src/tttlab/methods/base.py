@@ -204,9 +204,9 @@ def train_linear_head(
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         head = make_head("linear", X.shape[1], num_classes)
-    cfg = TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch_size), seed=int(seed))
+    cfg = TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch_size))
     y_t = torch.from_numpy(y)
-    fit(head, X, y_t, X, y_t, cfg, progress=progress)
+    fit(head, X, y_t, X, y_t, cfg, progress=progress, seed=int(seed))
     return head
 
 

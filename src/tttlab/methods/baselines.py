@@ -55,7 +55,7 @@ class GlobalHead(Classifier):
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
-        random_state: int = TrainConfig.seed,
+        random_state: int = 0,
     ):
         self.head = head
         self.train_epochs = train_epochs

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from torch import nn
 
-from tttlab.methods.estimators import GlobalHead, MajorityVote, TTTClassifier
+from tttlab.methods.baselines import GlobalHead, MajorityVote
+from tttlab.methods.ttt import TTTClassifier
 from tttlab.retrieval import KNNIndex
 
 if TYPE_CHECKING:
@@ -42,9 +43,12 @@ class Method:
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
-        if self.output == "logits":
-            return estimator.decision_function(X, neighbours=neighbours)
-        return estimator.predict_proba(X, neighbours=neighbours)
+        if self.output == "proba":
+            return estimator.predict_proba(X, neighbours=neighbours)
+        logits = estimator.decision_function(X, neighbours=neighbours)
+        if logits.ndim == 1:  # two classes: sklearn's margin l1 - l0, the same softmax as (0, m)
+            logits = np.stack([np.zeros_like(logits), logits], axis=1)
+        return logits
 
 
 METHODS: dict[str, Method] = {}

@@ -52,7 +52,7 @@ class TTTClassifier(Classifier):
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
-        random_state: int = TrainConfig.seed,
+        random_state: int = 0,
     ):
         self.head = head
         self.k = k
