@@ -1,7 +1,12 @@
 """Run folders, atomic files and the run log: what a run leaves on disk, and what it never does."""
 
+import errno
 import json
 import multiprocessing
+import os
+import signal
+import subprocess
+import sys
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -9,8 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tttlab.atomic import atomic_write_json, atomic_write_text
+import tttlab
+from tttlab.atomic import atomic_write_json, atomic_write_text, owner_tag
 from tttlab.results import (
+    InterruptedAfterCommit,
     PointRecords,
     append_run_log,
     read_config,
@@ -202,3 +209,149 @@ def test_run_log_survives_processes_appending_at_once(tmp_path):
     written = sorted((r["worker"], r["i"]) for r in rows)
     assert written == [(w, i) for w in range(4) for i in range(20)]
     assert all(r["text"] == "x" * 200 for r in rows)
+
+
+# ---------------------------------------------------------------- failures: full disk, damage
+
+
+def fill_disk_after(monkeypatch, nbytes: int) -> None:
+    """Make os.write behave like a full disk: `nbytes` of the data land, then ENOSPC."""
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        real_write(fd, bytes(data[:nbytes]))
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "write", full_disk)
+
+
+def test_run_log_append_on_a_full_disk_is_all_or_nothing(tmp_path, monkeypatch):
+    append_run_log(tmp_path, {"run": "a", "acc": 0.8})
+    before = (tmp_path / "runs.csv").read_bytes()
+    with monkeypatch.context() as m:
+        fill_disk_after(m, 4)
+        with pytest.raises(OSError, match="no space left.*the log is unchanged") as info:
+            append_run_log(tmp_path, {"run": "b", "acc": 0.9})
+    assert info.value.errno == errno.ENOSPC
+    assert (tmp_path / "runs.csv").read_bytes() == before
+    append_run_log(tmp_path, {"run": "c", "acc": 0.7})  # space freed: the next row is whole
+    assert [r["run"] for r in read_run_log(tmp_path)] == ["a", "c"]
+
+
+def test_an_unfinished_last_row_is_dropped_before_the_next_append(tmp_path):
+    # What a process killed mid-append (before rows were all-or-nothing) leaves behind.
+    (tmp_path / "runs.csv").write_text("run,acc\na,0.8\nb,0.7")
+    with pytest.warns(UserWarning, match="unfinished line 'b,0.7'"):
+        append_run_log(tmp_path, {"run": "c", "acc": 0.9})
+    assert (tmp_path / "runs.csv").read_text() == "run,acc\na,0.8\nc,0.9\n"
+
+
+def test_reading_a_damaged_log_skips_and_names_the_bad_lines(tmp_path):
+    (tmp_path / "runs.csv").write_text('run,acc\na,0.8\nb,0.7c,0.9\n\nd,0.6\n"e,0')
+    with pytest.warns(UserWarning, match=r"skipped damaged line\(s\) \[3, 6\]"):
+        rows = read_run_log(tmp_path)
+    assert rows == [{"run": "a", "acc": 0.8}, {"run": "d", "acc": 0.6}]
+    (tmp_path / "runs.csv").write_text('"run,acc\na,0.8\n')
+    with pytest.raises(ValueError, match="line 1 .the header. is damaged"):
+        read_run_log(tmp_path)
+
+
+def test_run_log_rows_stay_on_one_line(tmp_path):
+    with pytest.raises(ValueError, match="'note' .* spans lines"):
+        append_run_log(tmp_path, {"run": "a", "note": "two\nlines"})
+
+
+# ---------------------------------------------------------------- stable names and the commit
+
+
+def test_write_run_into_a_named_folder_with_its_log_row(tmp_path):
+    row = {"dataset": "cifar10", "acc_ttt": 0.8}
+    run = write_run(tmp_path, "ttt", {}, {}, make_points(), folder="ttt-3f9a", log_row=row)
+    assert run == tmp_path / "ttt-3f9a"
+    assert read_run_log(tmp_path) == [{"run": "ttt-3f9a", "dataset": "cifar10", "acc_ttt": 0.8}]
+    with pytest.raises(FileExistsError, match="already exists and is complete: reuse it"):
+        write_run(tmp_path, "ttt", {}, {}, make_points(), folder="ttt-3f9a", log_row=row)
+    (tmp_path / "by-hand").mkdir()
+    with pytest.raises(FileExistsError, match="not a complete run folder .no config.json"):
+        write_run(tmp_path, "ttt", {}, {}, make_points(), folder="by-hand")
+    with pytest.raises(ValueError, match="fills that column"):
+        write_run(tmp_path, "ttt", {}, {}, make_points(), log_row={"run": "x"})
+    assert len(read_run_log(tmp_path)) == 1
+
+
+def test_a_full_disk_at_commit_leaves_neither_folder_nor_row(tmp_path, monkeypatch):
+    append_run_log(tmp_path, {"run": "old", "acc_ttt": 0.5})
+    with monkeypatch.context() as m:
+        fill_disk_after(m, 3)
+        with pytest.raises(OSError, match="no space left"):
+            write_run(tmp_path, "ttt", {}, {}, make_points(), log_row={"acc_ttt": 0.8})
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".runs.csv.lock", "runs.csv"]
+    assert read_run_log(tmp_path) == [{"run": "old", "acc_ttt": 0.5}]
+
+
+def test_ctrl_c_during_the_commit_waits_for_the_log_row(tmp_path, monkeypatch):
+    from tttlab.results import store
+
+    rename = store._rename_into_place
+
+    def rename_then_ctrl_c(tmp: Path, root: Path, base: str) -> Path:
+        target = rename(tmp, root, base)
+        os.kill(os.getpid(), signal.SIGINT)  # the worst moment: renamed, row not yet written
+        return target
+
+    monkeypatch.setattr(store, "_rename_into_place", rename_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt) as info:  # what a plain `except KeyboardInterrupt` sees
+        write_run(tmp_path, "ttt", {}, {"acc": 0.8}, make_points(), log_row={"acc_ttt": 0.8})
+    assert isinstance(info.value, InterruptedAfterCommit)
+    assert read_metrics(info.value.path) == {"acc": 0.8}
+    assert read_run_log(tmp_path) == [{"run": info.value.path.name, "acc_ttt": 0.8}]
+
+
+# ---------------------------------------------------------------- killed and terminated runs
+
+WRITER = """
+import sys, time
+from contextlib import nullcontext
+import numpy as np
+from tttlab.atomic import terminate_as_interrupt
+from tttlab.results import PointRecords, write_run
+
+def slow_weights(path):
+    path.write_bytes(b"half")
+    print("writing", flush=True)
+    time.sleep(60)
+
+points = PointRecords(np.arange(3), np.zeros(3, int), {}, {})
+with terminate_as_interrupt() if sys.argv[2] == "handled" else nullcontext():
+    write_run(sys.argv[1], "ttt", {}, {}, points, extra={"head.bin": slow_weights})
+"""
+
+
+def stop_mid_write(root: Path, sig: int, handled: bool) -> tuple[subprocess.Popen, bytes]:
+    """Run write_run in a child process, send it `sig` while it writes the run folder, and return
+    the finished process and its stderr."""
+    env = os.environ | {"PYTHONPATH": str(Path(tttlab.__file__).parents[1])}
+    args = [sys.executable, "-c", WRITER, str(root), "handled" if handled else "bare"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env) as proc:
+        assert proc.stdout.readline() == b"writing\n"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    return proc, err
+
+
+def test_sigterm_inside_terminate_as_interrupt_leaves_no_temp_folder(tmp_path):
+    proc, err = stop_mid_write(tmp_path, signal.SIGTERM, handled=True)
+    assert b"Terminated: terminated by signal SIGTERM" in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_temp_folders_of_killed_runs_are_removed_by_the_next_run(tmp_path):
+    proc, _ = stop_mid_write(tmp_path, signal.SIGKILL, handled=False)
+    assert proc.returncode == -signal.SIGKILL
+    (stale,) = tmp_path.iterdir()  # a kill runs no cleanup; the temp folder names its owner
+    host = owner_tag().rsplit("-", 1)[0]
+    assert stale.name.startswith(f".tmp-ttt-{host}-{proc.pid}-")
+    live = tmp_path / f".tmp-ttt-{owner_tag()}-abcd1234"  # a run this process is writing
+    live.mkdir()
+    run = write_run(tmp_path, "ttt", {}, {}, make_points())
+    assert sorted(tmp_path.iterdir()) == sorted([live, run])

@@ -2,6 +2,7 @@
 
 from tttlab.results.stats import Estimate, accuracy_table, bootstrap_ci, paired_bootstrap_diff
 from tttlab.results.store import (
+    InterruptedAfterCommit,
     PointRecords,
     append_run_log,
     read_config,
@@ -14,6 +15,7 @@ from tttlab.results.table import format_accuracy, format_number, format_table
 
 __all__ = [
     "Estimate",
+    "InterruptedAfterCommit",
     "PointRecords",
     "accuracy_table",
     "append_run_log",

@@ -1,8 +1,10 @@
 """Results on disk: one folder per run, and a run log across runs; nothing is ever half-written.
 
-A run folder `<root>/<timestamp>-<name>` holds config.json, metrics.json, predictions.csv and any
-extra files. It is built as a hidden temp folder and renamed into place only when complete, so an
-interrupted run leaves nothing behind. `<root>/runs.csv` gets one row per run.
+A run folder `<root>/<timestamp>-<name>` (or a folder name the caller picks) holds config.json,
+metrics.json, predictions.csv and any extra files. It is built as a hidden temp folder and renamed
+into place only when complete, so an interrupted run leaves nothing behind, and temp folders of
+killed runs are removed by the next run. `<root>/runs.csv` gets one row per run, on one line each,
+appended all-or-nothing; with `log_row`, the folder and its row land together or not at all.
 """
 
 from __future__ import annotations
@@ -14,7 +16,9 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -22,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from tttlab.atomic import atomic_write_text, dumps_json
+from tttlab.atomic import (
+    append_bytes,
+    atomic_write_text,
+    clean_stale_temps,
+    deferred_signals,
+    drop_partial_line,
+    dumps_json,
+    explain_os_error,
+    owner_tag,
+)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -100,6 +113,15 @@ def _points_csv(points: PointRecords) -> str:
 # ---------------------------------------------------------------- run folders
 
 
+class InterruptedAfterCommit(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM arrived while `write_run` committed a run; the folder (and its log row)
+    were written in full first. `path` is the run folder."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"interrupted after the run was written in full to {path}")
+        self.path = path
+
+
 def write_run(
     root: str | Path,
     name: str,
@@ -108,11 +130,17 @@ def write_run(
     points: PointRecords,
     extra: dict[str, Callable[[Path], None]] | None = None,
     started: datetime | None = None,
+    folder: str | None = None,
+    log_row: dict | None = None,
 ) -> Path:
-    """Write a complete run folder `<root>/<timestamp>-<name>` and return its path.
+    """Write a complete run folder and return its path: `<root>/<timestamp>-<name>` (`started`,
+    default now, sets the timestamp; `-2`, `-3` ... if taken), or exactly `<root>/<folder>`.
 
     `extra` maps a file name to a callback that writes that file (e.g. model weights) given its
-    path. `started` (default now) sets the timestamp. If anything raises, no folder is left.
+    path. `log_row` is appended to the run log with a first column `run` = the folder name; the
+    rename and the append are one commit that Ctrl-C/SIGTERM wait for (then
+    `InterruptedAfterCommit` is raised). If anything else raises, no folder and no row are left.
+    A `folder` that already exists raises FileExistsError (reuse it, or delete it to re-run).
     """
     root = _root_dir(root)
     _check_file_name(name, "name")
@@ -121,17 +149,78 @@ def write_run(
         _check_file_name(fname, "extra file name")
         if fname in (CONFIG_FILE, METRICS_FILE, POINTS_FILE):
             raise ValueError(f"extra file {fname!r} would overwrite a standard file: rename it")
-    stamp = (started or datetime.now()).strftime("%Y%m%d-%H%M%S")
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    if folder is not None:
+        _check_file_name(folder, "folder")
+        if os.path.lexists(root / folder):
+            raise _exists_error(root / folder)
+    if log_row is not None and "run" in log_row:
+        raise ValueError(
+            f"log_row has a 'run' entry ({log_row['run']!r}), but write_run fills that column with "
+            "the run folder's name: leave it out"
+        )
+    cells = None if log_row is None else _log_cells(log_row)
+    if cells is not None and (root / RUN_LOG).is_file():
+        _read_log(root / RUN_LOG)  # a damaged header fails now, not after the run is written
+    clean_stale_temps(root)
+    base = folder or f"{(started or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{name}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-{owner_tag()}-", dir=root))
     try:
         (tmp / CONFIG_FILE).write_text(dumps_json(config), encoding="utf-8")
         (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         (tmp / POINTS_FILE).write_text(_points_csv(points), encoding="utf-8", newline="")
         for fname, write in extra.items():
             write(tmp / fname)
-        return _rename_into_place(tmp, root, f"{stamp}-{name}")
+        return _commit(tmp, root, base, exact=folder is not None, cells=cells)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _commit(tmp: Path, root: Path, base: str, exact: bool, cells: dict[str, str] | None) -> Path:
+    """Rename the finished `tmp` into place and append its log row, as one uninterruptible step."""
+    target = None
+    try:
+        with _log_lock(root) if cells is not None else nullcontext(), deferred_signals():
+            target = (
+                _rename_exact(tmp, root / base) if exact else _rename_into_place(tmp, root, base)
+            )
+            if cells is not None:
+                try:
+                    _append_row(root / RUN_LOG, {"run": target.name} | cells)
+                except BaseException:
+                    os.rename(target, tmp)  # a folder never stands without its row
+                    target = None
+                    raise
+    except KeyboardInterrupt as err:
+        if target is not None:
+            raise InterruptedAfterCommit(target) from err
+        raise
+    return target
+
+
+def _rename_exact(tmp: Path, target: Path) -> Path:
+    """Rename `tmp` to exactly `target`, which must not exist (rename replaces an empty folder)."""
+    if os.path.lexists(target):
+        raise _exists_error(target)
+    try:
+        os.rename(tmp, target)
+    except OSError as err:
+        if os.path.lexists(target):
+            raise _exists_error(target) from err
+        raise
+    return target
+
+
+def _exists_error(target: Path) -> FileExistsError:
+    missing = [f for f in (CONFIG_FILE, METRICS_FILE, POINTS_FILE) if not (target / f).is_file()]
+    if not missing:
+        return FileExistsError(
+            f"run folder {target} already exists and is complete: reuse it (read_metrics, "
+            "read_points), or delete it to run again"
+        )
+    return FileExistsError(
+        f"{target} already exists but is not a complete run folder (no {', '.join(missing)}): "
+        "move or delete it, then run again"
+    )
 
 
 def _rename_into_place(tmp: Path, root: Path, base: str) -> Path:
@@ -216,38 +305,107 @@ def append_run_log(root: str | Path, row: dict) -> None:
     """Append one row to `<root>/runs.csv`, safe against other processes appending at once.
 
     The header is written once; a row with new columns rewrites the file (atomically) under the
-    union header, leaving older rows blank there.
+    union header, leaving older rows blank there. The append is all-or-nothing: on a full disk the
+    log is left as it was and an OSError says why; Ctrl-C waits until the row is written.
     """
+    cells = _log_cells(row)
     root = _root_dir(root)
-    path = root / RUN_LOG
-    cells = {str(k): _cell(v) for k, v in row.items()}
+    with _log_lock(root), deferred_signals():
+        _append_row(root / RUN_LOG, cells)
+
+
+@contextmanager
+def _log_lock(root: Path) -> Iterator[None]:
+    """Hold the run log's lock: only one process changes runs.csv at a time."""
     # Lock a separate file: runs.csv itself may be replaced, which would orphan a lock on it.
     with (root / f".{RUN_LOG}.lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            header, rows = _read_log(path) if path.exists() else ([], [])
-            new = [k for k in cells if k not in header]
-            if header and not new:
-                # One O_APPEND write of the whole line: no reader or appender sees half of it.
-                fd = os.open(path, os.O_WRONLY | os.O_APPEND)
-                try:
-                    os.write(fd, _csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
-                    os.fsync(fd)
-                finally:
-                    os.close(fd)
-            else:
-                header += new
-                table = [header] + [[r.get(k, "") for k in header] for r in rows + [cells]]
-                atomic_write_text(path, _csv_text(table))
+            yield
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]]]:
-    with path.open(newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f)
-        rows = [{k: v or "" for k, v in r.items()} for r in reader]
-        return list(reader.fieldnames or []), rows
+def _append_row(path: Path, cells: dict[str, str]) -> None:
+    """Add a row to the log at `path`; the caller holds `_log_lock`."""
+    try:
+        if path.exists():
+            dropped = drop_partial_line(path)
+            if dropped:
+                warnings.warn(
+                    f"{path} ended in an unfinished line "
+                    f"{dropped.decode(errors='replace')[:80]!r} (a write cut off by a crash or a "
+                    "full disk): dropped it before adding the new row",
+                    stacklevel=3,
+                )
+            header, rows, damaged = _read_log(path)
+        else:
+            header, rows, damaged = [], [], []
+        new = [k for k in cells if k not in header]
+        if header and not new:
+            append_bytes(path, _csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
+            return
+        if damaged:
+            warnings.warn(
+                f"{path}: damaged line(s) {damaged} are left out as the log is rewritten with new "
+                f"columns {new}",
+                stacklevel=3,
+            )
+        header += new
+        table = [header] + [[r.get(k, "") for k in header] for r in rows + [cells]]
+        atomic_write_text(path, _csv_text(table))
+    except OSError as err:
+        raise OSError(
+            err.errno,
+            f"could not add a row to the run log: {explain_os_error(err, path)} (the log is "
+            "unchanged)",
+        ) from err
+
+
+def _log_cells(row: dict) -> dict[str, str]:
+    """A run-log row as text cells; each row stays on one line, so damage never spreads."""
+    cells = {str(k): _cell(v) for k, v in row.items()}
+    for key, text in cells.items():
+        if "\n" in key + text or "\r" in key + text:
+            raise ValueError(
+                f"run log cell {key!r} = {text[:40]!r} spans lines: the run log keeps one row per "
+                "line; put multi-line text in the run folder instead"
+            )
+    return cells
+
+
+def _read_log(path: Path) -> tuple[list[str], list[dict[str, str]], list[int]]:
+    """(header, rows, numbers of damaged lines) of a run log; one row per line by construction."""
+    lines = path.read_text(encoding="utf-8", errors="replace").split("\n")
+    # The last piece is '' after a final newline; anything else is a line cut off mid-write.
+    complete, unfinished = lines[:-1], lines[-1]
+    header = _csv_line(complete[0]) if complete else []
+    if header is None:
+        raise ValueError(
+            f"{path} line 1 (the header) is damaged: fix it by hand, or move the file away to "
+            "start a new run log"
+        )
+    rows, damaged = [], []
+    for number, line in enumerate(complete[1:], start=2):
+        if not line:
+            continue  # a blank line holds no row
+        cells = _csv_line(line)
+        if cells is None or len(cells) != len(header):
+            damaged.append(number)
+        else:
+            rows.append(dict(zip(header, cells, strict=True)))
+    if unfinished:
+        damaged.append(len(lines))
+    return header, rows, damaged
+
+
+def _csv_line(line: str) -> list[str] | None:
+    """The cells of one CSV line, or None if it does not parse (e.g. a quote cut off)."""
+    try:
+        cells = list(csv.reader([line], strict=True))
+    except csv.Error:
+        return None
+    return cells[0] if len(cells) == 1 else None
 
 
 def _csv_text(rows: list[list[str]]) -> str:
@@ -265,11 +423,19 @@ def _cell(value: Any) -> str:
 
 def read_run_log(root: str | Path) -> list[dict]:
     """All rows of `<root>/runs.csv`; cells written from an int or float come back as one, empty
-    cells as None."""
+    cells as None. Damaged lines (cut short by a crash, or glued together) are skipped with a
+    warning that names them."""
     path = Path(root) / RUN_LOG
     if not path.is_file():
         raise FileNotFoundError(f"no run log at {path}: write a run first (append_run_log)")
-    return [{k: _parse_cell(v) for k, v in r.items()} for r in _read_log(path)[1]]
+    _, rows, damaged = _read_log(path)
+    if damaged:
+        warnings.warn(
+            f"{path}: skipped damaged line(s) {damaged} (cut short by a crash or a full disk, or "
+            "two rows glued together): fix or delete them by hand",
+            stacklevel=2,
+        )
+    return [{k: _parse_cell(v) for k, v in r.items()} for r in rows]
 
 
 def _parse_cell(text: str) -> int | float | str | None:
