@@ -14,9 +14,10 @@ import sys
 
 import simple_parsing
 
+from tttlab.atomic import explain_os_error, terminate_as_interrupt
 from tttlab.config import Config, RunConfig
 from tttlab.pipeline import run
-from tttlab.results import format_table, read_run_log
+from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
 
 COMMANDS = {
     "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
@@ -103,13 +104,19 @@ def main(argv: list[str] | None = None) -> int:
         _top_parser().parse_args(argv)  # prints usage or help, and exits
     command, rest = argv[0], argv[1:]
     try:
-        if command == "runs":
-            return _runs(rest)
-        cfg = parse_config(command, rest)
-        result = run(cfg)
+        with terminate_as_interrupt():  # SIGTERM (a scheduler's kill) cleans up like Ctrl-C
+            if command == "runs":
+                return _runs(rest)
+            result = run(parse_config(command, rest))
     except (ValueError, FileNotFoundError, ArithmeticError) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"tttlab: error: {explain_os_error(err)}", file=sys.stderr)
+        return 1
+    except InterruptedAfterCommit as err:
+        print(f"tttlab: interrupted after the run was written: {err.path}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(
             "tttlab: interrupted; no run folder was written (finished stages stay cached, "

@@ -75,3 +75,19 @@ def test_a_failed_make_leaves_nothing(tmp_path):
     with pytest.raises(RuntimeError):
         StageCache(tmp_path).get_or_make("model", {"a": 1}, broken)
     assert list((tmp_path / "model").iterdir()) == []
+
+
+def test_a_killed_build_is_cleaned_up_by_the_next_one(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import os, sys; from pathlib import Path; from tttlab.pipeline.cache import StageCache\n"
+        "def make(folder):\n"
+        "    (folder / 'half.npy').write_bytes(b'12'); os.kill(os.getpid(), 9)\n"
+        f"StageCache(Path({str(tmp_path)!r})).get_or_make('model', {{'a': 1}}, make)\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=False)
+    assert [p.name.startswith(".tmp-") for p in (tmp_path / "model").iterdir()] == [True]
+    StageCache(tmp_path).get_or_make("model", {"b": 2}, write_array([]))
+    assert [p.name for p in (tmp_path / "model").iterdir()] == [settings_key("model", {"b": 2})]

@@ -164,3 +164,25 @@ def test_demo_pipeline_on_real_fashion_mnist(tmp_path):
     assert result.metrics["feature_width"] == 25
     assert result.metrics["n_test"] == 3000
     assert result.metrics["methods"]["global"]["accuracy"] > 0.5
+
+
+def test_a_registered_method_appears_in_every_output(tmp_path, monkeypatch):
+    from tttlab.methods import MajorityVote
+    from tttlab.methods.registry import METHODS, Method
+
+    nearest = Method(
+        "nearest",
+        "the label of the single nearest training point",
+        build=lambda cfg, clf: MajorityVote(k=1),
+        settings=lambda cfg: {},
+        needs_k=lambda cfg: 1,
+        output="proba",
+    )
+    monkeypatch.setitem(METHODS, "nearest", nearest)
+    cfg = quick(tmp_path)
+    cfg.methods.methods = ("global", "nearest")
+    result = run(cfg)
+    assert set(result.metrics["methods"]) == {"global", "nearest"}
+    assert "nearest - global" in result.table
+    assert "nearest_pred" in (result.run_dir / "predictions.csv").read_text().splitlines()[0]
+    assert read_run_log(tmp_path)[0]["acc_nearest"] > 0.9

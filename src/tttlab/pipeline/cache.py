@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 import shutil
-import socket
 import tempfile
 import warnings
 from collections.abc import Callable
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tttlab.atomic import dumps_json, to_jsonable
+from tttlab.atomic import clean_stale_temps, dumps_json, owner_tag, to_jsonable
 
 FORMAT_VERSION = 1
 """Bump when a stage's files change meaning or layout: older entries are then rebuilt."""
@@ -104,11 +103,8 @@ class StageCache:
             return found
         target = self.path(stage, key)
         target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(
-            tempfile.mkdtemp(
-                prefix=f".tmp-{key}-{socket.gethostname()}-{os.getpid()}-", dir=target.parent
-            )
-        )
+        clean_stale_temps(target.parent)  # what a killed run left half-built
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{owner_tag()}-", dir=target.parent))
         try:
             info = to_jsonable(make(tmp) or {})
             files = {

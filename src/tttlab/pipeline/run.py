@@ -67,6 +67,7 @@ def run(cfg: Config) -> RunResult:
         return RunResult(run_dir, metrics, metrics["table"], {"run": True})
 
     t0 = time.perf_counter()
+    stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
     splits = stages.load_data(cfg)
     model, model_entry = stages.global_model(cfg, splits, cache)

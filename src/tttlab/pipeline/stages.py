@@ -123,11 +123,18 @@ def model_meta(cfg: Config, model: nn.Module) -> dict[str, Any]:
     return meta
 
 
+def check_checkpoint(cfg: Config) -> None:
+    """A checkpoint is readable, finite, and of the run's data set and model kind (before any
+    data is loaded)."""
+    if cfg.model.checkpoint is not None:
+        path = str(Path(cfg.model.checkpoint).expanduser())
+        _check_checkpoint_meta(cfg, load_state(path)[1], path)
+
+
 def _make_model(cfg: Config, splits: ImageSplits, in_dim: int) -> tuple[nn.Module, dict]:
     if cfg.model.checkpoint is not None:
         path = str(Path(cfg.model.checkpoint).expanduser())
         state, meta = load_state(path)
-        _check_checkpoint_meta(cfg, meta, path)
         model = _build(cfg, state, splits.num_classes, in_dim, path)
         return model, {"checkpoint": path, "checkpoint_meta": meta}
     info: dict[str, Any] = {}
