@@ -1,21 +1,32 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
+SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: install demo test lint bench
+.PHONY: install data demo test lint bench
 
 install:
 	# torch pinned first: the CPU wheel; an unpinned torch would pull the CUDA build.
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[dev]"
 
-demo: install
+# Fashion-MNIST from Debian's package (offline machines reach Debian's mirror but not the
+# dataset's own): installed once into /usr/share/datasets/fashion-mnist, where tttlab looks.
+data:
+	@[ -d /usr/share/datasets/fashion-mnist ] || { \
+	    ($(SUDO) apt-get install -y -qq dataset-fashion-mnist \
+	     || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)) \
+	    || echo "could not install dataset-fashion-mnist: tttlab will try to download it"; }
+
+demo: install data
 	$(PYTHON) -m tttlab demo
 
 test: install
 	$(PYTHON) -m ruff check src tests benchmarks
 	$(PYTHON) -m pytest
 
-bench: install
+bench: install data
 	$(PYTHON) benchmarks/ttt_speed.py
+	$(PYTHON) benchmarks/engine_before_after.py
+	$(PYTHON) benchmarks/pipeline_reuse.py
 	$(PYTHON) benchmarks/cnn_accuracy.py
