@@ -250,7 +250,8 @@ def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
     The true class's entry is minus the other classes' summed probabilities, free of cancellation
     (see the module doc). Written out rather than torch.softmax, whose CPU kernel for a non-last
     axis computes the columns at a thread boundary on a scalar path, so a point's bits would
-    depend on its position in the chunk.
+    depend on its position in the chunk. The price: about 13% of the small head's (C = 10)
+    end-to-end speed; classes-last heads (C >= 32) lose nothing measurable.
     """
     e = logits.sub_(logits.amax(dim, keepdim=True)).exp_()
     total = e.sum(dim, keepdim=True)
