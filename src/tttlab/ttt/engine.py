@@ -17,8 +17,8 @@ Determinism. Nothing here is random. Promised, and tested with torch.equal: for 
 (`TTTConfig.chunk_size`; by default a function of k, the head's shape and the device type, never
 of free memory), a point's logits are bit-identical whatever the rest of the test set, its order,
 or the point's place in its chunk. Every chunk, the last one padded, has the same shape and so runs
-the same kernels, and every kernel treats the points of a chunk alike (the softmax is written out:
-torch's CPU softmax over a non-last axis switches to a scalar path at a thread boundary).
+the same kernels, and every kernel treats the points of a chunk alike (chunks are padded to whole
+points per CPU thread, which keeps torch's softmax on its vector path: see `_padded_chunk`).
 Not promised: the same bits across chunk sizes, thread counts, devices or torch/BLAS builds. On
 the 2-core CPU we test on, chunk sizes >= 2 did agree bit for bit, while a chunk of 1 takes BLAS's
 single-matrix path (up to ~2e-5 apart, and thread-count dependent); the automatic size is >= 2.
@@ -245,18 +245,10 @@ def _private_adam_ok(device_type: str, dtype: torch.dtype) -> bool:
 
 
 def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
-    """softmax(logits) - onehot along the class axis `dim`, overwriting logits.
-
-    The true class's entry is minus the other classes' summed probabilities, free of cancellation
-    (see the module doc). Written out rather than torch.softmax, whose CPU kernel for a non-last
-    axis computes the columns at a thread boundary on a scalar path, so a point's bits would
-    depend on its position in the chunk. The price: about 13% of the small head's (C = 10)
-    end-to-end speed; classes-last heads (C >= 32) lose nothing measurable.
-    """
-    e = logits.sub_(logits.amax(dim, keepdim=True)).exp_()
-    total = e.sum(dim, keepdim=True)
-    e.mul_(others)
-    return e.addcmul_(onehot, e.sum(dim, keepdim=True), value=-1.0).div_(total)
+    """softmax(logits) - onehot along the class axis `dim`; the true class's entry is computed as
+    minus the other classes' summed probabilities, free of cancellation (see the module doc)."""
+    p = torch.softmax(logits, dim=dim).mul_(others)
+    return p.addcmul_(onehot, p.sum(dim, keepdim=True), value=-1.0)
 
 
 def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
@@ -278,6 +270,19 @@ def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") 
     per_point = 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)  # bytes, float32
     budget = 256 * 2**20 if torch.device(device).type == "cuda" else 4 * 2**20
     return int(max(2, min(budget // per_point, 65536)))
+
+
+def _padded_chunk(chunk: int, device: torch.device) -> int:
+    """The rows each chunk is padded to: `chunk` rounded up to a multiple of the CPU's threads.
+
+    One shape for every chunk means the same kernels for every point. The multiple of the thread
+    count matters for torch's CPU softmax over a non-last axis: it splits its rows evenly over the
+    threads and computes the columns at a split on a scalar path, so a split inside a point's rows
+    would change that point's last bits. Whole points per thread keep every point on the vector
+    path, at the speed of the fused kernel.
+    """
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    return -(-chunk // threads) * threads
 
 
 def ttt_logits(
@@ -313,12 +318,12 @@ def ttt_logits(
     b_C = bias_C.detach().to(device, torch.float32)
     out = torch.empty(B, C, dtype=torch.float32)
     bar = tqdm(total=B, desc=f"ttt ({cfg.method})", unit="pt", disable=not progress, leave=False)
+    padded = _padded_chunk(chunk, device)
     for s in range(0, B, chunk):
         rows = torch.arange(s, min(s + chunk, B))
         n = len(rows)
-        # Pad the last chunk with copies of its last point: every chunk then has one shape and
-        # runs the same kernels, so a point's bits never depend on the test set's size.
-        rows = torch.cat([rows, rows[-1].expand(chunk - n)])
+        # Pad every chunk to one shape with copies of its last point: see `_padded_chunk`.
+        rows = torch.cat([rows, rows[-1].expand(padded - n)])
         nbr = neighbours[rows]
         X_BKD = pool_x[nbr].to(device)
         y_BK = pool_y[nbr].to(device)
