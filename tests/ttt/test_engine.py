@@ -1,11 +1,22 @@
 import copy
+from dataclasses import replace
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.adam import adam
 
 from tttlab.retrieval import KNNIndex
-from tttlab.ttt import TTTConfig, auto_chunk_size, finetune, reference_ttt, ttt_logits
+from tttlab.ttt import (
+    NonFiniteError,
+    TTTConfig,
+    auto_chunk_size,
+    finetune,
+    reference_ttt,
+    ttt_logits,
+)
+from tttlab.ttt import engine as engine_module
+from tttlab.ttt.engine import _fused_adam, _private_adam_ok
 
 
 class TinyMLP(nn.Module):
@@ -28,6 +39,14 @@ def problem(n=1500, d=6, classes=4, queries=40, seed=0):
     x = torch.randn(n, d, generator=g)
     y = (x @ torch.randn(d, classes, generator=g) + torch.randn(n, classes, generator=g)).argmax(1)
     return x, y, torch.randn(queries, d, generator=g)
+
+
+def linear_problem(k=10, classes=4, queries=9):
+    """(weight, bias, pool_x, pool_y, query_x, neighbours): a head and neighbours for ttt_logits."""
+    pool_x, pool_y, query_x = problem(n=200, classes=classes, queries=queries)
+    _, nbr = KNNIndex().fit(pool_x).search(query_x, k)
+    head = nn.Linear(6, classes)
+    return head.weight, head.bias, pool_x, pool_y, query_x, torch.from_numpy(nbr)
 
 
 def engine(head, pool_x, pool_y, query_x, cfg, chunk_size=None):
@@ -87,24 +106,89 @@ def test_engine_stays_at_float64_accuracy_when_the_head_is_confident(method, k, 
         assert (float32_loop - exact).abs().max() > 1e-2
 
 
-def test_results_do_not_depend_on_chunk_size_or_order():
-    pool_x, pool_y, query_x = problem(queries=64)
-    head = nn.Linear(6, 4)
-    cfg = TTTConfig(k=25, epochs=15)
-    whole = engine(head, pool_x, pool_y, query_x, cfg, chunk_size=64)
-    for chunk in (1, 5, 17):
-        torch.testing.assert_close(
-            engine(head, pool_x, pool_y, query_x, cfg, chunk), whole, atol=1e-6, rtol=0
-        )
-    perm = torch.randperm(64, generator=torch.Generator().manual_seed(3))
-    shuffled = engine(head, pool_x, pool_y, query_x[perm], cfg, chunk_size=10)
-    torch.testing.assert_close(shuffled, whole[perm], atol=1e-6, rtol=0)
+@pytest.mark.parametrize(
+    "classes, method", [(4, "erm"), (40, "erm"), (4, "sequential")], ids=["BCK", "BKC", "seq"]
+)
+def test_a_points_logits_are_bit_identical_whatever_else_runs_in_its_chunk(classes, method):
+    # The promise of the module doc: at one chunk size, the same bits for a point whatever the
+    # rest of the test set, its order, or the point's place in the (padded) last chunk.
+    pool_x, pool_y, query_x = problem(classes=classes, queries=23)
+    head = nn.Linear(6, classes)
+    cfg = TTTConfig(k=12, epochs=4 if method == "erm" else 1, lr=0.05, method=method, chunk_size=5)
+    whole = engine(head, pool_x, pool_y, query_x, cfg)
+    perm = torch.randperm(23, generator=torch.Generator().manual_seed(3))
+    assert torch.equal(engine(head, pool_x, pool_y, query_x[perm], cfg), whole[perm])
+    for n in (1, 2, 4, 7):  # the last point sits at every place of the last chunk
+        assert torch.equal(engine(head, pool_x, pool_y, query_x[-n:], cfg), whole[-n:])
+
+
+def test_chunk_size_is_a_setting_that_never_comes_from_free_memory():
+    assert auto_chunk_size(50, 512, 1000, "cuda") == auto_chunk_size(50, 512, 1000, "cuda")
+    assert auto_chunk_size(50, 512, 1000, "cuda") > auto_chunk_size(50, 512, 1000, "cpu") >= 2
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    cfg = TTTConfig(k=10, epochs=3)
+    given = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, chunk_size=7)
+    recorded = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, chunk_size=7))
+    assert torch.equal(given, recorded)
+    with pytest.raises(ValueError, match="chunk_size=3 conflicts with cfg.chunk_size=7"):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, chunk_size=7), chunk_size=3)
+
+
+def test_only_the_first_k_neighbours_are_used():
+    # Neighbours found once at the largest k serve every smaller k.
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem(k=30)
+    cfg = TTTConfig(k=10, epochs=3)
+    assert torch.equal(
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg),
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr[:, :10], cfg),
+    )
+    with pytest.raises(ValueError, match="neighbours holds 30 neighbours per point but cfg.k=31"):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, k=31))
+
+
+def adam_weights(steps: int = 5) -> torch.Tensor:
+    """W after `steps` of the engine's Adam step on a fixed gradient."""
+    g = torch.Generator().manual_seed(0)
+    W, grad = torch.randn(3, 4, 9, generator=g), torch.randn(3, 4, 9, generator=g)
+    step = _fused_adam(W, grad, TTTConfig(lr=0.05))
+    for _ in range(steps):
+        step()
+    return W
+
+
+def test_the_private_fused_adam_gives_the_public_apis_weights():
+    g = torch.Generator().manual_seed(0)
+    W, grad = torch.randn(3, 4, 9, generator=g), torch.randn(3, 4, 9, generator=g)
+    m, v, t = torch.zeros_like(W), torch.zeros_like(W), torch.zeros(())
+    for _ in range(5):
+        adam(
+            [W], [grad], [m], [v], [], [t], fused=True, amsgrad=False, beta1=0.9, beta2=0.999,
+            lr=0.05, weight_decay=0.0, eps=1e-8, maximize=False,
+        )  # fmt: skip
+    assert _private_adam_ok("cpu", torch.float32)
+    assert torch.equal(adam_weights(), W)
+
+
+def renamed_kernel(*args, **kwargs):
+    raise TypeError("_fused_adam_() got an unexpected keyword argument 'beta1'")
+
+
+@pytest.mark.parametrize("kernel", [None, renamed_kernel], ids=["missing", "changed"])
+def test_without_a_working_private_kernel_the_public_adam_takes_over(monkeypatch, kernel):
+    expected = adam_weights()
+    monkeypatch.setattr(engine_module, "_PRIVATE_FUSED_ADAM", kernel)
+    _private_adam_ok.cache_clear()
+    try:
+        assert not _private_adam_ok("cpu", torch.float32)
+        assert torch.equal(adam_weights(), expected)
+    finally:
+        _private_adam_ok.cache_clear()
 
 
 def test_zero_epochs_leave_the_global_head():
     W, b = torch.randn(3, 5), torch.randn(3)
     W_BCD, b_BC = finetune(
-        W, b, torch.randn(4, 7, 5), torch.randint(0, 3, (4, 7)), TTTConfig(epochs=0)
+        W, b, torch.randn(4, 7, 5), torch.randint(0, 3, (4, 7)), TTTConfig(k=7, epochs=0)
     )
     assert torch.equal(W_BCD[2], W) and torch.equal(b_BC[2], b)
 
@@ -132,11 +216,78 @@ def test_auto_chunk_size_shrinks_for_bigger_heads():
     "kwargs, message",
     [
         ({"method": "sgd"}, "method='sgd' is not supported"),
-        ({"k": 0}, "k must be >= 1"),
-        ({"lr": 0.0}, "lr must be > 0"),
-        ({"l2": -1.0}, "l2 must be >= 0"),
+        ({"k": 0}, "k must be an integer >= 1"),
+        ({"k": 2.5}, "k must be an integer"),
+        ({"epochs": True}, "epochs must be an integer, got True"),
+        ({"lr": 0.0}, "lr must be a number > 0"),
+        ({"lr": float("inf")}, "lr must be a finite number"),
+        ({"l2": -1.0}, "l2 must be a number >= 0"),
+        ({"l2": float("inf")}, "l2 must be a finite number"),
+        ({"l2": float("nan")}, "l2 must be a finite number"),
+        ({"betas": (1.0, 0.999)}, r"betas\[0\] must be in \[0, 1\)"),
+        ({"eps": "1e-8"}, "eps must be a number"),
+        ({"chunk_size": 0}, "chunk_size must be an integer >= 1"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TTTConfig(**kwargs)
+
+
+def _drop_last_label(args):
+    args["pool_y"] = args["pool_y"][:-1]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda a: a.update(weight_CD=torch.randn(4, 7)), "pool_x has 6 features per row but the"),
+        (lambda a: a.update(bias_C=torch.zeros(5)), "bias_C must be a floating-point vector of 4"),
+        (lambda a: a["neighbours"].__setitem__((0, 0), -1), "neighbours holds 1 indices outside"),
+        (lambda a: a["neighbours"].__setitem__((2, 1), 200), r"range \[0, 200\], pool has 200"),
+        (lambda a: a.update(neighbours=a["neighbours"].float()), "must hold integer pool indices"),
+        (lambda a: a.update(neighbours=a["neighbours"][0]), r"neighbours has shape \(10,\)"),
+        (lambda a: a.update(neighbours=a["neighbours"][:, :5]), "5 neighbours per point but cfg"),
+        (lambda a: a.update(query_x=a["query_x"][:8]), "but query_x has 8 rows"),
+        (lambda a: a["pool_y"].__setitem__(3, 4), r"pool_y has labels in \[0, 4\] but the model"),
+        (lambda a: a["pool_y"].__setitem__(3, -1), r"pool_y has labels in \[-1, 3\]"),
+        (_drop_last_label, r"pool_y has shape \(199,\) but its inputs have 200 rows"),
+        (lambda a: a["pool_x"].__setitem__((slice(5, 7), 0), float("nan")), "pool_x has 2 rows"),
+        (lambda a: a["query_x"].__setitem__((1, 2), float("inf")), "query_x has 1 rows with NaN"),
+        (lambda a: a.update(chunk_size=-1), "chunk_size must be an integer >= 1, got -1"),
+        (lambda a: a.update(chunk_size=0), "chunk_size must be an integer >= 1, got 0"),
+    ],
+)
+def test_ttt_logits_says_what_is_wrong_before_any_work(change, message):
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    args = dict(weight_CD=W, bias_C=b, pool_x=pool_x, pool_y=pool_y, query_x=query_x)
+    args.update(neighbours=nbr, cfg=TTTConfig(k=10, epochs=3))
+    change(args)
+    with pytest.raises(ValueError, match=message):
+        ttt_logits(**args)
+
+
+def test_finetune_checks_its_inputs_too():
+    W, b = torch.randn(3, 5), torch.randn(3)
+    X, y = torch.randn(2, 8, 5), torch.randint(0, 3, (2, 8))
+    cfg = TTTConfig(k=8, epochs=2)
+    with pytest.raises(ValueError, match="X_BKD has 4 features per row but the head's weight_CD"):
+        finetune(W, b, X[:, :, :4], y, cfg)
+    with pytest.raises(
+        ValueError, match=r"y_BK has labels in \[3, 3\] but the model has 3 classes"
+    ):
+        finetune(W, b, X, y.clone().fill_(3), cfg)
+    with pytest.raises(ValueError, match="X_BKD holds 8 neighbours per point but cfg.k=9"):
+        finetune(W, b, X, y, TTTConfig(k=9))
+    W_BCD, _ = finetune(W, b, torch.cat([X, X], 1), torch.cat([y, y], 1), cfg)
+    assert torch.equal(W_BCD, finetune(W, b, X, y, cfg)[0]), "the first k neighbours are used"
+
+
+def test_diverging_fine_tuning_raises_instead_of_returning_nan():
+    # A finite but absurd lr overflows the weights; the logits would be NaN.
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    cfg = TTTConfig(k=10, epochs=5, lr=1e38)
+    with pytest.raises(NonFiniteError, match="9 of 9 test points got NaN or inf logits.*lower lr"):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg)
+    with pytest.raises(NonFiniteError, match="test points got NaN or inf weights"):
+        finetune(W, b, pool_x[nbr], pool_y[nbr], cfg)

@@ -1,6 +1,21 @@
 """Test-time training: the batched engine and the one-at-a-time loop it is tested against."""
 
-from tttlab.ttt.engine import METHODS, TTTConfig, auto_chunk_size, finetune, ttt_logits
+from tttlab.ttt.engine import (
+    METHODS,
+    NonFiniteError,
+    TTTConfig,
+    auto_chunk_size,
+    finetune,
+    ttt_logits,
+)
 from tttlab.ttt.reference import reference_ttt
 
-__all__ = ["METHODS", "TTTConfig", "auto_chunk_size", "finetune", "reference_ttt", "ttt_logits"]
+__all__ = [
+    "METHODS",
+    "NonFiniteError",
+    "TTTConfig",
+    "auto_chunk_size",
+    "finetune",
+    "reference_ttt",
+    "ttt_logits",
+]

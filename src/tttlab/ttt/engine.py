@@ -1,11 +1,11 @@
 """The batched TTT engine: fine-tune one copy of a linear head per test point, many at once.
 
 Each test point b gets its own weights W_BCD (bias folded in as an input column of ones), is
-trained on its K neighbours X_BKD with labels y_BK, and predicts its own input. The loss is the sum
-over test points of each point's mean cross-entropy, so every point's gradient is exactly the one
-it would get alone; Adam is element-wise, so one fused Adam step over the stacked weights is B
-independent Adam steps. Gradients are written in closed form (softmax minus one-hot), which
-replaces autograd's bookkeeping with two batched matmuls per epoch.
+trained on its first cfg.k neighbours X_BKD with labels y_BK, and predicts its own input. The loss
+is the sum over test points of each point's mean cross-entropy, so every point's gradient is
+exactly the one it would get alone; Adam is element-wise, so one fused Adam step over the stacked
+weights is B independent Adam steps. Gradients are written in closed form (softmax minus one-hot),
+which replaces autograd's bookkeeping with two batched matmuls per epoch.
 
 The true class's logit gradient p_y - 1 is computed as -(sum of the other classes' p), not by
 subtracting 1: when p_y is near 1 the subtraction leaves only float32 rounding noise, which Adam's
@@ -13,20 +13,35 @@ normalisation then amplifies into weight updates. The cancellation-free form kee
 several times closer to a float64 run than the plain form or autograd's own float32 loop
 (benchmarks/ttt_speed.py prints both against float64).
 
-Nothing here is random: a point's result depends only on its own neighbours, never on the chunk
-it ran in or on the order of the test set.
+Determinism. Nothing here is random. Promised, and tested with torch.equal: for one chunk size
+(`TTTConfig.chunk_size`; by default a function of k, the head's shape and the device type, never
+of free memory), a point's logits are bit-identical whatever the rest of the test set, its order,
+or the point's place in its chunk. Every chunk, the last one padded, has the same shape and so runs
+the same kernels, and every kernel treats the points of a chunk alike (chunks are padded to whole
+points per CPU thread, which keeps torch's softmax on its vector path: see `_padded_chunk`).
+Not promised: the same bits across chunk sizes, thread counts, devices or torch/BLAS builds. On
+the 2-core CPU we test on, chunk sizes >= 2 did agree bit for bit, while a chunk of 1 takes BLAS's
+single-matrix path (up to ~2e-5 apart, and thread-count dependent); the automatic size is >= 2.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.optim.adam import adam
 from tqdm.auto import tqdm
 
+from tttlab.checks import as_class_indices, as_matrix, check_choice, check_int, check_number
+
 METHODS = ("erm", "sequential")
+
+
+class NonFiniteError(ArithmeticError):
+    """Fine-tuning produced NaN or inf (weights or logits): the updates diverged."""
 
 
 @dataclass
@@ -34,7 +49,7 @@ class TTTConfig:
     """Hyper-parameters of test-time training on a neighbourhood."""
 
     k: int = 50
-    """Neighbours retrieved per test point."""
+    """Neighbours fine-tuned on per test point: the first k columns of the neighbour indices."""
     epochs: int = 50
     """Full-batch Adam steps for "erm"; passes over the neighbours for "sequential"."""
     lr: float = 0.01
@@ -48,19 +63,26 @@ class TTTConfig:
     """Adam's moment decay rates (torch defaults)."""
     eps: float = 1e-8
     """Adam's denominator epsilon (torch default)."""
+    chunk_size: int | None = None
+    """Test points fine-tuned together; None: `auto_chunk_size` of k, the head and the device type.
+    Results are bit-identical for one chunk size, not across chunk sizes (see the module doc)."""
 
     def __post_init__(self):
-        if self.method not in METHODS:
-            raise ValueError(f"method={self.method!r} is not supported; use one of {METHODS}")
-        if self.k < 1:
-            raise ValueError(f"k must be >= 1, got {self.k}")
-        if self.epochs < 0:
-            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.l2 < 0:
-            raise ValueError(f"l2 must be >= 0, got {self.l2}")
+        check_choice(self.method, "method", METHODS)
+        check_int(self.k, "k", min=1)
+        check_int(self.epochs, "epochs", min=0)
+        check_number(self.lr, "lr", min=0, strict_min=True)
+        check_number(self.l2, "l2", min=0)
+        check_number(self.eps, "eps", min=0)
+        if self.chunk_size is not None:
+            check_int(self.chunk_size, "chunk_size", min=1)
+        if len(tuple(self.betas)) != 2:
+            raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas!r}")
         self.betas = tuple(self.betas)
+        for i, beta in enumerate(self.betas):
+            check_number(beta, f"betas[{i}]", min=0)
+            if beta >= 1:
+                raise ValueError(f"betas[{i}] must be in [0, 1), got {beta!r}")
 
 
 CLASSES_LAST_FROM = 32
@@ -91,7 +113,37 @@ def finetune(
     y_BK: torch.Tensor,
     cfg: TTTConfig,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fine-tune B copies of the head (weight, bias) on B neighbourhoods; return (W_BCD, b_BC)."""
+    """Fine-tune B copies of the head (weight, bias) on B neighbourhoods; return (W_BCD, b_BC).
+
+    Trains on the first cfg.k of the K neighbours (nearest first), in X_BKD's floating dtype.
+    """
+    C, D = _check_head(weight_CD, bias_C)
+    if X_BKD.ndim != 3 or not X_BKD.is_floating_point():
+        raise ValueError(
+            f"X_BKD must be a floating-point tensor (points, neighbours, features), got shape "
+            f"{tuple(X_BKD.shape)} and dtype {X_BKD.dtype}"
+        )
+    B, K, _ = X_BKD.shape
+    _check_width(X_BKD.shape[2], D, "X_BKD")
+    _check_k(K, cfg, "X_BKD")
+    y_BK = torch.as_tensor(y_BK)
+    if y_BK.shape != (B, K):
+        raise ValueError(
+            f"y_BK has shape {tuple(y_BK.shape)} but X_BKD holds {B} x {K} neighbours: pass one "
+            "label per neighbour"
+        )
+    X_BKD, y_BK = X_BKD[:, : cfg.k], y_BK[:, : cfg.k]
+    y_BK = as_class_indices(y_BK.reshape(-1), B * cfg.k, C, "y_BK").reshape(B, cfg.k)
+    _check_finite_rows(X_BKD.reshape(B, -1), "X_BKD", "neighbourhoods")
+    W_BCD, b_BC = _finetune(weight_CD, bias_C, X_BKD, y_BK.to(X_BKD.device), cfg)
+    bad = int((~torch.isfinite(W_BCD).all(2).all(1) | ~torch.isfinite(b_BC).all(1)).sum())
+    if bad:
+        raise NonFiniteError(_diverged(bad, B, "weights", cfg))
+    return W_BCD, b_BC
+
+
+def _finetune(weight_CD, bias_C, X_BKD, y_BK, cfg: TTTConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """finetune on checked inputs with exactly cfg.k neighbours."""
     B, K, D = X_BKD.shape
     C = weight_CD.shape[0]
     XA_BKD = augment(X_BKD, padded_width(D))
@@ -138,24 +190,58 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
 
 
 def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable[[], None]:
-    """A step function: one fused Adam update of W from grad, torch.optim.Adam(fused=True)'s kernel.
+    """A step function: one fused Adam update of W from grad, as torch.optim.Adam(fused=True).
 
-    Called directly rather than through `torch.optim.Adam.step`, whose per-call bookkeeping costs
-    more than the update itself for small heads.
+    Calls the fused kernel `torch._fused_adam_` directly: the public `torch.optim.adam.adam`
+    runs the same kernel with identical weights, but its Python dispatch (about 10 us a call)
+    made the engine ~10% slower end to end with "sequential", which steps once per neighbour
+    (benchmarks/engine_before_after.py). Where the private kernel is missing or disagrees with
+    the public call (`_private_adam_ok`), the public call is used.
     """
     exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
     step = torch.zeros((), dtype=torch.float32, device=W.device)
     beta1, beta2 = cfg.betas
+    state = ([W], [grad], [exp_avg], [exp_avg_sq], [], [step])
+    hyper = dict(lr=cfg.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=cfg.eps)
+    hyper.update(amsgrad=False, maximize=False)
 
-    def adam_step() -> None:
+    def private_step() -> None:
         step.add_(1)
-        torch._fused_adam_(
-            [W], [grad], [exp_avg], [exp_avg_sq], [], [step],
-            lr=cfg.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=cfg.eps,
-            amsgrad=False, maximize=False,
-        )  # fmt: skip
+        _PRIVATE_FUSED_ADAM(*state, **hyper)
 
-    return adam_step
+    def public_step() -> None:  # adam() counts the step itself
+        adam(*state, fused=True, **hyper)
+
+    return private_step if _private_adam_ok(W.device.type, W.dtype) else public_step
+
+
+_PRIVATE_FUSED_ADAM = getattr(torch, "_fused_adam_", None)
+"""torch.optim.Adam(fused=True)'s kernel; private, so it may be renamed or change signature."""
+
+
+@functools.cache
+def _private_adam_ok(device_type: str, dtype: torch.dtype) -> bool:
+    """Whether torch._fused_adam_ exists here and gives the public adam()'s weights bit for bit."""
+    g = torch.Generator().manual_seed(0)
+    W0, grad = torch.randn(2, 3, 17, generator=g), torch.randn(2, 3, 17, generator=g)
+    runs = []
+    for private in (True, False):
+        W = W0.to(device_type, dtype)
+        state = ([W], [grad.to(W)], [torch.zeros_like(W)], [torch.zeros_like(W)], [])
+        step = torch.zeros((), dtype=torch.float32, device=W.device)
+        hyper = dict(lr=0.01, beta1=0.9, beta2=0.999, weight_decay=0.0, eps=1e-8)
+        hyper.update(amsgrad=False, maximize=False)
+        for _ in range(3):
+            if private:
+                try:
+                    step.add_(1)
+                    _PRIVATE_FUSED_ADAM(*state, [step], **hyper)
+                except (RuntimeError, TypeError):  # TypeError also where the kernel is None
+                    return False
+            else:
+                adam(*state, [step], fused=True, **hyper)
+        runs.append(W)
+    return torch.equal(*runs)
 
 
 def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
@@ -174,16 +260,29 @@ def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
 
 
 def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") -> int:
-    """Test points per chunk: cache-sized on CPU (speed), a slice of free memory on CUDA."""
+    """Test points per chunk, from the problem's shape and the device type alone.
+
+    Cache-sized on CPU (speed); 256 MiB of working memory on CUDA. Never from free memory: the
+    chunk size is part of what makes a result reproducible (see the module doc). At least 2, as a
+    batch of one takes BLAS's single-matrix path (thread-count dependent, and slower on CPU).
+    """
     Dp = padded_width(D)
     per_point = 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)  # bytes, float32
-    device = torch.device(device)
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        budget = free // 4
-    else:
-        budget = 4 * 2**20  # a few MB keeps each epoch's matmuls inside L2/L3
-    return int(max(1, min(budget // per_point, 65536)))
+    budget = 256 * 2**20 if torch.device(device).type == "cuda" else 4 * 2**20
+    return int(max(2, min(budget // per_point, 65536)))
+
+
+def _padded_chunk(chunk: int, device: torch.device) -> int:
+    """The rows each chunk is padded to: `chunk` rounded up to a multiple of the CPU's threads.
+
+    One shape for every chunk means the same kernels for every point. The multiple of the thread
+    count matters for torch's CPU softmax over a non-last axis: it splits its rows evenly over the
+    threads and computes the columns at a split on a scalar path, so a split inside a point's rows
+    would change that point's last bits. Whole points per thread keep every point on the vector
+    path, at the speed of the fused kernel.
+    """
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    return -(-chunk // threads) * threads
 
 
 def ttt_logits(
@@ -198,25 +297,133 @@ def ttt_logits(
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> torch.Tensor:
-    """Logits (B x C) of each query under its own head fine-tuned on its neighbours.
+    """Logits (B x C, float32, CPU) of each query under its own head fine-tuned on its neighbours.
 
-    neighbours: B x k pool indices, nearest first (as returned by `KNNIndex.search`).
+    neighbours: B x (k or more) pool indices, nearest first (as `KNNIndex.search` returns); the
+    first cfg.k columns are used, so neighbours found once at the largest k serve every smaller k.
+    chunk_size: test points per chunk, as cfg.chunk_size (give one or the other).
     """
     device = torch.device(device)
-    B, K = neighbours.shape
-    D, C = weight_CD.shape[1], weight_CD.shape[0]
-    chunk = chunk_size or auto_chunk_size(K, D, C, device)
+    C, D = _check_head(weight_CD, bias_C)
+    pool_x = torch.from_numpy(as_matrix(pool_x, "pool_x"))
+    query_x = torch.from_numpy(as_matrix(query_x, "query_x"))
+    _check_width(pool_x.shape[1], D, "pool_x")
+    _check_width(query_x.shape[1], D, "query_x")
+    pool_y = as_class_indices(pool_y, len(pool_x), C, "pool_y")
+    neighbours = _check_neighbours(neighbours, len(query_x), len(pool_x), cfg)
+    chunk = _chunk_size(chunk_size, cfg, D, C, device)
+
+    B = len(query_x)
     W_CD = weight_CD.detach().to(device, torch.float32)
     b_C = bias_C.detach().to(device, torch.float32)
     out = torch.empty(B, C, dtype=torch.float32)
     bar = tqdm(total=B, desc=f"ttt ({cfg.method})", unit="pt", disable=not progress, leave=False)
+    padded = _padded_chunk(chunk, device)
     for s in range(0, B, chunk):
-        nbr = neighbours[s : s + chunk]
-        X_BKD = pool_x[nbr].to(device, torch.float32)
+        rows = torch.arange(s, min(s + chunk, B))
+        n = len(rows)
+        # Pad every chunk to one shape with copies of its last point: see `_padded_chunk`.
+        rows = torch.cat([rows, rows[-1].expand(padded - n)])
+        nbr = neighbours[rows]
+        X_BKD = pool_x[nbr].to(device)
         y_BK = pool_y[nbr].to(device)
-        W_BCD, b_BC = finetune(W_CD, b_C, X_BKD, y_BK, cfg)
-        x_BD1 = query_x[s : s + chunk].to(device, torch.float32)[:, :, None]
-        out[s : s + chunk] = torch.baddbmm(b_BC[:, :, None], W_BCD, x_BD1)[:, :, 0].cpu()
-        bar.update(len(nbr))
+        W_BCD, b_BC = _finetune(W_CD, b_C, X_BKD, y_BK, cfg)
+        x_BD1 = query_x[rows].to(device)[:, :, None]
+        out[s : s + n] = torch.baddbmm(b_BC[:, :, None], W_BCD, x_BD1)[:n, :, 0].cpu()
+        bar.update(n)
     bar.close()
+    bad = int((~torch.isfinite(out).all(1)).sum())
+    if bad:
+        raise NonFiniteError(_diverged(bad, B, "logits", cfg))
     return out
+
+
+# ---- input checks: each names the argument, what it got and what is allowed ----
+
+
+def _check_head(weight_CD: torch.Tensor, bias_C: torch.Tensor) -> tuple[int, int]:
+    """(C, D) of a finite float head: weight (C, D) and bias (C,)."""
+    if weight_CD.ndim != 2 or not weight_CD.is_floating_point():
+        raise ValueError(
+            f"weight_CD must be a floating-point (classes, features) matrix, got shape "
+            f"{tuple(weight_CD.shape)} and dtype {weight_CD.dtype}"
+        )
+    C, D = weight_CD.shape
+    if bias_C.shape != (C,) or not bias_C.is_floating_point():
+        raise ValueError(
+            f"bias_C must be a floating-point vector of {C} entries, one per row of weight_CD "
+            f"{tuple(weight_CD.shape)}, got shape {tuple(bias_C.shape)} and dtype {bias_C.dtype}"
+        )
+    if not (torch.isfinite(weight_CD).all() and torch.isfinite(bias_C).all()):
+        raise ValueError("the head's weight_CD or bias_C holds NaN or inf: fix the head first")
+    return C, D
+
+
+def _check_width(width: int, D: int, name: str) -> None:
+    """Features of width D, the head's input width."""
+    if width != D:
+        raise ValueError(
+            f"{name} has {width} features per row but the head's weight_CD takes {D}: pass "
+            "features of the layer the head was taken from (the input of its last layer)"
+        )
+
+
+def _check_k(K: int, cfg: TTTConfig, name: str) -> None:
+    """At least cfg.k neighbours per point."""
+    if K < cfg.k:
+        raise ValueError(
+            f"{name} holds {K} neighbours per point but cfg.k={cfg.k}: retrieve at least k "
+            f"neighbours or lower k to <= {K}"
+        )
+
+
+def _check_finite_rows(x: torch.Tensor, name: str, rows: str = "rows") -> None:
+    """No NaN or inf in any row of a 2-D tensor."""
+    bad = int((~torch.isfinite(x).all(1)).sum())
+    if bad:
+        raise ValueError(f"{name} has {bad} {rows} with NaN or inf: clean or drop them first")
+
+
+def _check_neighbours(neighbours, n_queries: int, pool_size: int, cfg: TTTConfig) -> torch.Tensor:
+    """The first cfg.k columns of a (queries, >= k) integer matrix of indices into the pool."""
+    nbr = torch.as_tensor(neighbours)
+    if nbr.is_floating_point() or nbr.is_complex() or nbr.dtype == torch.bool:
+        raise ValueError(
+            f"neighbours must hold integer pool indices, got dtype {nbr.dtype}: pass the index "
+            "matrix that KNNIndex.search returns"
+        )
+    if nbr.ndim != 2 or nbr.shape[0] != n_queries:
+        raise ValueError(
+            f"neighbours has shape {tuple(nbr.shape)} but query_x has {n_queries} rows: pass one "
+            "row of neighbour indices per query, shape (queries, k)"
+        )
+    _check_k(nbr.shape[1], cfg, "neighbours")
+    nbr = nbr[:, : cfg.k].long()
+    lo, hi = int(nbr.min()), int(nbr.max())
+    if lo < 0 or hi >= pool_size:
+        wrong = int(((nbr < 0) | (nbr >= pool_size)).sum())
+        raise ValueError(
+            f"neighbours holds {wrong} indices outside the pool (range [{lo}, {hi}], pool has "
+            f"{pool_size} rows): indices must lie in [0, {pool_size}); -1 is what a search "
+            "returns where it found fewer than k neighbours"
+        )
+    return nbr
+
+
+def _chunk_size(chunk_size: int | None, cfg: TTTConfig, D: int, C: int, device) -> int:
+    """The chunk size given to ttt_logits or in cfg, else auto_chunk_size."""
+    if chunk_size is not None:
+        check_int(chunk_size, "chunk_size", min=1)
+        if cfg.chunk_size is not None and chunk_size != cfg.chunk_size:
+            raise ValueError(
+                f"chunk_size={chunk_size} conflicts with cfg.chunk_size={cfg.chunk_size}: set one"
+            )
+        return chunk_size
+    return cfg.chunk_size or auto_chunk_size(cfg.k, D, C, device)
+
+
+def _diverged(bad: int, B: int, what: str, cfg: TTTConfig) -> str:
+    return (
+        f"{bad} of {B} test points got NaN or inf {what}: fine-tuning diverged with lr={cfg.lr}, "
+        f"l2={cfg.l2}, epochs={cfg.epochs}; lower lr or add an l2 pull toward the global weights"
+    )

@@ -13,9 +13,10 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from tttlab.checks import as_class_indices
 from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
-from tttlab.ttt.engine import TTTConfig
+from tttlab.ttt.engine import NonFiniteError, TTTConfig, _check_finite_rows, _diverged
 
 
 def reference_ttt(
@@ -32,7 +33,17 @@ def reference_ttt(
     Neighbours are found in the head's feature space (the input of its last layer); pass a fitted
     `index` over those features to reuse it.
     """
-    features, _ = head_parts(head)
+    features, clf = head_parts(head)
+    for name, x in (("pool_x", pool_x), ("query_x", query_x)):
+        if x.ndim < 2 or len(x) == 0:
+            raise ValueError(f"{name} must hold at least one input as rows, got {tuple(x.shape)}")
+        _check_finite_rows(x.reshape(len(x), -1), name)
+    pool_y = as_class_indices(pool_y, len(pool_x), clf.out_features, "pool_y")
+    if index is not None and index.size != len(pool_x):
+        raise ValueError(
+            f"index holds {index.size} points but pool_x has {len(pool_x)}: fit the index on "
+            "the features of pool_x"
+        )
     head = head.eval()
     with torch.no_grad():
         pool_h = features(pool_x)
@@ -61,4 +72,8 @@ def reference_ttt(
                 opt.step()
         with torch.no_grad():
             out.append(model(query_x[i : i + 1]))
-    return torch.cat(out)
+    logits = torch.cat(out)
+    bad = int((~torch.isfinite(logits).all(1)).sum())
+    if bad:
+        raise NonFiniteError(_diverged(bad, len(logits), "logits", cfg))
+    return logits
