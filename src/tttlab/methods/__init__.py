@@ -5,6 +5,14 @@ All three take (N, d) feature rows, or a model's own inputs when given a model w
 """
 
 from tttlab.methods.baselines import GlobalHead, MajorityVote, vote_fractions
+from tttlab.methods.experts import ExpertsClassifier
 from tttlab.methods.ttt import TTTClassifier, global_eval
 
-__all__ = ["GlobalHead", "MajorityVote", "TTTClassifier", "global_eval", "vote_fractions"]
+__all__ = [
+    "ExpertsClassifier",
+    "GlobalHead",
+    "MajorityVote",
+    "TTTClassifier",
+    "global_eval",
+    "vote_fractions",
+]
