@@ -10,6 +10,11 @@ import numpy as np
 import torch
 
 
+class NonFiniteError(ArithmeticError):
+    """A computation produced NaN or inf (fine-tuned weights, logits, a method's scores): the run
+    stops rather than report them."""
+
+
 def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
     """Convert once to a C-contiguous float32 matrix and reject empty or non-finite input."""
     if isinstance(x, torch.Tensor):

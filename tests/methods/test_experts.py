@@ -106,7 +106,7 @@ def data():
         (dict(kmeans_iter=0), "kmeans_iter must be an integer >= 1"),
         (dict(random_state=2**31), "too large for FAISS's k-means seed"),
         (dict(method="adam"), "method='adam'"),
-        (dict(lr=0.0), "lr must be > 0"),
+        (dict(lr=0.0), "lr must be a number > 0"),
         pytest.param(
             dict(device="cuda"),
             "CUDA is not available",

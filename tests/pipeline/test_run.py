@@ -5,10 +5,11 @@ import json
 import numpy as np
 import pytest
 
+from tttlab.checks import NonFiniteError
 from tttlab.cli import main
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
-from tttlab.pipeline import NonFiniteScoresError, run
+from tttlab.pipeline import run
 from tttlab.results import read_points, read_run_log
 from tttlab.ttt import TTTConfig
 
@@ -102,7 +103,7 @@ def test_non_finite_scores_stop_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(
         type(METHODS["ttt"]), "scores", lambda self, est, X, nbrs: np.full((len(X), 10), np.nan)
     )
-    with pytest.raises(NonFiniteScoresError, match="global produced NaN or infinite scores"):
+    with pytest.raises(NonFiniteError, match="global produced NaN or infinite scores"):
         run(quick(tmp_path))
     assert not (tmp_path / "runs.csv").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["cache"]

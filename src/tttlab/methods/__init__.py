@@ -1,6 +1,6 @@
 """Methods scored on a test set: TTT and its baselines, as scikit-learn classifiers.
 
-All three take (N, d) feature rows, or a model's own inputs when given a model with
+All of them take (N, d) feature rows, or a model's own inputs when given a model with
 `features`/`classifier`; without a head, GlobalHead and TTTClassifier train a linear one in fit.
 """
 

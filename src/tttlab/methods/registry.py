@@ -84,6 +84,7 @@ register(
             lr=cfg.ttt.lr,
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
+            chunk_size=cfg.ttt.chunk_size,
             index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed),
             device=cfg.run.device,
             progress=cfg.run.progress,

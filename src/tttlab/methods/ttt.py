@@ -46,7 +46,7 @@ class TTTClassifier(Classifier):
         method: str = TTTConfig.method,
         l2: float = TTTConfig.l2,
         index: KNNIndex | None = None,
-        chunk_size: int | None = None,
+        chunk_size: int | None = TTTConfig.chunk_size,
         device: str = "cpu",
         progress: bool = False,
         train_epochs: int = TrainConfig.epochs,

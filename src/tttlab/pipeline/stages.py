@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tttlab.checks import NonFiniteError
 from tttlab.config import Config
 from tttlab.data import ImageSplits, load_splits
 from tttlab.methods.registry import METHODS
@@ -35,10 +36,6 @@ from tttlab.pipeline.cache import Entry, StageCache, file_sha256, settings_key
 from tttlab.retrieval import KNNIndex
 
 SPLITS = ("train", "val", "test")
-
-
-class NonFiniteScoresError(ArithmeticError):
-    """A method produced NaN or infinite scores: the run stops rather than report them."""
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -334,7 +331,7 @@ def method_scores(
         seconds = time.perf_counter() - start
         bad = ~np.isfinite(scores).all(axis=1)
         if bad.any():
-            raise NonFiniteScoresError(
+            raise NonFiniteError(
                 f"{name} produced NaN or infinite scores for {int(bad.sum())} of {len(bad)} test "
                 f"points (first: {np.flatnonzero(bad)[:5].tolist()}), so nothing is reported: "
                 "lower the learning rate or add an l2 pull (TTT), or check the model's weights"

@@ -35,13 +35,16 @@ import torch.nn.functional as F
 from torch.optim.adam import adam
 from tqdm.auto import tqdm
 
-from tttlab.checks import as_class_indices, as_matrix, check_choice, check_int, check_number
+from tttlab.checks import (
+    NonFiniteError,
+    as_class_indices,
+    as_matrix,
+    check_choice,
+    check_int,
+    check_number,
+)
 
 METHODS = ("erm", "sequential")
-
-
-class NonFiniteError(ArithmeticError):
-    """Fine-tuning produced NaN or inf (weights or logits): the updates diverged."""
 
 
 @dataclass
