@@ -1,4 +1,4 @@
-"""Wall time of a run, then of a second run that changes only TTT's k and lr (same run, fresh cache).
+"""Wall time of a run, then of a run changing only TTT's k and lr (same process, fresh cache).
 
 The second run must reuse the trained model, the features and (k smaller) the neighbours, and pay
 only for the methods whose settings changed. Prints both wall times and what each stage reused.
