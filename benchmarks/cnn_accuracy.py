@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=defaults.batch_size)
     parser.add_argument("--lr", type=float, default=defaults.lr)
     parser.add_argument("--lr-schedule", default=defaults.lr_schedule)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
 
@@ -41,7 +41,6 @@ def main() -> None:
         batch_size=args.batch_size,
         lr=args.lr,
         lr_schedule=args.lr_schedule,
-        seed=args.seed,
     )
     scale = scale_for_width(args.width)
     torch.manual_seed(args.seed)
@@ -53,7 +52,14 @@ def main() -> None:
         f"{cfg}; {torch.get_num_threads()} threads"
     )
     result = fit(
-        model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, device=args.device
+        model,
+        splits.train_x,
+        splits.train_y,
+        splits.val_x,
+        splits.val_y,
+        cfg,
+        device=args.device,
+        seed=args.seed,
     )
     logits = predict_logits(model, splits.test_x, device=args.device)
     test_acc = (logits.argmax(dim=1) == splits.test_y).float().mean().item()

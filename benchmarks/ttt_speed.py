@@ -41,8 +41,9 @@ def small_head_problem(n_test: int, seed: int = 0):
         return nn.Linear(25, 10), pool_x, (pool_x @ teacher).argmax(1), query_x
     torch.manual_seed(seed)
     model = CNN(scale_for_width(25))
-    cfg = TrainConfig(epochs=3, batch_size=128, lr=3e-3, seed=seed)
-    fit(model, splits.train_x, splits.train_y, splits.val_x, splits.val_y, cfg, progress=False)
+    cfg = TrainConfig(epochs=3, batch_size=128, lr=3e-3)
+    x, y, vx, vy = splits.train_x, splits.train_y, splits.val_x, splits.val_y
+    fit(model, x, y, vx, vy, cfg, progress=False, seed=seed)
     pool_x = extract_features(model, splits.train_x)
     query_x = extract_features(model, splits.test_x[:n_test])
     return model.classifier, pool_x, splits.train_y, query_x

@@ -21,7 +21,7 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
-from tttlab.atomic import atomic_path
+from tttlab.atomic import atomic_path, file_sha256
 from tttlab.checks import check_int
 from tttlab.data.idx import GZIP_MAGIC, decode_idx, idx_bytes
 
@@ -361,14 +361,6 @@ def _not_found_message(
 # ---- downloading ----------------------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def download_dataset(
     name: str, dest: str | os.PathLike, mirrors: list[str] | tuple[str, ...] | None = None
 ) -> Path:
@@ -388,7 +380,7 @@ def download_dataset(
     for stem, expected in zip(FILES, SHA256[name], strict=True):
         file_name = f"{stem}.gz"
         target = dest / file_name
-        if target.is_file() and _sha256(target) == expected:
+        if target.is_file() and file_sha256(target) == expected:
             continue
         errors = []
         for base in mirrors:
@@ -512,7 +504,7 @@ def _identify(
         return known[content_sha256]
     with path.open("rb") as f:
         is_gzip = f.read(2) == GZIP_MAGIC
-    return known.get(_sha256(path)) if is_gzip else None
+    return known.get(file_sha256(path)) if is_gzip else None
 
 
 def _check_identity(name: str, paths: list[Path], content_sha256: list[str]) -> None:

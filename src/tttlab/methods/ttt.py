@@ -72,15 +72,20 @@ class TTTClassifier(Classifier):
     @property
     def config(self) -> TTTConfig:
         """The TTT hyper-parameters as the engine takes them (validated on construction)."""
-        return TTTConfig(k=self.k, epochs=self.epochs, lr=self.lr, method=self.method, l2=self.l2)
+        return TTTConfig(
+            k=self.k,
+            epochs=self.epochs,
+            lr=self.lr,
+            method=self.method,
+            l2=self.l2,
+            chunk_size=self.chunk_size,
+        )
 
     def fit(self, X, y) -> TTTClassifier:
         """Map the training points into the head's feature space and index them there; when
         head is None, first train a linear head on (X, y)."""
         check_int(self.k, "k", min=1)
-        _ = self.config  # TTTConfig validates the other hyper-parameters before any work
-        if self.chunk_size is not None:
-            check_int(self.chunk_size, "chunk_size", min=1)
+        _ = self.config  # TTTConfig validates the hyper-parameters before any work
         X, y = validate_X(self, X, y, model=self.head, reset=True)
         check_k(self.k, len(X))
         self.head_, self.classes_, y_idx = fit_head(self, X, y, self.progress)
@@ -122,7 +127,6 @@ class TTTClassifier(Classifier):
             h,
             torch.from_numpy(np.ascontiguousarray(neighbours[:, : self.k])),
             self.config,
-            chunk_size=self.chunk_size,
             device=self.device,
             progress=self.progress,
         )

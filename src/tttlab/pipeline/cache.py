@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tttlab.atomic import clean_stale_temps, dumps_json, owner_tag, to_jsonable
+from tttlab.atomic import clean_stale_temps, dumps_json, file_sha256, owner_tag, to_jsonable
 
 FORMAT_VERSION = 1
 """Bump when a stage's files change meaning or layout: older entries are then rebuilt."""
@@ -41,14 +41,6 @@ def settings_key(stage: str, settings: dict[str, Any]) -> str:
         separators=(",", ":"),
     )
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from tttlab.results import (
     read_metrics,
     write_run,
 )
+from tttlab.ttt import auto_chunk_size
 
 BASELINE = "global"
 """Every other method's gain is measured against this one, with a paired bootstrap."""
@@ -113,6 +114,7 @@ def run(cfg: Config) -> RunResult:
         "n_test": len(labels),
         "feature_width": d,
         "knn_seconds": knn_seconds,
+        "environment": _environment(cfg, d, int(model.classifier.out_features)),
         "total_seconds": time.perf_counter() - t0,
         "model": {k: v for k, v in model_entry.info.items() if k not in ("history", "settings")},
         "stages": {
@@ -135,6 +137,12 @@ def run(cfg: Config) -> RunResult:
         out, cfg.run.name, config, metrics, points, extra=save, folder=run_dir.name, log_row=row
     )
     return RunResult(written, metrics, table, {n: e.reused for n, e in entries.items()})
+
+
+def _environment(cfg: Config, d: int, classes: int) -> dict[str, Any]:
+    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine)."""
+    chunk = cfg.ttt.chunk_size or auto_chunk_size(cfg.ttt.k, d, classes, cfg.run.device)
+    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "ttt_chunk": chunk}
 
 
 def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from tttlab.atomic import file_sha256
 from tttlab.checks import NonFiniteError
 from tttlab.config import Config
 from tttlab.data import ImageSplits, load_splits
@@ -32,7 +33,7 @@ from tttlab.models import (
     save_model,
     scale_for_width,
 )
-from tttlab.pipeline.cache import Entry, StageCache, file_sha256, settings_key
+from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
 
 SPLITS = ("train", "val", "test")
