@@ -5,14 +5,16 @@
 
 "Before" is src/tttlab/ttt/engine.py as it was at git revision 9602e5d, loaded from `git show`
 into a temporary module; "after" is the working tree's. Both run at their own automatic chunk
-size, interleaved, best of 3 each (this machine's speed swings between runs, so only figures from
-one run compare). Prints points/s of both, their ratio, and how far their logits are apart.
+size, interleaved, median and best of 5 each (this machine's speed swings between runs, so only
+figures from one run compare). Prints points/s of both, their ratio, and how far their logits
+are apart.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -55,8 +57,9 @@ def run(engine: ModuleType, head, pool_x, pool_y, query_x, nbr, settings: dict) 
     return engine.ttt_logits(head.weight, head.bias, pool_x, pool_y, query_x, nbr, cfg)
 
 
-def compare(name: str, problem, settings: dict, before: ModuleType, repeats: int = 3) -> None:
-    """Print points/s before and after (best of `repeats`, interleaved) and their agreement."""
+def compare(name: str, problem, settings: dict, before: ModuleType, repeats: int = 5) -> None:
+    """Print points/s before and after (median and best of `repeats`, interleaved, so both see
+    the same swings of this machine's speed) and how far their logits are apart."""
     head, pool_x, pool_y, query_x = problem
     _, nbr = KNNIndex().fit(pool_x).search(query_x, settings["k"])
     nbr = torch.from_numpy(nbr)
@@ -65,20 +68,22 @@ def compare(name: str, problem, settings: dict, before: ModuleType, repeats: int
     print(f"\n== {name}: d={D}, classes={C}, {settings}, {B} test points, chunks {chunks}")
     for m in (before, after):  # warm-up
         run(m, head, pool_x, pool_y, query_x[:4], nbr[:4], settings)
-    best = {"before": float("inf"), "after": float("inf")}
+    seconds: dict[str, list[float]] = {"before": [], "after": []}
     logits = {}
     for _ in range(repeats):
         for label, m in (("before", before), ("after", after)):
             t = time.perf_counter()
             logits[label] = run(m, head, pool_x, pool_y, query_x, nbr, settings)
-            best[label] = min(best[label], time.perf_counter() - t)
-    rate = {label: B / s for label, s in best.items()}
+            seconds[label].append(time.perf_counter() - t)
+    median = {label: B / statistics.median(s) for label, s in seconds.items()}
+    best = {label: B / min(s) for label, s in seconds.items()}
     diff = (logits["after"] - logits["before"]).abs().max().item()
     same = (logits["after"].argmax(1) == logits["before"].argmax(1)).float().mean().item()
-    print(
-        f"before {rate['before']:9.1f} pts/s   after {rate['after']:9.1f} pts/s   "
-        f"after/before {rate['after'] / rate['before']:.3f}"
-    )
+    for what, rate in (("median", median), ("best", best)):
+        print(
+            f"{what:>6}: before {rate['before']:9.1f} pts/s   after {rate['after']:9.1f} pts/s"
+            f"   after/before {rate['after'] / rate['before']:.3f}"
+        )
     print(
         f"logits: bit-identical {torch.equal(logits['after'], logits['before'])}, largest "
         f"difference {diff:.2e}, same prediction on {100 * same:.2f}% of points"
@@ -90,6 +95,7 @@ def main() -> None:
     parser.add_argument(
         "--quick", action="store_true", help="fewer points; synthetic small-head features"
     )
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each version")
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     before = load_before()
@@ -100,12 +106,13 @@ def main() -> None:
         small = (torch.nn.Linear(25, 10), pool_x, pool_y, torch.randn(300, 25, generator=g))
     else:
         small = small_head_problem(2000)
-    compare("small head", small, dict(k=200, epochs=50, lr=0.05), before)
+    compare("small head", small, dict(k=200, epochs=50, lr=0.05), before, args.repeats)
     head, pool_x, pool_y, query_x = small
     seq = (head, pool_x, pool_y, query_x[: 100 if args.quick else 500])
     sequential = dict(k=50, epochs=2, lr=0.05, method="sequential")
-    compare("small head, sequential", seq, sequential, before)
-    compare("CLIP-sized head", clip_head_problem(16 if args.quick else 100), dict(k=50), before)
+    compare("small head, sequential", seq, sequential, before, args.repeats)
+    clip = clip_head_problem(16 if args.quick else 100)
+    compare("CLIP-sized head", clip, dict(k=50), before, args.repeats)
 
 
 if __name__ == "__main__":

@@ -116,14 +116,13 @@ def run(cfg: Config) -> RunResult:
         "knn_seconds": knn_seconds,
         "environment": _environment(cfg, d, int(model.classifier.out_features)),
         "total_seconds": time.perf_counter() - t0,
-        "model": {k: v for k, v in model_entry.info.items() if k not in ("history", "settings")},
+        "model": {k: v for k, v in model_entry.info.items() if k != "settings"},
         "stages": {
             name: {"key": e.key, "reused": e.reused, "seconds": e.info.get("seconds")}
             for name, e in entries.items()
         },
         "table": table,
     }
-    config = cfg.to_dict() | {"train_history": model_entry.info.get("history")}
     points = PointRecords(
         index=splits.test_idx.astype(np.int64),
         label=labels.astype(np.int64),
@@ -134,7 +133,14 @@ def run(cfg: Config) -> RunResult:
     save = {"model.safetensors": lambda p: p.write_bytes(model_file.read_bytes())}
     row = _log_row(cfg, acc, gains, d, len(labels))
     written = write_run(
-        out, cfg.run.name, config, metrics, points, extra=save, folder=run_dir.name, log_row=row
+        out,
+        cfg.run.name,
+        cfg.to_dict(),
+        metrics,
+        points,
+        extra=save,
+        folder=run_dir.name,
+        log_row=row,
     )
     return RunResult(written, metrics, table, {n: e.reused for n, e in entries.items()})
 

@@ -97,9 +97,10 @@ def global_model(cfg: Config, splits: ImageSplits, cache: StageCache) -> tuple[n
     in_dim = int(np.prod(splits.train_x.shape[1:]))
 
     def make(folder: Path) -> dict[str, Any]:
+        start = time.perf_counter()
         model, info = _make_model(cfg, splits, in_dim)
         save_model(model, folder / "model.safetensors", model_meta(cfg, model))
-        return info
+        return info | {"seconds": time.perf_counter() - start}
 
     entry = cache.get_or_make("model", model_settings(cfg), make)
     state, _ = load_state(entry.file("model.safetensors"))
