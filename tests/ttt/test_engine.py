@@ -107,18 +107,24 @@ def test_engine_stays_at_float64_accuracy_when_the_head_is_confident(method, k, 
 
 
 @pytest.mark.parametrize(
-    "classes, method", [(4, "erm"), (40, "erm"), (4, "sequential")], ids=["BCK", "BKC", "seq"]
+    "classes, method", [(10, "erm"), (40, "erm"), (10, "sequential")], ids=["BCK", "BKC", "seq"]
 )
-def test_a_points_logits_are_bit_identical_whatever_else_runs_in_its_chunk(classes, method):
-    # The promise of the module doc: at one chunk size, the same bits for a point whatever the
-    # rest of the test set, its order, or the point's place in the (padded) last chunk.
-    pool_x, pool_y, query_x = problem(classes=classes, queries=23)
-    head = nn.Linear(6, classes)
-    cfg = TTTConfig(k=12, epochs=4 if method == "erm" else 1, lr=0.05, method=method, chunk_size=5)
+def test_a_points_logits_are_bit_identical_whatever_chunk_or_company_it_runs_in(classes, method):
+    # The promise of the module doc: the same bits for a point whatever the chunk size, the rest
+    # of the test set, its order, or its place in the (padded) last chunk. Sizes as the demo's
+    # (d = 25, k = 64+), where torch's softmax splits a chunk between threads.
+    pool_x, pool_y, query_x = problem(n=3000, d=25, classes=classes, queries=57)
+    head = nn.Linear(25, classes)
+    epochs = 3 if method == "erm" else 1
+    cfg = TTTConfig(k=64, epochs=epochs, lr=0.05, method=method, chunk_size=51)
     whole = engine(head, pool_x, pool_y, query_x, cfg)
-    perm = torch.randperm(23, generator=torch.Generator().manual_seed(3))
+    for chunk in (1, 2, 5, 16, 64):
+        assert torch.equal(
+            engine(head, pool_x, pool_y, query_x, replace(cfg, chunk_size=chunk)), whole
+        )
+    perm = torch.randperm(57, generator=torch.Generator().manual_seed(3))
     assert torch.equal(engine(head, pool_x, pool_y, query_x[perm], cfg), whole[perm])
-    for n in (1, 2, 4, 7):  # the last point sits at every place of the last chunk
+    for n in (1, 2, 5, 50):  # the last points sit at every kind of place in the last chunk
         assert torch.equal(engine(head, pool_x, pool_y, query_x[-n:], cfg), whole[-n:])
 
 

@@ -13,15 +13,17 @@ normalisation then amplifies into weight updates. The cancellation-free form kee
 several times closer to a float64 run than the plain form or autograd's own float32 loop
 (benchmarks/ttt_speed.py prints both against float64).
 
-Determinism. Nothing here is random. Promised, and tested with torch.equal: for one chunk size
-(`TTTConfig.chunk_size`; by default a function of k, the head's shape and the device type, never
-of free memory), a point's logits are bit-identical whatever the rest of the test set, its order,
-or the point's place in its chunk. Every chunk, the last one padded, has the same shape and so runs
-the same kernels, and every kernel treats the points of a chunk alike (chunks are padded to whole
-points per CPU thread, which keeps torch's softmax on its vector path: see `_padded_chunk`).
-Not promised: the same bits across chunk sizes, thread counts, devices or torch/BLAS builds. On
-the 2-core CPU we test on, chunk sizes >= 2 did agree bit for bit, while a chunk of 1 takes BLAS's
-single-matrix path (up to ~2e-5 apart, and thread-count dependent); the automatic size is >= 2.
+Determinism. Nothing here is random, and a point's logits are bit-identical whatever the rest
+of the test set, its order, the point's place in its chunk, or the chunk size (tested with
+torch.equal, on CPU). Two things make this so. Every chunk is padded, with copies of its last point,
+to at least 2 points and to a multiple of the CPU's threads: a batch of one takes BLAS's
+single-matrix path, and torch's CPU softmax over a non-last axis computes the columns where it
+splits its rows between threads on a scalar path, so a split inside a point's rows would change
+that point's last bits (`_padded_chunk`). The other kernels (batched matmul, the element-wise fused
+Adam) give each point the same bits whatever the batch. Not promised: the same bits across thread
+counts, devices or torch/BLAS builds. On CUDA the automatic chunk size is a fixed function of the
+problem's shape (never of free memory) and is recorded with a run, but no GPU has tested the
+batch-invariance there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -44,7 +47,8 @@ from tttlab.checks import (
     check_number,
 )
 
-METHODS = ("erm", "sequential")
+Method = Literal["erm", "sequential"]
+METHODS: tuple[str, ...] = get_args(Method)
 
 
 @dataclass
@@ -57,7 +61,7 @@ class TTTConfig:
     """Full-batch Adam steps for "erm"; passes over the neighbours for "sequential"."""
     lr: float = 0.01
     """Adam learning rate."""
-    method: str = "erm"
+    method: Method = "erm"
     """"erm": full-batch Adam on all K neighbours; "sequential": one step per neighbour, nearest
     first."""
     l2: float = 0.0
@@ -67,8 +71,8 @@ class TTTConfig:
     eps: float = 1e-8
     """Adam's denominator epsilon (torch default)."""
     chunk_size: int | None = None
-    """Test points fine-tuned together; None: `auto_chunk_size` of k, the head and the device type.
-    Results are bit-identical for one chunk size, not across chunk sizes (see the module doc)."""
+    """Test points fine-tuned together (memory and speed only: on CPU the results are bit-identical
+    for every chunk size, see the module doc); None: `auto_chunk_size` of k, the head, the device."""
 
     def __post_init__(self):
         check_choice(self.method, "method", METHODS)
@@ -276,16 +280,15 @@ def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") 
 
 
 def _padded_chunk(chunk: int, device: torch.device) -> int:
-    """The rows each chunk is padded to: `chunk` rounded up to a multiple of the CPU's threads.
+    """The rows a chunk of `chunk` points is padded to: at least 2, a multiple of the CPU's threads.
 
-    One shape for every chunk means the same kernels for every point. The multiple of the thread
-    count matters for torch's CPU softmax over a non-last axis: it splits its rows evenly over the
-    threads and computes the columns at a split on a scalar path, so a split inside a point's rows
-    would change that point's last bits. Whole points per thread keep every point on the vector
-    path, at the speed of the fused kernel.
+    A batch of one takes BLAS's single-matrix path (other bits). torch's CPU softmax over a
+    non-last axis splits its rows evenly over the threads and computes the columns at a split on a
+    scalar path, so a split inside a point's rows would change that point's last bits; whole
+    points per thread keep every point on the vector path, at the speed of the fused kernel.
     """
     threads = torch.get_num_threads() if device.type == "cpu" else 1
-    return -(-chunk // threads) * threads
+    return -(-max(chunk, 2) // threads) * threads
 
 
 def ttt_logits(
@@ -321,12 +324,11 @@ def ttt_logits(
     b_C = bias_C.detach().to(device, torch.float32)
     out = torch.empty(B, C, dtype=torch.float32)
     bar = tqdm(total=B, desc=f"ttt ({cfg.method})", unit="pt", disable=not progress, leave=False)
-    padded = _padded_chunk(chunk, device)
     for s in range(0, B, chunk):
         rows = torch.arange(s, min(s + chunk, B))
         n = len(rows)
-        # Pad every chunk to one shape with copies of its last point: see `_padded_chunk`.
-        rows = torch.cat([rows, rows[-1].expand(padded - n)])
+        # Pad with copies of the last point to whole points per thread: see `_padded_chunk`.
+        rows = torch.cat([rows, rows[-1].expand(_padded_chunk(n, device) - n)])
         nbr = neighbours[rows]
         X_BKD = pool_x[nbr].to(device)
         y_BK = pool_y[nbr].to(device)

@@ -1,0 +1,114 @@
+"""The command line as a new user meets it: bad input gets a message and exit code, never a
+traceback, and nothing half-written is left behind."""
+
+import errno
+
+import numpy as np
+import pytest
+import torch
+
+from tttlab.cli import main
+from tttlab.models import make_head, save_model
+
+
+class RunSettings:
+    """A custom object: what a pickled .pt file may carry, and what tttlab never unpickles."""
+
+
+QUICK = "ttt --dataset digits --model linear --k 10 --ttt.epochs 2 --train.epochs 2 --n-boot 20"
+
+
+def cli(args: str, capsys) -> tuple[int, str]:
+    code = main(args.split())
+    return code, capsys.readouterr().err
+
+
+def test_an_out_that_is_a_file_is_refused(tmp_path, capsys):
+    (tmp_path / "runs").write_text("x")
+    code, err = cli(f"{QUICK} --out {tmp_path / 'runs'}", capsys)
+    assert code == 2 and "is a file, not a folder" in err
+
+
+def test_a_read_only_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    import os
+
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda p, mode: str(p) != str(tmp_path) and real_access(p, mode)
+    )
+    code, err = cli(f"{QUICK} --out {tmp_path / 'runs'}", capsys)
+    assert code == 2 and "is not writable" in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_data_dir_that_is_a_file_is_named(tmp_path, capsys):
+    (tmp_path / "data").write_text("x")
+    code, err = cli(f"ttt --data-dir {tmp_path / 'data'} --out {tmp_path / 'runs'}", capsys)
+    assert code == 2 and "is a file, not a folder" in err
+
+
+@pytest.mark.parametrize("kind", ["truncated", "pickled", "nan"])
+def test_a_bad_checkpoint_gets_a_message_not_a_traceback(tmp_path, capsys, kind):
+    head = make_head("linear", 64, 10)
+    path = tmp_path / ("model.pt" if kind == "pickled" else "model.safetensors")
+    if kind == "pickled":
+        torch.save({"weights": head.state_dict(), "settings": RunSettings()}, path)
+    else:
+        if kind == "nan":
+            with torch.no_grad():
+                head.classifier.weight[0, 0] = float("nan")
+        save_model(head, path, {"kind": "linear", "dataset": "digits"})
+        if kind == "truncated":
+            path.write_bytes(path.read_bytes()[:100])
+    code, err = cli(f"{QUICK} --checkpoint {path} --out {tmp_path / 'runs'}", capsys)
+    expected = {
+        "truncated": "truncated or corrupt",
+        "pickled": "tttlab loads weights only",
+        "nan": "classifier.weight",
+    }[kind]
+    assert code == 2 and expected in err and "Traceback" not in err
+    assert "weights_only=False" not in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_full_disk_is_explained_and_leaves_nothing_half_written(tmp_path, capsys, monkeypatch):
+    real_save = np.save
+
+    def full(path, *args, **kwargs):
+        if str(path).endswith("scores.npy"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_save(path, *args, **kwargs)
+
+    monkeypatch.setattr(np, "save", full)
+    code, err = cli(f"{QUICK} --noprogress --out {tmp_path}", capsys)
+    assert code == 1 and "no space left" in err.lower() and "Traceback" not in err
+    assert not any(p.name.startswith(".tmp") for p in tmp_path.rglob("*"))
+    assert not (tmp_path / "runs.csv").exists()
+    monkeypatch.setattr(np, "save", real_save)
+    assert main(f"{QUICK} --noprogress --out {tmp_path}".split()) == 0, "the rerun resumes"
+
+
+def test_interrupted_after_the_commit_says_where_the_run_is(tmp_path, capsys, monkeypatch):
+    import os
+    import signal
+
+    from tttlab.results import store
+
+    real = store._rename_exact
+
+    def rename_then_ctrl_c(*args, **kwargs):
+        out = real(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGINT)
+        return out
+
+    monkeypatch.setattr(store, "_rename_exact", rename_then_ctrl_c)
+    code, err = cli(f"{QUICK} --noprogress --out {tmp_path}", capsys)
+    assert code == 130 and "interrupted after the run was written" in err
+    assert len(list(tmp_path.glob("ttt-*"))) == 1 and (tmp_path / "runs.csv").is_file()
+
+
+def test_help_shows_each_settings_docstring(capsys):
+    with pytest.raises(SystemExit):
+        main(["ttt", "--help"])
+    out = capsys.readouterr().out
+    assert "Neighbours fine-tuned on per test point" in " ".join(out.split()) and "--ttt.lr" in out
