@@ -127,7 +127,7 @@ def test_cli_runs_and_lists_runs(tmp_path, capsys):
         ("--dataset cifar", "invalid choice: 'cifar'"),
         ("--width 30", "nearby reachable widths: [25, 32, 48, 50]"),
         ("--dataset digits", "the CNN needs 28x28 images"),
-        ("--method sgd", "method='sgd'"),
+        ("--method sgd", "invalid choice: 'sgd'"),
         ("--ttt.lr inf", "lr must be a finite number"),
         ("--l2 nan", "l2 must be a finite number"),
         ("--k 0", "k must be an integer >= 1"),
