@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import sys
+import warnings
 
 import simple_parsing
 
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         _top_parser().parse_args(argv)  # prints usage or help, and exits
     command, rest = argv[0], argv[1:]
+    warnings.formatwarning = lambda message, *_args, **_kw: f"tttlab: warning: {message}\n"
     try:
         with terminate_as_interrupt():  # SIGTERM (a scheduler's kill) cleans up like Ctrl-C
             if command == "runs":

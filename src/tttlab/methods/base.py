@@ -31,9 +31,6 @@ class Classifier(ClassifierMixin, BaseEstimator):
 
     _scores_are_logits = True
 
-    def _scores(self, X, neighbours: np.ndarray | None) -> np.ndarray:
-        raise NotImplementedError
-
     def decision_function(self, X, neighbours: np.ndarray | None = None) -> np.ndarray:
         """Per-class scores (N x C); for two classes scikit-learn's margin (N,), score 1 - score 0.
 

@@ -71,8 +71,8 @@ class TTTConfig:
     eps: float = 1e-8
     """Adam's denominator epsilon (torch default)."""
     chunk_size: int | None = None
-    """Test points fine-tuned together (memory and speed only: on CPU the results are bit-identical
-    for every chunk size, see the module doc); None: `auto_chunk_size` of k, the head, the device."""
+    """Test points fine-tuned together, for memory and speed only (on CPU, results are bit-identical
+    for every chunk size: see the module doc); None: `auto_chunk_size` of k, head and device."""
 
     def __post_init__(self):
         check_choice(self.method, "method", METHODS)
@@ -267,16 +267,19 @@ def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
 
 
 def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") -> int:
-    """Test points per chunk, from the problem's shape and the device type alone.
+    """Test points per chunk, from the problem's shape and the device alone.
 
-    Cache-sized on CPU (speed); 256 MiB of working memory on CUDA. Never from free memory: the
-    chunk size is part of what makes a result reproducible (see the module doc). At least 2, as a
-    batch of one takes BLAS's single-matrix path (thread-count dependent, and slower on CPU).
+    Cache-sized on CPU (speed), in whole points per thread so no chunk needs padding (see
+    `_padded_chunk`); 256 MiB of working memory on CUDA. Never from free memory: the chunk size is
+    recorded with a run, and on CUDA it may matter to the last bits (see the module doc).
     """
     Dp = padded_width(D)
     per_point = 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)  # bytes, float32
-    budget = 256 * 2**20 if torch.device(device).type == "cuda" else 4 * 2**20
-    return int(max(2, min(budget // per_point, 65536)))
+    device = torch.device(device)
+    budget = 256 * 2**20 if device.type == "cuda" else 4 * 2**20
+    chunk = int(max(2, min(budget // per_point, 65536)))
+    threads = torch.get_num_threads() if device.type == "cpu" else 1
+    return max(threads, chunk // threads * threads)
 
 
 def _padded_chunk(chunk: int, device: torch.device) -> int:
