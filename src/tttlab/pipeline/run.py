@@ -58,15 +58,22 @@ def run_folder_name(cfg: Config) -> str:
     return f"{cfg.run.name}-{settings_key('run', settings)[:10]}"
 
 
-def run(cfg: Config) -> RunResult:
-    """Score the configured methods on the test set and write the run folder (or find it)."""
-    cfg.check_environment()
-    out = Path(cfg.run.out).expanduser()
-    run_dir = out / run_folder_name(cfg)
-    if (run_dir / "metrics.json").is_file():
-        metrics = read_metrics(run_dir)
-        return RunResult(run_dir, metrics, metrics["table"], {"run": True})
+@dataclass
+class Evaluation:
+    """A run's numbers before anything is written: what `run` saves, and what a study unit keeps."""
 
+    metrics: dict[str, Any]
+    table: str
+    points: PointRecords
+    log_row: dict[str, Any]
+    model_file: Path
+    """The trained model in the stage cache (safetensors)."""
+    reused: dict[str, bool]
+
+
+def evaluate(cfg: Config) -> Evaluation:
+    """Every stage of `cfg` (from the cache where it was made before), scored on the test set."""
+    cfg.check_environment()
     t0 = time.perf_counter()
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
@@ -113,6 +120,7 @@ def run(cfg: Config) -> RunResult:
         "gain_over_global": {m: g._asdict() for m, g in gains.items()},
         "n_test": len(labels),
         "feature_width": d,
+        "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
         "environment": _environment(cfg, d, int(model.classifier.out_features)),
         "total_seconds": time.perf_counter() - t0,
@@ -129,20 +137,36 @@ def run(cfg: Config) -> RunResult:
         pred=preds,
         ce={m: c if c is not None else np.full(len(labels), np.nan) for m, c in ce.items()},
     )
-    model_file = model_entry.file("model.safetensors")
-    save = {"model.safetensors": lambda p: p.write_bytes(model_file.read_bytes())}
-    row = _log_row(cfg, acc, gains, d, len(labels))
+    return Evaluation(
+        metrics,
+        table,
+        points,
+        _log_row(cfg, acc, gains, d, len(labels)),
+        model_entry.file("model.safetensors"),
+        {n: e.reused for n, e in entries.items()},
+    )
+
+
+def run(cfg: Config) -> RunResult:
+    """Score the configured methods on the test set and write the run folder (or find it)."""
+    out = Path(cfg.run.out).expanduser()
+    run_dir = out / run_folder_name(cfg)
+    if (run_dir / "metrics.json").is_file():
+        metrics = read_metrics(run_dir)
+        return RunResult(run_dir, metrics, metrics["table"], {"run": True})
+    ev = evaluate(cfg)
+    save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
     written = write_run(
         out,
         cfg.run.name,
         cfg.to_dict(),
-        metrics,
-        points,
+        ev.metrics,
+        ev.points,
         extra=save,
         folder=run_dir.name,
-        log_row=row,
+        log_row=ev.log_row,
     )
-    return RunResult(written, metrics, table, {n: e.reused for n, e in entries.items()})
+    return RunResult(written, ev.metrics, ev.table, ev.reused)
 
 
 def _environment(cfg: Config, d: int, classes: int) -> dict[str, Any]:
