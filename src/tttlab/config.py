@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_int, check_number
+from tttlab.data.images import check_fraction
 from tttlab.models import TrainConfig, scale_for_width
 from tttlab.retrieval import RetrievalConfig
 from tttlab.ttt import TTTConfig
@@ -42,11 +43,15 @@ class DataConfig:
     """Folder holding the IDX files; default: $TTTLAB_DATA, ~/.cache/tttlab, /usr/share/datasets."""
     limit: int | None = None
     """Keep a stratified subset of this many points of each split, for quick runs."""
+    fraction: float = 1.0
+    """Train on (and retrieve from) this share of each class of the training split: one seeded
+    shuffle, then the first n of each class, so smaller sets nest in larger ones."""
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", get_args(Dataset))
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
+        check_fraction(self.fraction)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from tttlab.data import (
     find_dataset_dir,
     images,
     load_splits,
+    nested_subset,
     read_idx,
     stratified_split,
     write_idx,
@@ -411,3 +412,22 @@ def test_real_fashion_mnist_gives_the_papers_50k_10k_10k_split() -> None:
     assert sorted(np.concatenate([s.train_idx, s.val_idx]).tolist()) == list(range(60_000))
     assert s.classes[0] == "T-shirt/top" and s.classes[9] == "Ankle boot"
     assert s.mean == pytest.approx(0.286, abs=1e-3) and s.std == pytest.approx(0.353, abs=1e-3)
+
+
+def test_smaller_fractions_nest_in_larger_ones_class_by_class():
+    labels = np.repeat(np.arange(4), [100, 50, 30, 7])
+    subsets = {f: set(nested_subset(labels, f, seed=3)) for f in (0.01, 0.1, 0.5, 1.0)}
+    assert subsets[0.01] <= subsets[0.1] <= subsets[0.5] <= subsets[1.0] == set(range(187))
+    counts = np.bincount(labels[sorted(subsets[0.1])], minlength=4)
+    assert counts.tolist() == [10, 5, 3, 1], "a tenth of each class, at least one"
+    assert set(nested_subset(labels, 0.1, seed=4)) != subsets[0.1], "the seed picks the members"
+    for bad in (0.0, 1.5, float("nan"), True):
+        with pytest.raises(ValueError, match="fraction must be a"):
+            nested_subset(labels, bad, seed=0)
+
+
+def test_a_fraction_of_digits_trains_on_a_nested_subset_with_whole_val_and_test():
+    full = load_splits("digits", seed=0)
+    part = load_splits("digits", seed=0, fraction=0.3)
+    assert set(part.train_idx) < set(full.train_idx)
+    assert np.array_equal(part.test_idx, full.test_idx) and part.mean == full.mean

@@ -12,6 +12,7 @@ from tttlab.data.images import (
     download_dataset,
     find_dataset_dir,
     load_splits,
+    nested_subset,
     stratified_split,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "download_dataset",
     "find_dataset_dir",
     "load_splits",
+    "nested_subset",
     "read_idx",
     "stratified_split",
     "write_idx",

@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path, file_sha256
-from tttlab.checks import check_int
+from tttlab.checks import check_int, check_number
 from tttlab.data.idx import GZIP_MAGIC, decode_idx, idx_bytes
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
@@ -199,6 +199,24 @@ def stratified_split(
         np.arange(n), test_size=n_second, stratify=labels, random_state=seed, shuffle=True
     )
     return np.sort(first).astype(np.int64), np.sort(second).astype(np.int64)
+
+
+def check_fraction(fraction: float) -> None:
+    """A share of the training set: a number in (0, 1]."""
+    check_number(fraction, "fraction", min=0, max=1, strict_min=True)
+
+
+def nested_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Sorted indices of `fraction` of each class: one seeded shuffle, then the first
+    max(1, round(fraction * class size)) of each class, so smaller fractions nest in larger ones."""
+    check_fraction(fraction)
+    labels = np.asarray(labels)
+    order = np.random.default_rng(seed).permutation(len(labels))
+    keep = []
+    for c in np.unique(labels):
+        members = order[labels[order] == c]
+        keep.append(members[: max(1, round(fraction * len(members)))])
+    return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
 def _stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -561,6 +579,7 @@ def load_splits(
     seed: int = 0,
     download: bool = True,
     limit: int | None = None,
+    fraction: float = 1.0,
 ) -> ImageSplits:
     """Load `name` with the paper's splits: official train split stratified into train/val.
 
@@ -569,7 +588,10 @@ def load_splits(
     unused): a seeded stratified 60/20/20 train/val/test split.
     `limit` keeps a stratified subset of at most `limit` points of each split (fast dev runs);
     the subsets are drawn after splitting, so they are subsets of the full splits.
+    `fraction` keeps that share of each class of the training split (`nested_subset`), the
+    dataset-size axis; validation and test sets stay whole, and so do the normalisation stats.
     """
+    check_fraction(fraction)
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
     if limit is not None:
@@ -604,8 +626,11 @@ def load_splits(
     val_idx = val_idx[_stratified_subset(pool_y[val_idx], limit, seed)]
     test_idx = test_idx[_stratified_subset(test_y[test_idx], limit, seed)]
 
-    train_x = _unit_float(pool_x[train_idx])
-    mean, std = float(train_x.mean(dtype=np.float64)), float(train_x.std(dtype=np.float64))
+    full_train_x = _unit_float(pool_x[train_idx])
+    mean = float(full_train_x.mean(dtype=np.float64))
+    std = float(full_train_x.std(dtype=np.float64))
+    keep = nested_subset(pool_y[train_idx], fraction, seed)
+    train_idx, train_x = train_idx[keep], full_train_x[keep]
     if std == 0.0:
         raise ValueError(
             f"{name}: every training pixel has the same value, so the images cannot "

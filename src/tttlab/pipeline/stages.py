@@ -44,13 +44,15 @@ SPLITS = ("train", "val", "test")
 
 def data_settings(cfg: Config) -> dict[str, Any]:
     """What the splits depend on. The files' identity is checked on load, so not their path."""
-    return {"dataset": cfg.data.dataset, "limit": cfg.data.limit, "seed": cfg.run.seed}
+    d = cfg.data
+    return {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed}
 
 
 def load_data(cfg: Config) -> ImageSplits:
     """The run's splits, checked; k must fit the training pool before anything is trained."""
+    d = cfg.data
     splits = load_splits(
-        cfg.data.dataset, data_dir=cfg.data.data_dir, seed=cfg.run.seed, limit=cfg.data.limit
+        d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
     )
     pool = len(splits.train_y)
     for method in cfg.methods.methods:
