@@ -12,6 +12,7 @@ import argparse
 import difflib
 import sys
 import warnings
+from pathlib import Path
 
 import simple_parsing
 
@@ -19,18 +20,29 @@ from tttlab.atomic import explain_os_error, terminate_as_interrupt
 from tttlab.config import Config, RunConfig
 from tttlab.pipeline import run
 from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
+from tttlab.studies import UnitsFailed
+from tttlab.studies.run import report_study, run_study
+from tttlab.studies.scaling import StudyConfig
 
 COMMANDS = {
     "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
     "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
+    "study": "a scaling study (model-size, dataset-size) as resumable, shardable work units",
     "runs": "print the run log",
+}
+STUDY_HELP = {
+    "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
+    "dataset-size": "the same across nested per-class fractions of the training set",
+    "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
 }
 
 
-def _config_parser(command: str, defaults: Config) -> simple_parsing.ArgumentParser:
+def _config_parser(
+    command: str, defaults: Config, description: str
+) -> simple_parsing.ArgumentParser:
     parser = simple_parsing.ArgumentParser(
         prog=f"tttlab {command}",
-        description=COMMANDS[command],
+        description=description,
         add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
         argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
         add_config_path_arg=False,
@@ -54,7 +66,7 @@ def parse_config(command: str, argv: list[str]) -> Config:
     base = Config.from_file(known.config) if known.config else Config()
     if command == "demo" and not known.config:
         base = Config(run=RunConfig(name="demo"))
-    parser = _config_parser(command, base)
+    parser = _config_parser(command, base, COMMANDS[command])
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise ValueError(_unknown_flags_message(parser, unknown))
@@ -72,6 +84,41 @@ def _unknown_flags_message(parser: argparse.ArgumentParser, unknown: list[str]) 
             hints.append(f"{flag}: did you mean {' or '.join(close)}?")
     hint = ("; " + "; ".join(hints)) if hints else ""
     return f"unrecognized arguments: {' '.join(unknown)}{hint} (`tttlab ... --help` lists all)"
+
+
+def _study(argv: list[str]) -> int:
+    """`tttlab study STUDY [flags]`: run this shard's unfinished units, then report if complete."""
+    if not argv or argv[0] not in STUDY_HELP:
+        lines = "\n".join(f"  {name:<13} {text}" for name, text in STUDY_HELP.items())
+        print(f"usage: tttlab study {{{','.join(STUDY_HELP)}}} ...\n\n{lines}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    study, rest = argv[0], argv[1:]
+    if study == "report":
+        parser = argparse.ArgumentParser(prog="tttlab study report", description=STUDY_HELP[study])
+        parser.add_argument("folder", help="the study folder")
+        folder = Path(parser.parse_args(rest).folder)
+        print(f"report: {report_study(folder)}")
+        return 0
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(rest)
+    base = Config.from_file(known.config) if known.config else Config()
+    parser = _config_parser(f"study {study}", base, STUDY_HELP[study])
+    parser.add_arguments(StudyConfig, dest="study")
+    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
+    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
+    args, unknown = parser.parse_known_args(rest)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    done = run_study(study, args.study, args.cfg, args.shard_id, args.num_shards)
+    print(done.summary)
+    return 0
+
+
+SHARD_HELP = (
+    "run one slice of the units (round-robin); default from SLURM_ARRAY_TASK_ID and "
+    "SLURM_ARRAY_TASK_COUNT when set, else all units"
+)
 
 
 def _runs(argv: list[str]) -> int:
@@ -109,8 +156,10 @@ def main(argv: list[str] | None = None) -> int:
         with terminate_as_interrupt():  # SIGTERM (a scheduler's kill) cleans up like Ctrl-C
             if command == "runs":
                 return _runs(rest)
+            if command == "study":
+                return _study(rest)
             result = run(parse_config(command, rest))
-    except (ValueError, FileNotFoundError, ArithmeticError) as err:
+    except (ValueError, FileNotFoundError, ArithmeticError, UnitsFailed) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

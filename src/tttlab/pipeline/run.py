@@ -119,6 +119,7 @@ def evaluate(cfg: Config) -> Evaluation:
         "methods": acc,
         "gain_over_global": {m: g._asdict() for m, g in gains.items()},
         "n_test": len(labels),
+        "n_train": len(splits.train_y),
         "feature_width": d,
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,

@@ -1,0 +1,132 @@
+"""Run a study's units (one shard of them) and build its table, plot and report.
+
+    done = run_study("model-size", StudyConfig(widths=(25, 192)), Config())
+    report_study(done.folder)     # again at any time; refuses while a unit is missing
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tttlab.config import Config
+from tttlab.methods.registry import METHODS
+from tttlab.presets import reported
+from tttlab.results import plot_study, write_report, write_rows_csv
+from tttlab.studies.scaling import (
+    StudyConfig,
+    study_folder,
+    study_record,
+    unit_runner,
+    units,
+)
+from tttlab.studies.units import CONFIG_FILE, collect, open_study, run_units, status
+
+X_AXIS = {
+    "model-size": ("parameters", "parameters of the global model"),
+    "dataset-size": ("n_train", "training points (the neighbour pool)"),
+}
+"""Per study: the row column on the plot's x axis, and its label."""
+
+
+@dataclass
+class StudyDone:
+    """What `run_study` did: the folder, and the report when every unit is finished."""
+
+    folder: Path
+    ran: list[str]
+    skipped: list[str]
+    missing: list[str]
+    report: Path | None
+
+    @property
+    def summary(self) -> str:
+        lines = [f"study: {self.folder}", f"units run now: {len(self.ran)}, already done: "
+                 f"{len(self.skipped)}, still missing (other shards): {len(self.missing)}"]
+        if self.report is not None:
+            lines.append(f"report: {self.report}")
+        return "\n".join(lines)
+
+
+def run_study(
+    study: str,
+    sc: StudyConfig,
+    base: Config,
+    shard_id: int | None = None,
+    num_shards: int | None = None,
+) -> StudyDone:
+    """Run this shard's unfinished units of `study` on `base`; report once none is missing."""
+    base.check_environment()
+    study_units = units(study, sc)
+    if study == "model-size":
+        sc.width_table()  # a parameter file missing a width fails here, before any training
+    folder = study_folder(study, sc, base)
+    open_study(folder, study_record(study, sc, base))
+    done = run_units(
+        folder, study_units, unit_runner(study, sc, base), shard_id, num_shards,
+        progress=base.run.progress,
+    )  # fmt: skip
+    missing = status(folder, study_units).missing
+    report = report_study(folder) if not missing else None
+    return StudyDone(folder, done.ran, done.skipped, missing, report)
+
+
+def report_study(folder: str | Path) -> Path:
+    """Write `units.csv`, `plot.png` and `report.md` in a complete study folder; return the
+    report's path. Refuses, naming them, while units are missing."""
+    folder = Path(folder)
+    record = _read_record(folder)
+    study = record["study"]
+    sc = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v
+                        for k, v in record["settings"].items()})  # fmt: skip
+    rows = collect(folder, units(study, sc))
+    methods = [m for m in METHODS if f"acc_{m}" in rows[0]]
+    x, x_label = X_AXIS[study]
+    write_rows_csv(folder / "units.csv", rows)
+    paper = reported()
+    plot_study(
+        rows, x, methods, folder / "plot.png", x_label=x_label, title=f"{study} study"
+    )
+    columns = [*X_AXIS_COLUMNS[study], "seed", *(f"acc_{m}" for m in methods), "gain"]
+    write_report(
+        folder / "report.md",
+        title=f"tttlab {study} study",
+        summary=_summary(study, rows),
+        table_rows=rows,
+        columns=columns,
+        plot="plot.png",
+        settings=record,
+        references=paper,
+    )
+    return folder / "report.md"
+
+
+X_AXIS_COLUMNS = {
+    "model-size": ("width", "parameters"),
+    "dataset-size": ("fraction", "n_train"),
+}
+
+
+def _read_record(folder: Path) -> dict[str, Any]:
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a study folder: it has no {CONFIG_FILE}")
+    record = json.loads(path.read_text(encoding="utf-8"))
+    if record.get("study") not in X_AXIS:
+        raise ValueError(f"{path} records no known study ({record.get('study')!r})")
+    return record
+
+
+def _summary(study: str, rows: list[dict[str, Any]]) -> str:
+    """One sentence on the paper's question: where does TTT's gain over global go?"""
+    axis = X_AXIS_COLUMNS[study][0]
+    gains = [(r[axis], r["gain"]) for r in rows if "gain" in r]
+    if not gains:
+        return f"{len(rows)} units."
+    first, last = min(gains), max(gains)
+    return (
+        f"{len(rows)} units. TTT's gain over the global head is {100 * first[1]:+.2f} points at "
+        f"{axis} = {first[0]} and {100 * last[1]:+.2f} points at {axis} = {last[0]}."
+    )

@@ -1,0 +1,138 @@
+"""The paper's scaling studies as work units over the cached pipeline.
+
+    tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
+    tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
+    tttlab study report runs/studies/model-size-<hash>         # table, plot and report again
+
+A unit is one setting and seed: its Config is the study's base Config with the unit's changes, and
+`tttlab.pipeline.evaluate` scores it, so a width trained once is trained once, whatever study or
+run needs it. Each finished unit is written once to the study folder (`tttlab.studies.units`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from tttlab.checks import check_choice, check_int
+from tttlab.config import Config
+from tttlab.data.images import check_fraction
+from tttlab.pipeline import evaluate, settings_key
+from tttlab.presets import LAPTOP_WIDTHS, read_width_settings, settings_for, width_settings
+from tttlab.results.plots import study_row
+from tttlab.studies.units import Unit, grid
+
+Study = Literal["model-size", "dataset-size"]
+STUDIES: tuple[str, ...] = get_args(Study)
+
+
+@dataclass
+class StudyConfig:
+    """What a study sweeps and where it is kept."""
+
+    widths: tuple[int, ...] = LAPTOP_WIDTHS
+    """model-size: CNN feature widths d (the paper's run 25 ... 1152)."""
+    fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    """dataset-size: shares of each class of the training set (nested subsets)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per setting and seed; a seed sets the split, the model's init and training."""
+    params: str = "paper"
+    """model-size: per-width settings: 'paper' (the authors'), a YAML/JSON/CSV file with the
+    same columns, or 'config' (the run flags' own settings for every width)."""
+    folder: str | None = None
+    """Study folder; default: <out>/studies/<study>-<hash of the study's settings>."""
+
+    def __post_init__(self):
+        self.widths, self.fractions, self.seeds = (
+            tuple(self.widths),
+            tuple(self.fractions),
+            tuple(self.seeds),
+        )
+        for name in ("widths", "fractions", "seeds"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"{name} is empty: give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}={list(values)} repeats a value")
+        for w in self.widths:
+            check_int(w, "widths", min=1)
+        for f in self.fractions:
+            check_fraction(f)
+        for s in self.seeds:
+            check_int(s, "seeds", min=0)
+
+    def width_table(self) -> dict[int, Any] | None:
+        """The per-width settings for `widths` (None for 'config'); a missing width is named."""
+        if self.params == "config":
+            return None
+        table = width_settings() if self.params == "paper" else read_width_settings(self.params)
+        return settings_for(self.widths, table)
+
+
+def units(study: str, sc: StudyConfig) -> list[Unit]:
+    """The study's units in a stable order (cheap settings first, then seeds)."""
+    check_choice(study, "study", STUDIES)
+    if study == "model-size":
+        return grid(width=sorted(sc.widths), seed=sc.seeds)
+    return grid(fraction=sorted(sc.fractions), seed=sc.seeds)
+
+
+def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config:
+    """The run a unit stands for: the base config with the unit's setting and seed."""
+    s = unit.settings
+    run = dataclasses.replace(base.run, seed=s["seed"], progress=False)
+    if study == "model-size":
+        table = sc.width_table()
+        if table is None:
+            model = dataclasses.replace(base.model, model="cnn", width=s["width"])
+            return dataclasses.replace(base, model=model, run=run)
+        return dataclasses.replace(table[s["width"]].config(base), run=run)
+    data = dataclasses.replace(base.data, fraction=s["fraction"])
+    return dataclasses.replace(base, data=data, run=run)
+
+
+def study_record(study: str, sc: StudyConfig, base: Config) -> dict[str, Any]:
+    """What a study folder records and checks on reopening: the study and its base config."""
+    settings = dataclasses.asdict(sc)
+    settings.pop("folder")
+    base_dict = base.to_dict()
+    for mechanics in ("out", "name", "cache_dir", "progress"):
+        base_dict["run"].pop(mechanics)
+    return {"study": study, "settings": settings, "base": base_dict}
+
+
+def study_folder(study: str, sc: StudyConfig, base: Config) -> Path:
+    """`sc.folder`, else `<out>/studies/<study>-<hash>`: the same settings, the same folder."""
+    if sc.folder is not None:
+        return Path(sc.folder).expanduser()
+    key = settings_key("study", study_record(study, sc, base))[:10]
+    return Path(base.run.out).expanduser() / "studies" / f"{study}-{key}"
+
+
+def unit_runner(study: str, sc: StudyConfig, base: Config) -> Callable[[Unit], dict[str, Any]]:
+    """fn(unit) -> the unit's result row: its setting, seed, size and every method's numbers."""
+
+    def run_unit(unit: Unit) -> dict[str, Any]:
+        cfg = unit_config(study, sc, base, unit)
+        return result_row(unit, cfg, evaluate(cfg).metrics)
+
+    return run_unit
+
+
+def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The unit's study row (`tttlab.results.plots.study_row`'s schema) and the settings used."""
+    row = study_row(unit.settings, metrics, gain_of="ttt" if "ttt" in metrics["methods"] else None)
+    t = cfg.ttt
+    return row | {
+        "n_train": metrics["n_train"],
+        "ttt_k": t.k,
+        "ttt_lr": t.lr,
+        "ttt_epochs": t.epochs,
+        "majority_k": cfg.majority_k,
+        "train_epochs": cfg.train.epochs,
+        "train_lr": cfg.train.lr,
+        "seconds": metrics["total_seconds"],
+    }

@@ -1,0 +1,97 @@
+"""The scaling studies end to end on small data: units, resuming, shards, the report."""
+
+import json
+
+import pytest
+
+from tttlab.cli import main
+from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
+from tttlab.models import TrainConfig
+from tttlab.studies import collect
+from tttlab.studies.run import run_study
+from tttlab.studies.scaling import StudyConfig, units
+from tttlab.ttt import TTTConfig
+
+
+def digits_base(tmp_path) -> Config:
+    return Config(
+        data=DataConfig(dataset="digits"),
+        model=ModelConfig(model="linear"),
+        train=TrainConfig(epochs=5, lr=0.05),
+        ttt=TTTConfig(k=10, epochs=5, lr=0.05),
+        run=RunConfig(n_boot=50, progress=False, out=str(tmp_path)),
+    )
+
+
+def test_a_dataset_size_study_runs_resumes_and_reports(tmp_path):
+    sc = StudyConfig(fractions=(0.1, 0.5, 1.0), seeds=(0, 1))
+    done = run_study("dataset-size", sc, digits_base(tmp_path))
+    assert len(done.ran) == 6 and not done.missing
+    rows = collect(done.folder, units("dataset-size", sc))
+    sizes = [r["n_train"] for r in rows if r["seed"] == 0]
+    assert sizes == sorted(sizes) and sizes[-1] == 1078, "nested fractions of digits' 1078"
+    assert all(0 <= r["acc_ttt"] <= 1 and "gain" in r for r in rows)
+    report = done.report.read_text()
+    assert "dataset-size" in report and "plot.png" in report
+    assert (done.folder / "plot.png").stat().st_size > 1000
+    again = run_study("dataset-size", sc, digits_base(tmp_path))
+    assert again.ran == [] and len(again.skipped) == 6 and again.folder == done.folder
+
+
+def test_shards_write_the_same_units_as_one_run(tmp_path):
+    sc = StudyConfig(fractions=(0.2, 1.0), seeds=(0,))
+    one = run_study("dataset-size", sc, digits_base(tmp_path / "one"))
+    for shard in range(3):
+        part = run_study("dataset-size", sc, digits_base(tmp_path / "three"), shard, 3)
+    assert part.report is not None
+    for unit in units("dataset-size", sc):
+        name = f"units/{unit.id}.json"
+        assert (one.folder / name).read_bytes() == (part.folder / name).read_bytes()
+
+
+def test_a_study_folder_refuses_other_settings(tmp_path):
+    sc = StudyConfig(fractions=(0.5,), folder=str(tmp_path / "study"))
+    run_study("dataset-size", sc, digits_base(tmp_path))
+    other = digits_base(tmp_path)
+    other.ttt.lr = 0.5
+    with pytest.raises(ValueError, match="ttt.lr"):
+        run_study("dataset-size", sc, other)
+
+
+def test_model_size_takes_per_width_settings_and_names_a_missing_width(tmp_path):
+    params = tmp_path / "widths.json"
+    row = {"size_scale": 0.35, "global_lr": 0.01, "global_batch_size": 64, "global_epochs": 1}
+    row |= {"ttt_lr": 0.05, "ttt_epochs": 2, "ttt_k": 5, "majority_k": 3}
+    params.write_text(json.dumps([{"feature_width": 25, **row}]))
+    with pytest.raises(ValueError, match="50"):
+        run_study("model-size", StudyConfig(widths=(25, 50), params=str(params)), Config())
+
+
+@pytest.mark.parametrize(
+    "build, message",
+    [
+        (lambda: StudyConfig(fractions=(0.0,)), "fraction must be a number"),
+        (lambda: StudyConfig(fractions=(1.5,)), "fraction must be a number"),
+        (lambda: StudyConfig(widths=()), "widths is empty"),
+        (lambda: StudyConfig(seeds=(0, 0)), "repeats a value"),
+    ],
+)
+def test_bad_study_settings_are_named(build, message):
+    with pytest.raises(ValueError, match=message):
+        build()
+
+
+def test_the_cli_runs_a_shard_then_reports(tmp_path, capsys):
+    args = "study dataset-size --dataset digits --model linear --k 5 --ttt.epochs 2"
+    args += f" --train.epochs 2 --n-boot 20 --noprogress --out {tmp_path} --fractions 0.5 1.0"
+    assert main([*args.split(), "--shard-id", "0", "--num-shards", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "still missing (other shards): 1" in out and "report:" not in out
+    folder = next((tmp_path / "studies").iterdir())
+    assert main(["study", "report", str(folder)]) == 2
+    assert "not finished: fraction=1.0,seed=0" in capsys.readouterr().err
+    assert main([*args.split(), "--shard-id", "1", "--num-shards", "2"]) == 0
+    assert "report:" in capsys.readouterr().out
+    assert main(["study", "report", str(folder)]) == 0
+    assert main(["study", "dataset-size", "--fractions", "2", "--out", str(tmp_path)]) == 2
+    assert "fraction must be a number" in capsys.readouterr().err
