@@ -167,3 +167,19 @@ def test_terminate_as_interrupt_turns_sigterm_into_an_exception():
     with pytest.raises(Terminated), terminate_as_interrupt(), deferred_signals():
         os.kill(os.getpid(), signal.SIGTERM)  # deferred, then delivered as Terminated
     assert issubclass(Terminated, KeyboardInterrupt)  # so `except KeyboardInterrupt` cleans up
+
+
+def test_written_files_and_folders_get_the_usual_mode_not_mkstemps_0600(tmp_path):
+    import os
+    import stat
+
+    from tttlab.atomic import temp_dir
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "shared.txt", "results for the group")
+        folder = temp_dir(tmp_path, ".tmp-x-")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "shared.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o755

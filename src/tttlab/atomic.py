@@ -85,6 +85,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         dir=path.parent, prefix=f".{path.name}.{owner_tag()}-", suffix=".part"
     )
     os.close(fd)
+    os.chmod(tmp, default_mode(0o666))  # mkstemp's 0600 would hide results from a shared group
     try:
         yield Path(tmp)
         os.replace(tmp, path)
@@ -103,6 +104,20 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
 def atomic_write_text(path: str | Path, text: str) -> None:
     """Write UTF-8 `text` to `path` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def default_mode(full: int) -> int:
+    """`full` (0o666 for files, 0o777 for folders) less the umask: the mode open() would give."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return full & ~umask
+
+
+def temp_dir(parent: Path, prefix: str) -> Path:
+    """A new owner-tagged temp folder in `parent` with the usual mode (mkdtemp's is 0700)."""
+    tmp = Path(tempfile.mkdtemp(prefix=f"{prefix}{owner_tag()}-", dir=parent))
+    os.chmod(tmp, default_mode(0o777))
+    return tmp
 
 
 def file_sha256(path: str | Path) -> str:

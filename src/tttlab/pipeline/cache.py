@@ -16,14 +16,13 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tttlab.atomic import clean_stale_temps, dumps_json, file_sha256, owner_tag, to_jsonable
+from tttlab.atomic import clean_stale_temps, dumps_json, file_sha256, temp_dir, to_jsonable
 
 FORMAT_VERSION = 1
 """Bump when a stage's files change meaning or layout: older entries are then rebuilt."""
@@ -96,7 +95,7 @@ class StageCache:
         target = self.path(stage, key)
         target.parent.mkdir(parents=True, exist_ok=True)
         clean_stale_temps(target.parent)  # what a killed run left half-built
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{key}-{owner_tag()}-", dir=target.parent))
+        tmp = temp_dir(target.parent, f".tmp-{key}-")
         try:
             info = to_jsonable(make(tmp) or {})
             files = {

@@ -15,7 +15,6 @@ import io
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
@@ -34,7 +33,7 @@ from tttlab.atomic import (
     drop_partial_line,
     dumps_json,
     explain_os_error,
-    owner_tag,
+    temp_dir,
 )
 
 CONFIG_FILE = "config.json"
@@ -163,7 +162,7 @@ def write_run(
         _read_log(root / RUN_LOG)  # a damaged header fails now, not after the run is written
     clean_stale_temps(root)
     base = folder or f"{(started or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{name}"
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-{owner_tag()}-", dir=root))
+    tmp = temp_dir(root, f".tmp-{name}-")
     try:
         (tmp / CONFIG_FILE).write_text(dumps_json(config), encoding="utf-8")
         (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")

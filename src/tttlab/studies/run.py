@@ -1,7 +1,7 @@
 """Run a study's units (one shard of them) and build its table, plot and report.
 
-    done = run_study("model-size", StudyConfig(widths=(25, 192)), Config())
-    report_study(done.folder)     # again at any time; refuses while a unit is missing
+done = run_study("model-size", StudyConfig(widths=(25, 192)), Config())
+report_study(done.folder)     # again at any time; refuses while a unit is missing
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 from tttlab.config import Config
 from tttlab.methods.registry import METHODS
-from tttlab.presets import reported
-from tttlab.results import plot_study, write_report, write_rows_csv
+from tttlab.results import paper_references, plot_study, write_report, write_rows_csv
+from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.scaling import (
     StudyConfig,
     study_folder,
@@ -43,8 +43,11 @@ class StudyDone:
 
     @property
     def summary(self) -> str:
-        lines = [f"study: {self.folder}", f"units run now: {len(self.ran)}, already done: "
-                 f"{len(self.skipped)}, still missing (other shards): {len(self.missing)}"]
+        lines = [
+            f"study: {self.folder}",
+            f"units run now: {len(self.ran)}, already done: "
+            f"{len(self.skipped)}, still missing (other shards): {len(self.missing)}",
+        ]
         if self.report is not None:
             lines.append(f"report: {self.report}")
         return "\n".join(lines)
@@ -59,6 +62,11 @@ def run_study(
 ) -> StudyDone:
     """Run this shard's unfinished units of `study` on `base`; report once none is missing."""
     base.check_environment()
+    if not {"global", "ttt"} <= set(base.methods.methods):
+        raise ValueError(
+            f"a study compares TTT with the global head, but --methods is "
+            f"{list(base.methods.methods)}: include global and ttt"
+        )
     study_units = units(study, sc)
     if study == "model-size":
         sc.width_table()  # a parameter file missing a width fails here, before any training
@@ -85,9 +93,18 @@ def report_study(folder: str | Path) -> Path:
     methods = [m for m in METHODS if f"acc_{m}" in rows[0]]
     x, x_label = X_AXIS[study]
     write_rows_csv(folder / "units.csv", rows)
-    paper = reported()
-    plot_study(
-        rows, x, methods, folder / "plot.png", x_label=x_label, title=f"{study} study"
+    # The paper's numbers are for MNIST (the d = 192 CNN): reference lines only on MNIST.
+    mnist = record["base"]["data"]["dataset"] == "mnist"
+    paper = paper_references("mnist", [m for m in ("global", "ttt") if m in methods])
+    refs = paper if mnist else None
+    plot = plot_study(
+        rows,
+        x,
+        methods,
+        folder / "plot.png",
+        x_label=x_label,
+        title=f"{study} study",
+        reference=refs,
     )
     columns = [*X_AXIS_COLUMNS[study], "seed", *(f"acc_{m}" for m in methods), "gain"]
     write_report(
@@ -96,9 +113,9 @@ def report_study(folder: str | Path) -> Path:
         summary=_summary(study, rows),
         table_rows=rows,
         columns=columns,
-        plot="plot.png",
+        plot=plot,
         settings=record,
-        references=paper,
+        references=refs,
     )
     return folder / "report.md"
 
@@ -122,11 +139,13 @@ def _read_record(folder: Path) -> dict[str, Any]:
 def _summary(study: str, rows: list[dict[str, Any]]) -> str:
     """One sentence on the paper's question: where does TTT's gain over global go?"""
     axis = X_AXIS_COLUMNS[study][0]
-    gains = [(r[axis], r["gain"]) for r in rows if "gain" in r]
-    if not gains:
+    if "gain" not in rows[0]:
         return f"{len(rows)} units."
-    first, last = min(gains), max(gains)
+    merged = mean_over_seeds(rows, axis, [])
+    first, last = merged[0], merged[-1]
+    seeds = f" (mean over {first['n_seeds']} seeds)" if first["n_seeds"] > 1 else ""
     return (
-        f"{len(rows)} units. TTT's gain over the global head is {100 * first[1]:+.2f} points at "
-        f"{axis} = {first[0]} and {100 * last[1]:+.2f} points at {axis} = {last[0]}."
+        f"{len(rows)} units. TTT's gain over the global head{seeds} is "
+        f"{100 * first['gain']:+.2f} points at {axis} = {first[axis]} and "
+        f"{100 * last['gain']:+.2f} points at {axis} = {last[axis]}."
     )
