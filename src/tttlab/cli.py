@@ -27,12 +27,13 @@ from tttlab.studies.scaling import StudyConfig
 COMMANDS = {
     "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
     "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
-    "study": "a scaling study (model-size, dataset-size) as resumable, shardable work units",
+    "study": "a study (model-size, dataset-size, experts) as resumable, shardable work units",
     "runs": "print the run log",
 }
 STUDY_HELP = {
     "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
     "dataset-size": "the same across nested per-class fractions of the training set",
+    "experts": "a mixture of experts from 1 to many experts, beside TTT and the global head",
     "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
 }
 

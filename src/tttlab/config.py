@@ -4,7 +4,8 @@
     cfg = Config.from_dict(json.loads(path.read_text()))   # unknown keys and wrong types named
 
 Sections: data, model, train (`tttlab.models.TrainConfig`), retrieval
-(`tttlab.retrieval.RetrievalConfig`), ttt (`tttlab.ttt.TTTConfig`), methods, run. Each field's
+(`tttlab.retrieval.RetrievalConfig`), ttt (`tttlab.ttt.TTTConfig`), methods, experts,
+run. Each field's
 docstring is its `--help` text (the CLI is generated from this tree). Everything is validated
 when the tree is built, so a bad setting fails before any data is loaded or model trained.
 """
@@ -104,6 +105,32 @@ class MethodsConfig:
 
 
 @dataclass
+class ExpertsConfig:
+    """The mixture of experts (method 'experts'): one fine-tuned head per k-means centroid."""
+
+    n_experts: int = 100
+    """Experts (k-means centroids of the training features), 1 ... the training set's size."""
+    expert_k: int | None = None
+    """Training points nearest its centroid that each expert is tuned on; default: TTT's k."""
+    expert_lr: float | None = None
+    """Adam learning rate of an expert's fine-tuning; default: TTT's."""
+    expert_epochs: int | None = None
+    """Fine-tuning epochs of an expert; default: TTT's."""
+    kmeans_iter: int = 20
+    """Lloyd iterations of the (seeded) k-means."""
+
+    def __post_init__(self):
+        check_int(self.n_experts, "n_experts", min=1)
+        check_int(self.kmeans_iter, "kmeans_iter", min=1)
+        if self.expert_k is not None:
+            check_int(self.expert_k, "expert_k", min=1)
+        if self.expert_epochs is not None:
+            check_int(self.expert_epochs, "expert_epochs", min=0)
+        if self.expert_lr is not None:
+            check_number(self.expert_lr, "expert_lr", min=0, strict_min=True)
+
+
+@dataclass
 class RunConfig:
     """Seeds, statistics and where results go."""
 
@@ -162,6 +189,7 @@ class Config:
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     ttt: TTTConfig = field(default_factory=TTTConfig)
     methods: MethodsConfig = field(default_factory=MethodsConfig)
+    experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
@@ -170,7 +198,10 @@ class Config:
                 "the CNN needs 28x28 images but digits are 8x8: use --model linear or mlp"
             )
         limit = self.data.limit
-        for what, k in (("k", self.ttt.k), ("majority_k", self.majority_k)):
+        checks = [("k", self.ttt.k), ("majority_k", self.majority_k)]
+        if "experts" in self.methods.methods:
+            checks += [("expert_k", self.experts_ttt.k), ("n_experts", self.experts.n_experts)]
+        for what, k in checks:
             if limit is not None and k > limit:
                 raise ValueError(
                     f"{what}={k} but limit={limit} keeps only {limit} training points: "
@@ -200,6 +231,17 @@ class Config:
     def majority_k(self) -> int:
         """The majority vote's k (TTT's k unless set)."""
         return self.methods.majority_k or self.ttt.k
+
+    @property
+    def experts_ttt(self) -> TTTConfig:
+        """An expert's fine-tuning: TTT's settings with the experts section's k, lr, epochs."""
+        e, t = self.experts, self.ttt
+        return dataclasses.replace(
+            t,
+            k=e.expert_k or t.k,
+            lr=e.expert_lr or t.lr,
+            epochs=t.epochs if e.expert_epochs is None else e.expert_epochs,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Nested plain values, as written to config.json and read back by `from_dict`."""

@@ -95,3 +95,20 @@ def test_the_cli_runs_a_shard_then_reports(tmp_path, capsys):
     assert main(["study", "report", str(folder)]) == 0
     assert main(["study", "dataset-size", "--fractions", "2", "--out", str(tmp_path)]) == 2
     assert "fraction must be a number" in capsys.readouterr().err
+
+
+def test_an_experts_study_puts_the_mixture_beside_ttt(tmp_path):
+    sc = StudyConfig(experts=(1, 20, 200), params="config", expert_params="config")
+    done = run_study("experts", sc, digits_base(tmp_path))
+    rows = collect(done.folder, units("experts", sc))
+    assert [r["experts"] for r in rows] == [1, 20, 200]
+    assert len({r["acc_ttt"] for r in rows}) == 1, "TTT and global are computed once (cached)"
+    assert rows[-1]["acc_experts"] > rows[0]["acc_experts"]
+    assert "experts" in done.report.read_text()
+
+
+def test_more_experts_than_training_points_is_refused_before_training(tmp_path):
+    sc = StudyConfig(experts=(5000,), params="config", expert_params="config")
+    with pytest.raises(ValueError, match="n_experts=5000 training points but the training pool"):
+        run_study("experts", sc, digits_base(tmp_path))
+    assert not (tmp_path / "cache" / "model").exists()

@@ -17,6 +17,7 @@ import numpy as np
 from torch import nn
 
 from tttlab.methods.baselines import GlobalHead, MajorityVote
+from tttlab.methods.experts import ExpertsClassifier
 from tttlab.methods.ttt import TTTClassifier
 from tttlab.retrieval import KNNIndex
 
@@ -104,5 +105,31 @@ register(
         settings=lambda cfg: {"k": cfg.majority_k},
         needs_k=lambda cfg: cfg.majority_k,
         output="proba",
+    )
+)
+register(
+    Method(
+        "experts",
+        "mixture of experts: the head tuned per k-means cell, each test point routed to its cell",
+        build=lambda cfg, clf: ExpertsClassifier(
+            clf,
+            n_experts=cfg.experts.n_experts,
+            k=cfg.experts_ttt.k,
+            epochs=cfg.experts_ttt.epochs,
+            lr=cfg.experts_ttt.lr,
+            method=cfg.ttt.method,
+            l2=cfg.ttt.l2,
+            kmeans_iter=cfg.experts.kmeans_iter,
+            device=cfg.run.device,
+            progress=cfg.run.progress,
+            random_state=cfg.run.seed,
+        ),
+        settings=lambda cfg: (
+            asdict(cfg.experts_ttt)
+            | {"n_experts": cfg.experts.n_experts, "kmeans_iter": cfg.experts.kmeans_iter}
+            | {"seed": cfg.run.seed, "device": cfg.run.device}
+        ),
+        needs_k=lambda cfg: 0,
+        output="logits",
     )
 )

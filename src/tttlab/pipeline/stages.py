@@ -55,12 +55,14 @@ def load_data(cfg: Config) -> ImageSplits:
         d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
     )
     pool = len(splits.train_y)
-    for method in cfg.methods.methods:
-        k = METHODS[method].needs_k(cfg)
+    needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
+    if "experts" in cfg.methods.methods:
+        needs += [("n_experts", cfg.experts.n_experts), ("expert_k", cfg.experts_ttt.k)]
+    for what, k in needs:
         if k > pool:
             raise ValueError(
-                f"{method} needs k={k} neighbours but the training pool has {pool} points: "
-                f"choose k <= {pool}"
+                f"{what}={k} training points but the training pool has {pool}: choose a value "
+                f"<= {pool}"
             )
     return splits
 

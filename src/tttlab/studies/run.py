@@ -13,12 +13,14 @@ from typing import Any
 
 from tttlab.config import Config
 from tttlab.methods.registry import METHODS
+from tttlab.pipeline.stages import load_data
 from tttlab.results import paper_references, plot_study, write_report, write_rows_csv
 from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.scaling import (
     StudyConfig,
     study_folder,
     study_record,
+    unit_config,
     unit_runner,
     units,
 )
@@ -27,6 +29,7 @@ from tttlab.studies.units import CONFIG_FILE, collect, open_study, run_units, st
 X_AXIS = {
     "model-size": ("parameters", "parameters of the global model"),
     "dataset-size": ("n_train", "training points (the neighbour pool)"),
+    "experts": ("experts", "number of experts"),
 }
 """Per study: the row column on the plot's x axis, and its label."""
 
@@ -70,6 +73,15 @@ def run_study(
     study_units = units(study, sc)
     if study == "model-size":
         sc.width_table()  # a parameter file missing a width fails here, before any training
+    if study == "experts":
+        sc.width_table((sc.experts_width,))
+        sc.expert_table()
+    # The unit that asks most of the data (smallest pool, most experts) is checked before any
+    # unit trains: k or the number of experts above the pool fails here, not in a unit.
+    strictest = max(
+        study_units, key=lambda u: (-u.settings.get("fraction", 1), u.settings.get("experts", 0))
+    )
+    load_data(unit_config(study, sc, base, strictest))
     folder = study_folder(study, sc, base)
     open_study(folder, study_record(study, sc, base))
     done = run_units(
@@ -123,6 +135,7 @@ def report_study(folder: str | Path) -> Path:
 X_AXIS_COLUMNS = {
     "model-size": ("width", "parameters"),
     "dataset-size": ("fraction", "n_train"),
+    "experts": ("experts", "expert_k"),
 }
 
 

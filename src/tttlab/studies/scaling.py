@@ -2,6 +2,7 @@
 
     tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
     tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
+    tttlab study experts --experts 1 100 10000                 # mixture of experts vs TTT
     tttlab study report runs/studies/model-size-<hash>         # table, plot and report again
 
 A unit is one setting and seed: its Config is the study's base Config with the unit's changes, and
@@ -21,11 +22,18 @@ from tttlab.checks import check_choice, check_int
 from tttlab.config import Config
 from tttlab.data.images import check_fraction
 from tttlab.pipeline import evaluate, settings_key
-from tttlab.presets import LAPTOP_WIDTHS, read_width_settings, settings_for, width_settings
+from tttlab.presets import (
+    LAPTOP_WIDTHS,
+    expert_settings,
+    read_expert_settings,
+    read_width_settings,
+    settings_for,
+    width_settings,
+)
 from tttlab.results.plots import study_row
 from tttlab.studies.units import Unit, grid
 
-Study = Literal["model-size", "dataset-size"]
+Study = Literal["model-size", "dataset-size", "experts"]
 STUDIES: tuple[str, ...] = get_args(Study)
 
 
@@ -37,11 +45,17 @@ class StudyConfig:
     """model-size: CNN feature widths d (the paper's run 25 ... 1152)."""
     fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     """dataset-size: shares of each class of the training set (nested subsets)."""
+    experts: tuple[int, ...] = (1, 10, 100, 1000, 10000, 50000)
+    """experts: numbers of experts, 1 ... the training set's size (the paper's run to 50,000)."""
+    experts_width: int = 192
+    """experts: the CNN width the experts are built on (the paper's d = 192)."""
     seeds: tuple[int, ...] = (0,)
     """One unit per setting and seed; a seed sets the split, the model's init and training."""
     params: str = "paper"
-    """model-size: per-width settings: 'paper' (the authors'), a YAML/JSON/CSV file with the
-    same columns, or 'config' (the run flags' own settings for every width)."""
+    """Per-width settings (model-size, experts): 'paper' (the authors'), a YAML/JSON/CSV file of
+    the same columns, or 'config' (the run flags' own settings for every width)."""
+    expert_params: str = "paper"
+    """experts: per-count k, lr and epochs: 'paper', a file of the same columns, or 'config'."""
     folder: str | None = None
     """Study folder; default: <out>/studies/<study>-<hash of the study's settings>."""
 
@@ -51,7 +65,8 @@ class StudyConfig:
             tuple(self.fractions),
             tuple(self.seeds),
         )
-        for name in ("widths", "fractions", "seeds"):
+        self.experts = tuple(self.experts)
+        for name in ("widths", "fractions", "experts", "seeds"):
             values = getattr(self, name)
             if not values:
                 raise ValueError(f"{name} is empty: give at least one value")
@@ -63,13 +78,24 @@ class StudyConfig:
             check_fraction(f)
         for s in self.seeds:
             check_int(s, "seeds", min=0)
+        for e in self.experts:
+            check_int(e, "experts", min=1)
+        check_int(self.experts_width, "experts_width", min=1)
 
-    def width_table(self) -> dict[int, Any] | None:
+    def width_table(self, widths: tuple[int, ...] | None = None) -> dict[int, Any] | None:
         """The per-width settings for `widths` (None for 'config'); a missing width is named."""
         if self.params == "config":
             return None
         table = width_settings() if self.params == "paper" else read_width_settings(self.params)
-        return settings_for(self.widths, table)
+        return settings_for(widths or self.widths, table)
+
+    def expert_table(self) -> dict[int, Any] | None:
+        """The per-count expert settings for `experts` (None for 'config')."""
+        if self.expert_params == "config":
+            return None
+        paper = self.expert_params == "paper"
+        table = expert_settings() if paper else read_expert_settings(self.expert_params)
+        return settings_for(self.experts, table)
 
 
 def units(study: str, sc: StudyConfig) -> list[Unit]:
@@ -77,6 +103,8 @@ def units(study: str, sc: StudyConfig) -> list[Unit]:
     check_choice(study, "study", STUDIES)
     if study == "model-size":
         return grid(width=sorted(sc.widths), seed=sc.seeds)
+    if study == "experts":
+        return grid(experts=sorted(sc.experts), seed=sc.seeds)
     return grid(fraction=sorted(sc.fractions), seed=sc.seeds)
 
 
@@ -90,6 +118,20 @@ def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config
             model = dataclasses.replace(base.model, model="cnn", width=s["width"])
             return dataclasses.replace(base, model=model, run=run)
         return dataclasses.replace(table[s["width"]].config(base), run=run)
+    if study == "experts":
+        table = sc.width_table((sc.experts_width,))
+        cfg = base if table is None else table[sc.experts_width].config(base)
+        methods = dataclasses.replace(
+            cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
+        )
+        experts = dataclasses.replace(cfg.experts, n_experts=s["experts"])
+        rows = sc.expert_table()
+        if rows is not None:
+            row = rows[s["experts"]]
+            experts = dataclasses.replace(
+                experts, expert_k=row.k, expert_lr=row.lr, expert_epochs=row.epochs
+            )
+        return dataclasses.replace(cfg, methods=methods, experts=experts, run=run)
     data = dataclasses.replace(base.data, fraction=s["fraction"])
     return dataclasses.replace(base, data=data, run=run)
 
@@ -126,6 +168,9 @@ def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, An
     """The unit's study row (`tttlab.results.plots.study_row`'s schema) and the settings used."""
     row = study_row(unit.settings, metrics, gain_of="ttt" if "ttt" in metrics["methods"] else None)
     t = cfg.ttt
+    if "experts" in metrics["methods"]:
+        e = cfg.experts_ttt
+        row |= {"expert_k": e.k, "expert_lr": e.lr, "expert_epochs": e.epochs}
     return row | {
         "n_train": metrics["n_train"],
         "ttt_k": t.k,
