@@ -27,13 +27,14 @@ from tttlab.studies.scaling import StudyConfig
 COMMANDS = {
     "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
     "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
-    "study": "a study (model-size, dataset-size, experts) as resumable, shardable work units",
+    "study": "a study (model-size, dataset-size, experts, global-eval) as shardable work units",
     "runs": "print the run log",
 }
 STUDY_HELP = {
     "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
     "dataset-size": "the same across nested per-class fractions of the training set",
     "experts": "a mixture of experts from 1 to many experts, beside TTT and the global head",
+    "global-eval": "local TTT heads scored on their neighbourhood and on the whole test set",
     "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
 }
 
@@ -151,8 +152,16 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         _top_parser().parse_args(argv)  # prints usage or help, and exits
-    command, rest = argv[0], argv[1:]
+    shown = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kw: f"tttlab: warning: {message}\n"
+    try:
+        return _dispatch(argv[0], argv[1:])
+    finally:
+        warnings.formatwarning = shown
+
+
+def _dispatch(command: str, rest: list[str]) -> int:
+    """Run one command; every expected failure becomes a one-line message and an exit code."""
     try:
         with terminate_as_interrupt():  # SIGTERM (a scheduler's kill) cleans up like Ctrl-C
             if command == "runs":

@@ -112,3 +112,18 @@ def test_more_experts_than_training_points_is_refused_before_training(tmp_path):
     with pytest.raises(ValueError, match="n_experts=5000 training points but the training pool"):
         run_study("experts", sc, digits_base(tmp_path))
     assert not (tmp_path / "cache" / "model").exists()
+
+
+def test_global_eval_scores_local_heads_on_their_neighbourhood_and_the_whole_test_set(tmp_path):
+    sc = StudyConfig(points=12, block=5, params="config")
+    done = run_study("global-eval", sc, digits_base(tmp_path))
+    assert len(done.ran) == 3, "12 points in blocks of 5"
+    blocks = collect(done.folder, units("global-eval", sc))
+    points = [p for b in blocks for p in b["points"]]
+    assert len({p["point"] for p in points}) == 12
+    local_near = sum(p["local_on_neighbourhood"] for p in points) / 12
+    local_far = sum(p["local_on_test_set"] for p in points) / 12
+    assert local_near > local_far, "a local head is a specialist"
+    assert local_far < blocks[0]["global_on_test_set"]
+    report = done.report.read_text()
+    assert "a local head on the whole test set" in report and "plot.png" in report

@@ -19,11 +19,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from tttlab.config import Config
+from tttlab.data import ImageSplits
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import stages
-from tttlab.pipeline.cache import StageCache, settings_key
+from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.results import (
     PointRecords,
     accuracy_table,
@@ -71,17 +73,39 @@ class Evaluation:
     reused: dict[str, bool]
 
 
-def evaluate(cfg: Config) -> Evaluation:
-    """Every stage of `cfg` (from the cache where it was made before), scored on the test set."""
+@dataclass
+class Prepared:
+    """The stages every method shares: data, the global model, features, test neighbours."""
+
+    splits: ImageSplits
+    model: nn.Module
+    model_entry: Entry
+    features: stages.Features
+    neighbours: stages.Neighbours | None
+    cache: StageCache
+
+
+def prepare(cfg: Config, k: int | None = None) -> Prepared:
+    """Data -> model -> features -> neighbours (k: default the most any chosen method reads),
+    each from the cache where it was made before."""
     cfg.check_environment()
-    t0 = time.perf_counter()
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
     splits = stages.load_data(cfg)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
-    k_max = max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
+    k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
     nbrs = stages.neighbours(cfg, feats, k_max, cache) if k_max else None
+    return Prepared(splits, model, model_entry, feats, nbrs, cache)
+
+
+def evaluate(cfg: Config) -> Evaluation:
+    """Every stage of `cfg` (from the cache where it was made before), scored on the test set."""
+    t0 = time.perf_counter()
+    p = prepare(cfg)
+    splits, model, model_entry, feats, nbrs, cache = (
+        p.splits, p.model, p.model_entry, p.features, p.neighbours, p.cache
+    )  # fmt: skip
     scores = {
         m: stages.method_scores(cfg, m, model, splits, feats, nbrs, cache)
         for m in cfg.methods.methods

@@ -8,6 +8,7 @@ from tttlab.results.plots import (
     mean_over_seeds,
     method_color,
     paper_references,
+    plot_histogram,
     plot_study,
     study_row,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "method_color",
     "paired_bootstrap_diff",
     "paper_references",
+    "plot_histogram",
     "plot_study",
     "read_config",
     "read_metrics",

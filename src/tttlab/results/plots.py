@@ -266,6 +266,44 @@ def plot_study(
         else "band: bootstrap CI"
     )
     fig.suptitle("\n".join(filter(None, [title, note])), fontsize=11)
+    return _save(fig, path, dpi)
+
+
+def plot_histogram(
+    values: Sequence[float],
+    path: str | Path,
+    *,
+    x_label: str,
+    title: str = "",
+    marks: dict[str, float] | None = None,
+    dpi: int = 150,
+) -> Path:
+    """A histogram of fractions (e.g. each local head's test accuracy) in %, with labelled
+    vertical lines at `marks` (e.g. the global head's accuracy); PNG, written atomically."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    if path.suffix != ".png":
+        raise ValueError(f"{path}: plots are PNG files; name it *.png")
+    if not len(values):
+        raise ValueError("no values to draw: pass at least one")
+    fig = Figure(figsize=(7, 4))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.hist([100 * v for v in values], bins=min(30, max(5, len(values) // 3)), color="tab:red")
+    for i, (label, value) in enumerate((marks or {}).items()):
+        ax.axvline(100 * value, color=_SPARE_COLORS[i % len(_SPARE_COLORS)], linestyle="--")
+        ax.text(100 * value, ax.get_ylim()[1] * 0.95, f" {label}", rotation=90, va="top")
+    ax.set_xlabel(f"{x_label} (%)")
+    ax.set_ylabel("test points")
+    ax.grid(alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return _save(fig, path, dpi)
+
+
+def _save(fig: Any, path: Path, dpi: int) -> Path:
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

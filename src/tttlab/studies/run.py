@@ -11,12 +11,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tttlab.config import Config
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline.stages import load_data
-from tttlab.results import paper_references, plot_study, write_report, write_rows_csv
+from tttlab.results import (
+    bootstrap_ci,
+    paper_references,
+    plot_histogram,
+    plot_study,
+    write_report,
+    write_rows_csv,
+)
 from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.scaling import (
+    STUDIES,
     StudyConfig,
     study_folder,
     study_record,
@@ -73,8 +83,9 @@ def run_study(
     study_units = units(study, sc)
     if study == "model-size":
         sc.width_table()  # a parameter file missing a width fails here, before any training
+    if study in ("experts", "global-eval"):
+        sc.width_table((sc.cnn_width,))
     if study == "experts":
-        sc.width_table((sc.experts_width,))
         sc.expert_table()
     # The unit that asks most of the data (smallest pool, most experts) is checked before any
     # unit trains: k or the number of experts above the pool fails here, not in a unit.
@@ -102,6 +113,8 @@ def report_study(folder: str | Path) -> Path:
     sc = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v
                         for k, v in record["settings"].items()})  # fmt: skip
     rows = collect(folder, units(study, sc))
+    if study == "global-eval":
+        return _report_global_eval(folder, record, rows)
     methods = [m for m in METHODS if f"acc_{m}" in rows[0]]
     x, x_label = X_AXIS[study]
     write_rows_csv(folder / "units.csv", rows)
@@ -144,7 +157,7 @@ def _read_record(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{folder} is not a study folder: it has no {CONFIG_FILE}")
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("study") not in X_AXIS:
+    if record.get("study") not in STUDIES:
         raise ValueError(f"{path} records no known study ({record.get('study')!r})")
     return record
 
@@ -162,3 +175,50 @@ def _summary(study: str, rows: list[dict[str, Any]]) -> str:
         f"{100 * first['gain']:+.2f} points at {axis} = {first[axis]} and "
         f"{100 * last['gain']:+.2f} points at {axis} = {last[axis]}."
     )
+
+
+def _report_global_eval(folder: Path, record: dict[str, Any], blocks: list[dict]) -> Path:
+    """The global-eval table (means over test points with bootstrap CIs) and a histogram."""
+    points = [p for b in blocks for p in b["points"]]
+    write_rows_csv(folder / "points.csv", points)
+    global_acc = blocks[0]["global_on_test_set"]
+    rows = []
+    for column, what in GLOBAL_EVAL_ROWS:
+        est = bootstrap_ci(np.array([float(p[column]) for p in points]), seed=0)
+        rows.append({"measure": what, "accuracy": est})
+    rows.append({"measure": "global head on the whole test set", "accuracy": global_acc})
+    plot = plot_histogram(
+        [p["local_on_test_set"] for p in points],
+        folder / "plot.png",
+        x_label="a local head's accuracy on the whole test set",
+        title=f"global-eval: {len(points)} local heads",
+        marks={"global head": global_acc},
+    )
+    mnist = record["base"]["data"]["dataset"] == "mnist"
+    paper = ["ttt_on_own_neighbourhood", "one_ttt_head_on_test_set", "global"]
+    refs = paper_references("mnist", paper) if mnist else None
+    local = np.mean([p["local_on_test_set"] for p in points])
+    summary = (
+        f"{len(points)} test points. A local head scores {100 * local:.2f}% on the whole test set "
+        f"on average, against {100 * global_acc:.2f}% for the global head."
+    )
+    return write_report(
+        folder / "report.md",
+        title="tttlab global-eval study",
+        summary=summary,
+        table_rows=rows,
+        columns=["measure", "accuracy"],
+        plot=plot,
+        settings=record,
+        references=refs,
+    )
+
+
+GLOBAL_EVAL_ROWS = (
+    ("local_on_neighbourhood", "a local head on its own k neighbours"),
+    ("local_on_test_set", "a local head on the whole test set"),
+    ("local_right_at_point", "a local head at its own test point (TTT)"),
+    ("global_on_neighbourhood", "the global head on those neighbours"),
+    ("global_right_at_point", "the global head at the same test points"),
+)
+"""The global-eval report's rows: a per-point column, and what its mean means."""

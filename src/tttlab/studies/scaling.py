@@ -3,6 +3,7 @@
     tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
     tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
     tttlab study experts --experts 1 100 10000                 # mixture of experts vs TTT
+    tttlab study global-eval --points 100                      # local heads scored globally
     tttlab study report runs/studies/model-size-<hash>         # table, plot and report again
 
 A unit is one setting and seed: its Config is the study's base Config with the unit's changes, and
@@ -31,9 +32,10 @@ from tttlab.presets import (
     width_settings,
 )
 from tttlab.results.plots import study_row
+from tttlab.studies.global_eval import blocks, run_block
 from tttlab.studies.units import Unit, grid
 
-Study = Literal["model-size", "dataset-size", "experts"]
+Study = Literal["model-size", "dataset-size", "experts", "global-eval"]
 STUDIES: tuple[str, ...] = get_args(Study)
 
 
@@ -47,8 +49,12 @@ class StudyConfig:
     """dataset-size: shares of each class of the training set (nested subsets)."""
     experts: tuple[int, ...] = (1, 10, 100, 1000, 10000, 50000)
     """experts: numbers of experts, 1 ... the training set's size (the paper's run to 50,000)."""
-    experts_width: int = 192
-    """experts: the CNN width the experts are built on (the paper's d = 192)."""
+    cnn_width: int = 192
+    """experts, global-eval: the CNN width they run on (the paper's d = 192)."""
+    points: int = 100
+    """global-eval: seeded test points whose local heads are scored on the whole test set."""
+    block: int = 25
+    """global-eval: test points per unit."""
     seeds: tuple[int, ...] = (0,)
     """One unit per setting and seed; a seed sets the split, the model's init and training."""
     params: str = "paper"
@@ -80,7 +86,9 @@ class StudyConfig:
             check_int(s, "seeds", min=0)
         for e in self.experts:
             check_int(e, "experts", min=1)
-        check_int(self.experts_width, "experts_width", min=1)
+        check_int(self.cnn_width, "cnn_width", min=1)
+        check_int(self.points, "points", min=1)
+        check_int(self.block, "block", min=1)
 
     def width_table(self, widths: tuple[int, ...] | None = None) -> dict[int, Any] | None:
         """The per-width settings for `widths` (None for 'config'); a missing width is named."""
@@ -105,6 +113,8 @@ def units(study: str, sc: StudyConfig) -> list[Unit]:
         return grid(width=sorted(sc.widths), seed=sc.seeds)
     if study == "experts":
         return grid(experts=sorted(sc.experts), seed=sc.seeds)
+    if study == "global-eval":
+        return blocks(sc.points, sc.block, sc.seeds)
     return grid(fraction=sorted(sc.fractions), seed=sc.seeds)
 
 
@@ -118,9 +128,13 @@ def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config
             model = dataclasses.replace(base.model, model="cnn", width=s["width"])
             return dataclasses.replace(base, model=model, run=run)
         return dataclasses.replace(table[s["width"]].config(base), run=run)
+    if study == "global-eval":
+        table = sc.width_table((sc.cnn_width,))
+        cfg = base if table is None else table[sc.cnn_width].config(base)
+        return dataclasses.replace(cfg, run=run)
     if study == "experts":
-        table = sc.width_table((sc.experts_width,))
-        cfg = base if table is None else table[sc.experts_width].config(base)
+        table = sc.width_table((sc.cnn_width,))
+        cfg = base if table is None else table[sc.cnn_width].config(base)
         methods = dataclasses.replace(
             cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
         )
@@ -159,6 +173,8 @@ def unit_runner(study: str, sc: StudyConfig, base: Config) -> Callable[[Unit], d
 
     def run_unit(unit: Unit) -> dict[str, Any]:
         cfg = unit_config(study, sc, base, unit)
+        if study == "global-eval":
+            return run_block(cfg, unit, sc.points, sc.block)
         return result_row(unit, cfg, evaluate(cfg).metrics)
 
     return run_unit
