@@ -13,10 +13,11 @@ from tttlab.ttt import (
     auto_chunk_size,
     finetune,
     reference_ttt,
+    ttt_grid,
     ttt_logits,
 )
 from tttlab.ttt import engine as engine_module
-from tttlab.ttt.engine import _fused_adam, _private_adam_ok
+from tttlab.ttt.engine import _fused_adam, _per_point_adam, _private_adam_ok
 
 
 class TinyMLP(nn.Module):
@@ -191,6 +192,27 @@ def test_without_a_working_private_kernel_the_public_adam_takes_over(monkeypatch
         _private_adam_ok.cache_clear()
 
 
+def test_the_per_point_adam_step_is_the_fused_kernels_bit_for_bit():
+    # Gradients over 7 decades and learning rates that round differently in float32.
+    g = torch.Generator().manual_seed(0)
+    W0 = torch.randn(6, 4, 16, generator=g)
+    grads = [torch.randn(6, 4, 16, generator=g) * 10 ** (torch.rand(6, 4, 16, generator=g) * 7 - 6)
+             for _ in range(30)]  # fmt: skip
+    lr_B = torch.tensor([1e-3, 5e-3, 0.0123, 0.05, 0.1, 0.3], dtype=torch.float64)
+    W, grad = W0.clone(), torch.empty_like(W0)
+    step = _per_point_adam(W, grad, TTTConfig(), lr_B)
+    for g_ in grads:
+        grad.copy_(g_)
+        step()
+    for b, lr in enumerate(lr_B.tolist()):
+        W_alone, grad = W0[b : b + 2].clone(), torch.empty_like(W0[b : b + 2])
+        step = _fused_adam(W_alone, grad, TTTConfig(lr=lr))
+        for g_ in grads:
+            grad.copy_(g_[b : b + 2])
+            step()
+        assert torch.equal(W[b], W_alone[0]), f"lr={lr}"
+
+
 def test_zero_epochs_leave_the_global_head():
     W, b = torch.randn(3, 5), torch.randn(3)
     W_BCD, b_BC = finetune(
@@ -297,3 +319,120 @@ def test_diverging_fine_tuning_raises_instead_of_returning_nan():
         ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg)
     with pytest.raises(NonFiniteError, match="test points got NaN or inf weights"):
         finetune(W, b, pool_x[nbr], pool_y[nbr], cfg)
+
+
+def grid_problem(classes=10, queries=21):
+    """d = 25 as the demo's head; ks below 5 or from 12 on (see the xfail test below)."""
+    pool_x, pool_y, query_x = problem(n=1000, d=25, classes=classes, queries=queries)
+    _, nbr = KNNIndex().fit(pool_x).search(query_x, 16)
+    head = nn.Linear(25, classes)
+    return head.weight, head.bias, pool_x, pool_y, query_x, torch.from_numpy(nbr)
+
+
+@pytest.mark.parametrize(
+    "classes, method", [(10, "erm"), (40, "erm"), (10, "sequential")], ids=["BCK", "BKC", "seq"]
+)
+def test_a_learning_rate_per_point_gives_each_point_its_own_runs_bits(classes, method):
+    W, b, pool_x, pool_y, query_x, nbr = grid_problem(classes)
+    cfg = TTTConfig(k=16, epochs=4 if method == "erm" else 1, method=method, l2=0.1, chunk_size=8)
+    lrs = [0.001, 0.0123, 0.05, 0.3]
+    lr_B = torch.tensor(lrs, dtype=torch.float64)[torch.arange(21) % 4]
+    out = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, lr_B=lr_B)
+    for lr in lrs:
+        at = lr_B == lr
+        alone = ttt_logits(W, b, pool_x, pool_y, query_x[at], nbr[at], replace(cfg, lr=lr))
+        assert torch.equal(out[at], alone), f"lr={lr}"
+    assert torch.equal(
+        out[:1], ttt_logits(W, b, pool_x, pool_y, query_x[:1], nbr[:1], replace(cfg, lr=0.001))
+    )
+
+
+@pytest.mark.parametrize("method", ["erm", "sequential"])
+def test_logits_recorded_on_the_way_are_those_of_separate_runs(method):
+    W, b, pool_x, pool_y, query_x, nbr = grid_problem()
+    cfg = TTTConfig(k=16, epochs=6, lr=0.05, method=method, chunk_size=8)
+    out = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, record_epochs=[5, 0, 2])
+    assert out.shape == (3, 21, 10)
+    for i, epochs in enumerate([5, 0, 2]):
+        separate = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, epochs=epochs))
+        assert torch.equal(out[i], separate), f"epochs={epochs}"
+    torch.testing.assert_close(out[1], (query_x @ W.T + b).detach())  # 0: the global head
+
+
+def test_a_grid_is_one_run_per_k_with_the_bits_of_one_run_per_grid_point():
+    W, b, pool_x, pool_y, query_x, nbr = grid_problem()
+    cfg = TTTConfig(l2=0.1, chunk_size=16)  # k, lr and epochs come from the grid
+    ks, lrs, epochs = (3, 16, 12), (0.01, 0.1), (1, 4)
+    grid = ttt_grid(W, b, pool_x, pool_y, query_x, nbr, cfg, ks, lrs, epochs)
+    assert grid.shape == (3, 2, 2, 21, 10)  # (k, lr, epochs, query, class)
+    for i, k in enumerate(ks):
+        for j, lr in enumerate(lrs):
+            for e, n in enumerate(epochs):
+                one = ttt_logits(
+                    W, b, pool_x, pool_y, query_x, nbr, replace(cfg, k=k, lr=lr, epochs=n)
+                )
+                assert torch.equal(grid[i, j, e], one), f"k={k}, lr={lr}, epochs={n}"
+
+
+ODD_SMALL_K = (
+    "batched matmul (B,10,32)@(B,32,k) at odd k in 5..11 gives a point bits that depend on its "
+    "place in the chunk (seen on torch 2.13 CPU); not fixed here"
+)
+
+
+@pytest.mark.xfail(reason=ODD_SMALL_K)
+def test_small_odd_k_is_chunk_invariant_too():
+    W, b, pool_x, pool_y, query_x, nbr = grid_problem()
+    cfg = TTTConfig(k=5, epochs=2, lr=0.1, chunk_size=16)
+    whole = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg)
+    for chunk in (1, 5):
+        again = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, chunk_size=chunk))
+        assert torch.equal(again, whole)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lr_B": torch.full((8,), 0.1)}, r"lr_B has shape \(8,\): .* one per query \(9,\)"),
+        ({"lr_B": torch.full((9, 1), 0.1)}, r"lr_B has shape \(9, 1\)"),
+        ({"lr_B": torch.zeros(9)}, "lr_B must hold finite learning rates > 0, got 9 others"),
+        ({"lr_B": [0.1] * 8 + [float("nan")]}, r"got 1 others \(first: nan at index 8\)"),
+        ({"lr_B": torch.ones(9, dtype=torch.bool)}, "lr_B must hold real learning rates"),
+        ({"record_epochs": []}, "record_epochs must be a non-empty sequence of integers"),
+        ({"record_epochs": 3}, "record_epochs must be a non-empty sequence of integers, got 3"),
+        ({"record_epochs": (1, 2.5)}, r"record_epochs\[1\] must be an integer, got 2.5"),
+        ({"record_epochs": (1, -1)}, r"record_epochs\[1\] must be an integer >= 0, got -1"),
+        ({"record_epochs": (2, 1, 2)}, r"record_epochs=\(2, 1, 2\) repeats \[2\]"),
+        ({"record_epochs": (1, 4)}, r"record_epochs=\(1, 4\) goes past cfg.epochs=3: raise"),
+    ],
+)
+def test_lr_B_and_record_epochs_are_checked_before_any_work(kwargs, message):
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    with pytest.raises(ValueError, match=message):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, TTTConfig(k=10, epochs=3), **kwargs)
+
+
+@pytest.mark.parametrize(
+    "grid, message",
+    [
+        ({"ks": (3, 11)}, r"ks=\(3, 11\) goes up to 11 but neighbours holds 10 per point"),
+        ({"ks": ()}, "ks must be a non-empty sequence of integers"),
+        ({"ks": (0, 3)}, r"ks\[0\] must be an integer >= 1, got 0"),
+        ({"lrs": (0.1, -0.1)}, r"lrs must hold finite learning rates > 0, got 1 others"),
+        ({"epochs": (5, 5)}, r"epochs=\(5, 5\) repeats \[5\]"),
+    ],
+)
+def test_a_bad_grid_is_rejected_before_any_work(grid, message):
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    args = dict(ks=(3, 10), lrs=(0.01, 0.1), epochs=(1, 5)) | grid
+    with pytest.raises(ValueError, match=message):
+        ttt_grid(W, b, pool_x, pool_y, query_x, nbr, TTTConfig(), **args)
+
+
+def test_a_diverging_learning_rate_names_itself():
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    lr_B = torch.tensor([0.01] * 8 + [1e38], dtype=torch.float64)
+    with pytest.raises(
+        NonFiniteError, match=r"1 of 9 test points .* diverged with lr in \[1e\+38\]"
+    ):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, TTTConfig(k=10, epochs=5), lr_B=lr_B)

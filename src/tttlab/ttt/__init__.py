@@ -6,6 +6,7 @@ from tttlab.ttt.engine import (
     TTTConfig,
     auto_chunk_size,
     finetune,
+    ttt_grid,
     ttt_logits,
 )
 from tttlab.ttt.reference import reference_ttt
@@ -17,5 +18,6 @@ __all__ = [
     "auto_chunk_size",
     "finetune",
     "reference_ttt",
+    "ttt_grid",
     "ttt_logits",
 ]

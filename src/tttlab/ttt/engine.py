@@ -24,15 +24,26 @@ Adam) give each point the same bits whatever the batch. Not promised: the same b
 counts, devices or torch/BLAS builds. On CUDA the automatic chunk size is a fixed function of the
 problem's shape (never of free memory) and is recorded with a run, but no GPU has tested the
 batch-invariance there.
+
+Selection grids. `ttt_logits(lr_B=...)` gives each point its own learning rate, bit-identical to
+a run of that point at cfg.lr = its lr: Adam's moments do not depend on lr, so the fused kernel
+updates them at lr=0 (leaving the weights as they are) and the step is written out with the
+kernel's float32 operations in its order (`_per_point_adam`). `ttt_logits(record_epochs=...)`
+records each point's logits on its way to the last epoch count, bit-identical to separate runs
+of each count. `ttt_grid` puts both together: a (k, lr, epochs) grid costs one run per k.
+The per-point step is exact where the kernel runs its vector path on every element, as it does
+here (whole points of a multiple of 8 floats); `_private_adam_ok`'s fallback keeps that kernel.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Literal, get_args
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.optim.adam import adam
@@ -149,27 +160,42 @@ def finetune(
     return W_BCD, b_BC
 
 
-def _finetune(weight_CD, bias_C, X_BKD, y_BK, cfg: TTTConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """finetune on checked inputs with exactly cfg.k neighbours."""
+Record = Callable[[int, torch.Tensor, torch.Tensor], None]
+"""Called as record(epochs, W_BCD, b_BC) after each epoch (and at 0) with the weights so far."""
+
+
+def _finetune(
+    weight_CD, bias_C, X_BKD, y_BK, cfg: TTTConfig, lr_B=None, record: Record | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """finetune on checked inputs with exactly cfg.k neighbours; lr_B (float64, B) overrides cfg.lr
+    per point."""
     B, K, D = X_BKD.shape
     C = weight_CD.shape[0]
     XA_BKD = augment(X_BKD, padded_width(D))
     W0_CD = augment(weight_CD.detach(), XA_BKD.shape[-1]).to(XA_BKD)
     W0_CD[:, D] = bias_C.detach()
     W_BCD = W0_CD.expand(B, -1, -1).clone()
+    after_epoch = None
+    if record is not None:
+        record(0, W_BCD[:, :, :D], W_BCD[:, :, D])
+        after_epoch = lambda e: record(e, W_BCD[:, :, :D], W_BCD[:, :, D])  # noqa: E731
     if cfg.epochs > 0:
-        _train(W_BCD, W0_CD, XA_BKD, F.one_hot(y_BK, C).to(XA_BKD.dtype), cfg)
+        onehot_BKC = F.one_hot(y_BK, C).to(XA_BKD.dtype)
+        _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg, lr_B, after_epoch)
     return W_BCD[:, :, :D], W_BCD[:, :, D]
 
 
-def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
-    """Run cfg's Adam steps on W_BCD in place."""
+def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig, lr_B=None, after_epoch=None) -> None:
+    """Run cfg's Adam steps on W_BCD in place, calling after_epoch(e) after epoch e = 1, 2, ..."""
     K, C = onehot_BKC.shape[1:]
     others_BKC = 1.0 - onehot_BKC
     grad_BCD = torch.empty_like(W_BCD)
-    adam_step = _fused_adam(W_BCD, grad_BCD, cfg)
+    if lr_B is None:
+        adam_step = _fused_adam(W_BCD, grad_BCD, cfg)
+    else:
+        adam_step = _per_point_adam(W_BCD, grad_BCD, cfg, lr_B)
     if cfg.method == "sequential":
-        for _ in range(cfg.epochs):
+        for epoch in range(1, cfg.epochs + 1):
             for j in range(K):
                 x_BD1 = XA_BKD[:, j, :, None]
                 logits_BC1 = torch.bmm(W_BCD, x_BD1)
@@ -177,6 +203,8 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
                 dlogits_BC1 = _softmax_minus_onehot(logits_BC1, onehot_BC1, others_BC1, dim=1)
                 _write_grad(grad_BCD, dlogits_BC1, x_BD1.mT, 1.0, W_BCD, W0_CD, cfg)
                 adam_step()
+            if after_epoch is not None:
+                after_epoch(epoch)
     else:
         classes_last = C >= CLASSES_LAST_FROM
         if classes_last:
@@ -184,7 +212,7 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
         else:
             XAt_BDK = XA_BKD.mT.contiguous()
             onehot, others = onehot_BKC.mT.contiguous(), others_BKC.mT.contiguous()
-        for _ in range(cfg.epochs):
+        for epoch in range(1, cfg.epochs + 1):
             if classes_last:
                 logits_BKC = torch.bmm(XA_BKD, W_BCD.mT)
                 dlogits_BCK = _softmax_minus_onehot(logits_BKC, onehot, others, dim=2).mT
@@ -194,10 +222,20 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig) -> None:
             # dL/dW = (softmax - onehot) X / K; the mean over K folds into alpha.
             _write_grad(grad_BCD, dlogits_BCK, XA_BKD, 1.0 / K, W_BCD, W0_CD, cfg)
             adam_step()
+            if after_epoch is not None:
+                after_epoch(epoch)
 
 
-def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable[[], None]:
+def _fused_adam(
+    W: torch.Tensor,
+    grad: torch.Tensor,
+    cfg: TTTConfig,
+    lr: float | None = None,
+    moments: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> Callable[[], None]:
     """A step function: one fused Adam update of W from grad, as torch.optim.Adam(fused=True).
+
+    lr: cfg.lr unless given; moments: the (exp_avg, exp_avg_sq) buffers, zeros unless given.
 
     Calls the fused kernel `torch._fused_adam_` directly: the public `torch.optim.adam.adam`
     runs the same kernel with identical weights, but its Python dispatch (about 10 us a call)
@@ -205,11 +243,13 @@ def _fused_adam(W: torch.Tensor, grad: torch.Tensor, cfg: TTTConfig) -> Callable
     (benchmarks/engine_before_after.py). Where the private kernel is missing or disagrees with
     the public call (`_private_adam_ok`), the public call is used.
     """
-    exp_avg, exp_avg_sq = torch.zeros_like(W), torch.zeros_like(W)
+    exp_avg, exp_avg_sq = moments or (torch.zeros_like(W), torch.zeros_like(W))
     step = torch.zeros((), dtype=torch.float32, device=W.device)
     beta1, beta2 = cfg.betas
     state = ([W], [grad], [exp_avg], [exp_avg_sq], [], [step])
-    hyper = dict(lr=cfg.lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=cfg.eps)
+    hyper = dict(
+        lr=cfg.lr if lr is None else lr, beta1=beta1, beta2=beta2, weight_decay=0.0, eps=cfg.eps
+    )
     hyper.update(amsgrad=False, maximize=False)
 
     def private_step() -> None:
@@ -249,6 +289,43 @@ def _private_adam_ok(device_type: str, dtype: torch.dtype) -> bool:
                 adam(*state, [step], fused=True, **hyper)
         runs.append(W)
     return torch.equal(*runs)
+
+
+def _per_point_adam(
+    W_BCD: torch.Tensor, grad_BCD: torch.Tensor, cfg: TTTConfig, lr_B: torch.Tensor
+) -> Callable[[], None]:
+    """A step function: Adam on W_BCD with learning rate lr_B[b] for point b, bit for bit the
+    fused kernel's update at that lr (tested).
+
+    The moments do not depend on lr, so the fused kernel updates them at lr=0, which leaves W as
+    it is; the step is then the kernel's own float arithmetic, W - (step_size * m) / denom with
+    denom = sqrt(v) / sqrt(1 - beta2^t) + eps and step_size = lr / (1 - beta1^t) rounded from
+    float64 once. torch's float32 CPU sqrt is not correctly rounded (the kernel's is), so on CPU
+    the square root is numpy's, elsewhere float64's rounded to float32 (both exact).
+    """
+    m_BCD, v_BCD = torch.zeros_like(W_BCD), torch.zeros_like(W_BCD)
+    update_moments = _fused_adam(W_BCD, grad_BCD, cfg, lr=0.0, moments=(m_BCD, v_BCD))
+    lr_B11 = lr_B.to(W_BCD.device, torch.float64)[:, None, None]
+    denom_BCD, step_BCD = torch.empty_like(W_BCD), torch.empty_like(W_BCD)
+    if W_BCD.device.type == "cpu":
+        v_np, denom_np = v_BCD.numpy(), denom_BCD.numpy()
+        exact_sqrt = lambda: np.sqrt(v_np, out=denom_np)  # noqa: E731
+    else:
+        exact_sqrt = lambda: denom_BCD.copy_(v_BCD.double().sqrt_())  # noqa: E731
+    beta1, beta2 = cfg.betas
+    t = 0
+
+    def step() -> None:
+        nonlocal t
+        t += 1
+        update_moments()
+        step_size_B11 = (lr_B11 / (1 - beta1**t)).to(W_BCD.dtype)
+        exact_sqrt()
+        denom_BCD.div_(math.sqrt(1 - beta2**t)).add_(cfg.eps)
+        torch.mul(m_BCD, step_size_B11, out=step_BCD).div_(denom_BCD)
+        W_BCD.sub_(step_BCD)
+
+    return step
 
 
 def _softmax_minus_onehot(logits, onehot, others, dim: int) -> torch.Tensor:
@@ -305,12 +382,17 @@ def ttt_logits(
     chunk_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
+    lr_B: torch.Tensor | None = None,
+    record_epochs: Sequence[int] | None = None,
 ) -> torch.Tensor:
     """Logits (B x C, float32, CPU) of each query under its own head fine-tuned on its neighbours.
 
     neighbours: B x (k or more) pool indices, nearest first (as `KNNIndex.search` returns); the
     first cfg.k columns are used, so neighbours found once at the largest k serve every smaller k.
     chunk_size: test points per chunk, as cfg.chunk_size (give one or the other).
+    lr_B: one learning rate per query, in place of cfg.lr (see the module doc).
+    record_epochs: epoch counts (each <= cfg.epochs) to record logits at, on the way to the
+    largest; then the logits are (len(record_epochs), B, C), in the order given.
     """
     device = torch.device(device)
     C, D = _check_head(weight_CD, bias_C)
@@ -321,11 +403,16 @@ def ttt_logits(
     pool_y = as_class_indices(pool_y, len(pool_x), C, "pool_y")
     neighbours = _check_neighbours(neighbours, len(query_x), len(pool_x), cfg)
     chunk = _chunk_size(chunk_size, cfg, D, C, device)
-
     B = len(query_x)
+    if lr_B is not None:
+        lr_B = _check_lr_B(lr_B, B)
+    epochs_E = (cfg.epochs,) if record_epochs is None else _check_epochs(record_epochs, cfg)
+    run_cfg = replace(cfg, epochs=max(epochs_E))
+    slot = {e: i for i, e in enumerate(epochs_E)}
+
     W_CD = weight_CD.detach().to(device, torch.float32)
     b_C = bias_C.detach().to(device, torch.float32)
-    out = torch.empty(B, C, dtype=torch.float32)
+    out_EBC = torch.empty(len(epochs_E), B, C, dtype=torch.float32)
     bar = tqdm(total=B, desc=f"ttt ({cfg.method})", unit="pt", disable=not progress, leave=False)
     for s in range(0, B, chunk):
         rows = torch.arange(s, min(s + chunk, B))
@@ -335,15 +422,73 @@ def ttt_logits(
         nbr = neighbours[rows]
         X_BKD = pool_x[nbr].to(device)
         y_BK = pool_y[nbr].to(device)
-        W_BCD, b_BC = _finetune(W_CD, b_C, X_BKD, y_BK, cfg)
         x_BD1 = query_x[rows].to(device)[:, :, None]
-        out[s : s + n] = torch.baddbmm(b_BC[:, :, None], W_BCD, x_BD1)[:n, :, 0].cpu()
+
+        record = _recorder(out_EBC[:, s : s + n], slot, x_BD1)
+        lr_chunk = None if lr_B is None else lr_B[rows]
+        _finetune(W_CD, b_C, X_BKD, y_BK, run_cfg, lr_chunk, record)
         bar.update(n)
     bar.close()
-    bad = int((~torch.isfinite(out).all(1)).sum())
-    if bad:
-        raise NonFiniteError(_diverged(bad, B, "logits", cfg))
-    return out
+    bad_B = ~torch.isfinite(out_EBC).all(2).all(0)
+    if bad_B.any():
+        lrs = None if lr_B is None else lr_B[bad_B].unique().tolist()
+        raise NonFiniteError(_diverged(int(bad_B.sum()), B, "logits", run_cfg, lrs))
+    return out_EBC[0] if record_epochs is None else out_EBC
+
+
+def _recorder(out_EBC: torch.Tensor, slot: dict[int, int], x_BD1: torch.Tensor) -> Record:
+    """A Record writing the logits of x's first out_EBC.shape[1] points to out_EBC[slot[epochs]]."""
+    n = out_EBC.shape[1]
+
+    def record(epochs: int, W_BCD: torch.Tensor, b_BC: torch.Tensor) -> None:
+        if epochs in slot:
+            out_EBC[slot[epochs]] = torch.baddbmm(b_BC[:, :, None], W_BCD, x_BD1)[:n, :, 0].cpu()
+
+    return record
+
+
+def ttt_grid(
+    weight_CD: torch.Tensor,
+    bias_C: torch.Tensor,
+    pool_x: torch.Tensor,
+    pool_y: torch.Tensor,
+    query_x: torch.Tensor,
+    neighbours: torch.Tensor,
+    cfg: TTTConfig,
+    ks: Sequence[int],
+    lrs: Sequence[float],
+    epochs: Sequence[int],
+    chunk_size: int | None = None,
+    device: torch.device | str = "cpu",
+    progress: bool = False,
+) -> torch.Tensor:
+    """Logits (len(ks), len(lrs), len(epochs), B, C) of each query at each (k, lr, epochs).
+
+    Bit-identical to one ttt_logits run per grid point, at the cost of one run per k: each query
+    runs once per lr (lr_B) and records its logits at every epoch count. cfg gives the rest.
+    """
+    ks = _check_ints(ks, "ks", min=1)
+    have = torch.as_tensor(neighbours).shape[-1]
+    if max(ks) > have:
+        raise ValueError(
+            f"ks={ks} goes up to {max(ks)} but neighbours holds {have} per point: retrieve at "
+            f"least {max(ks)} neighbours or drop the larger ks"
+        )
+    lr_L = _check_lr_B(lrs, None, "lrs")
+    run_cfg = replace(cfg, epochs=max(_check_ints(epochs, "epochs", min=0)))
+    B, L = len(query_x), len(lr_L)
+    # Virtual point (l, b) = query b at lrs[l], lr-major.
+    query_x = torch.as_tensor(query_x).repeat(L, 1)
+    neighbours = torch.as_tensor(neighbours).repeat(L, 1)
+    lr_B = lr_L.repeat_interleave(B)
+    grid = []
+    for k in ks:
+        logits_EVC = ttt_logits(
+            weight_CD, bias_C, pool_x, pool_y, query_x, neighbours, replace(run_cfg, k=k),
+            chunk_size, device, progress, lr_B=lr_B, record_epochs=epochs,
+        )  # fmt: skip
+        grid.append(logits_EVC.unflatten(1, (L, B)).transpose(0, 1))
+    return torch.stack(grid)
 
 
 # ---- input checks: each names the argument, what it got and what is allowed ----
@@ -418,6 +563,59 @@ def _check_neighbours(neighbours, n_queries: int, pool_size: int, cfg: TTTConfig
     return nbr
 
 
+def _check_ints(values, name: str, min: int) -> tuple[int, ...]:
+    """A non-empty sequence of distinct integers >= min."""
+    values = tuple(torch.as_tensor(values).reshape(-1).tolist()) if _is_array(values) else values
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
+        raise ValueError(f"{name} must be a non-empty sequence of integers, got {values!r}")
+    for i, value in enumerate(values):
+        check_int(value, f"{name}[{i}]", min=min)
+    if len(set(values)) < len(values):
+        twice = sorted({v for v in values if values.count(v) > 1})
+        raise ValueError(f"{name}={tuple(values)} repeats {twice}: give each value once")
+    return tuple(int(v) for v in values)
+
+
+def _check_epochs(record_epochs, cfg: TTTConfig) -> tuple[int, ...]:
+    """Distinct epoch counts in [0, cfg.epochs]."""
+    epochs = _check_ints(record_epochs, "record_epochs", min=0)
+    if max(epochs) > cfg.epochs:
+        raise ValueError(
+            f"record_epochs={epochs} goes past cfg.epochs={cfg.epochs}: raise cfg.epochs to "
+            f"{max(epochs)} or record at most {cfg.epochs} epochs"
+        )
+    return epochs
+
+
+def _check_lr_B(lr_B, B: int | None, name: str = "lr_B") -> torch.Tensor:
+    """Learning rates as a float64 vector of B (any number if None) finite values > 0.
+
+    Python floats stay float64 (as cfg.lr): torch would round a list of them to float32.
+    """
+    lr = lr_B if _is_array(lr_B) else torch.as_tensor(lr_B, dtype=torch.float64)
+    lr = torch.as_tensor(lr)
+    if lr.is_complex() or lr.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real learning rates, got dtype {lr.dtype}")
+    want = "one per query" if B is not None else "at least one"
+    if lr.ndim != 1 or (B is not None and len(lr) != B) or len(lr) == 0:
+        raise ValueError(
+            f"{name} has shape {tuple(lr.shape)}: pass a vector of learning rates, {want}"
+            + (f" ({B},)" if B is not None else "")
+        )
+    lr = lr.detach().cpu().double()
+    bad = ~torch.isfinite(lr) | (lr <= 0)
+    if bad.any():
+        raise ValueError(
+            f"{name} must hold finite learning rates > 0, got {int(bad.sum())} others (first: "
+            f"{lr[bad][0].item()!r} at index {int(bad.nonzero()[0, 0])})"
+        )
+    return lr
+
+
+def _is_array(values) -> bool:
+    return isinstance(values, (torch.Tensor, np.ndarray))
+
+
 def _chunk_size(chunk_size: int | None, cfg: TTTConfig, D: int, C: int, device) -> int:
     """The chunk size given to ttt_logits or in cfg, else auto_chunk_size."""
     if chunk_size is not None:
@@ -430,8 +628,9 @@ def _chunk_size(chunk_size: int | None, cfg: TTTConfig, D: int, C: int, device) 
     return cfg.chunk_size or auto_chunk_size(cfg.k, D, C, device)
 
 
-def _diverged(bad: int, B: int, what: str, cfg: TTTConfig) -> str:
+def _diverged(bad: int, B: int, what: str, cfg: TTTConfig, lrs: list[float] | None = None) -> str:
+    lr = f"lr={cfg.lr}" if lrs is None else f"lr in {lrs[:5]}" + (" ..." if len(lrs) > 5 else "")
     return (
-        f"{bad} of {B} test points got NaN or inf {what}: fine-tuning diverged with lr={cfg.lr}, "
+        f"{bad} of {B} test points got NaN or inf {what}: fine-tuning diverged with {lr}, "
         f"l2={cfg.l2}, epochs={cfg.epochs}; lower lr or add an l2 pull toward the global weights"
     )
