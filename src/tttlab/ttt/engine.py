@@ -20,7 +20,8 @@ to at least 2 points and to a multiple of the CPU's threads: a batch of one take
 single-matrix path, and torch's CPU softmax over a non-last axis computes the columns where it
 splits its rows between threads on a scalar path, so a split inside a point's rows would change
 that point's last bits (`_padded_chunk`). The other kernels (batched matmul, the element-wise fused
-Adam) give each point the same bits whatever the batch. Not promised: the same bits across thread
+Adam) give each point the same bits whatever the batch, once a small odd k is padded to even with
+a neighbour that adds nothing (`_pad_neighbours`). Not promised: the same bits across thread
 counts, devices or torch/BLAS builds. On CUDA the automatic chunk size is a fixed function of the
 problem's shape (never of free memory) and is recorded with a run, but no GPU has tested the
 batch-invariance there.
@@ -210,6 +211,8 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig, lr_B=None, after_ep
         if classes_last:
             onehot, others = onehot_BKC, others_BKC
         else:
+            if K % 2:  # see _pad_neighbours
+                XA_BKD, onehot_BKC, others_BKC = _pad_neighbours(XA_BKD, onehot_BKC, others_BKC)
             XAt_BDK = XA_BKD.mT.contiguous()
             onehot, others = onehot_BKC.mT.contiguous(), others_BKC.mT.contiguous()
         for epoch in range(1, cfg.epochs + 1):
@@ -224,6 +227,20 @@ def _train(W_BCD, W0_CD, XA_BKD, onehot_BKC, cfg: TTTConfig, lr_B=None, after_ep
             adam_step()
             if after_epoch is not None:
                 after_epoch(epoch)
+
+
+def _pad_neighbours(XA_BKD, onehot_BKC, others_BKC):
+    """One more neighbour column that adds nothing: zero inputs, zero one-hot and a zero mask, so
+    its logits' gradient is 0 (the mean over K keeps the real K).
+
+    Why: CPU BLAS multiplies (C, D) by (D, K) for a small odd K (5 ... 11 seen) with bits that
+    depend on the matrix's position in the batch, so a point's result would depend on its chunk;
+    an even K takes the position-free path.
+    """
+    return tuple(
+        torch.cat([t, t.new_zeros(t.shape[0], 1, t.shape[2])], 1)
+        for t in (XA_BKD, onehot_BKC, others_BKC)
+    )
 
 
 def _fused_adam(
