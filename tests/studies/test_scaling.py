@@ -127,3 +127,20 @@ def test_global_eval_scores_local_heads_on_their_neighbourhood_and_the_whole_tes
     assert local_far < blocks[0]["global_on_test_set"]
     report = done.report.read_text()
     assert "a local head on the whole test set" in report and "plot.png" in report
+
+
+def test_selection_on_validation_records_the_chosen_settings(tmp_path):
+    from tttlab.studies.selection import Grid, select
+
+    base = digits_base(tmp_path)
+    grid = Grid(ks=(3, 10, 30), lrs=(0.01, 0.1), epochs=(2, 8), points=100)
+    chosen, record = select(base, grid)
+    assert (chosen.ttt.k, chosen.ttt.lr, chosen.ttt.epochs) == (
+        record["selected_ttt_k"],
+        record["selected_ttt_lr"],
+        record["selected_ttt_epochs"],
+    )
+    assert chosen.ttt.k in grid.ks and chosen.majority_k in grid.ks
+    assert 0.5 < record["val_acc_ttt"] <= 1 and record["val_points"] == 100
+    again, same = select(base, grid)
+    assert same == record, "seeded: the same choice every time"

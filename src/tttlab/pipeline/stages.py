@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from tttlab.atomic import file_sha256
-from tttlab.checks import NonFiniteError
+from tttlab.checks import NonFiniteError, check_choice
 from tttlab.config import Config
 from tttlab.data import ImageSplits, load_splits
 from tttlab.methods.registry import METHODS
@@ -262,13 +262,17 @@ class Neighbours:
     entry: Entry
 
 
-def neighbours(cfg: Config, feats: Features, k: int, cache: StageCache) -> Neighbours:
-    """The k nearest training points of every test point; an exact search done before for a
-    larger k is reused (its first k columns are exactly the k nearest, ties by index)."""
+def neighbours(
+    cfg: Config, feats: Features, k: int, cache: StageCache, split: str = "test"
+) -> Neighbours:
+    """The k nearest training points of every point of `split` (test, or val for selection); an
+    exact search done before for a larger k is reused (its first k columns are exactly the k
+    nearest, ties by index)."""
+    check_choice(split, "split", ("val", "test"))
     settings = {
         "features": feats.entry.key,
         "retrieval": retrieval_settings(cfg),
-        "split": "test",
+        "split": split,
     }
     base = settings_key("neighbours", settings)
     if cfg.retrieval.kind == "flat":
@@ -280,7 +284,7 @@ def neighbours(cfg: Config, feats: Features, k: int, cache: StageCache) -> Neigh
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
         index = KNNIndex.from_config(cfg.retrieval, cfg.run.seed).fit(feats.train)
-        dist, idx = index.search(feats.test, k, progress=cfg.run.progress)
+        dist, idx = index.search(getattr(feats, split), k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
         return {"seconds": time.perf_counter() - start, "k": k}

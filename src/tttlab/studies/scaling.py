@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from tttlab.checks import check_choice, check_int
+from tttlab.checks import check_choice, check_int, check_number
 from tttlab.config import Config
 from tttlab.data.images import check_fraction
 from tttlab.pipeline import evaluate, settings_key
@@ -33,6 +33,7 @@ from tttlab.presets import (
 )
 from tttlab.results.plots import study_row
 from tttlab.studies.global_eval import blocks, run_block
+from tttlab.studies.selection import Grid, select
 from tttlab.studies.units import Unit, grid
 
 Study = Literal["model-size", "dataset-size", "experts", "global-eval"]
@@ -59,7 +60,16 @@ class StudyConfig:
     """One unit per setting and seed; a seed sets the split, the model's init and training."""
     params: str = "paper"
     """Per-width settings (model-size, experts): 'paper' (the authors'), a YAML/JSON/CSV file of
-    the same columns, or 'config' (the run flags' own settings for every width)."""
+    the same columns, 'config' (the run flags' own settings for every width), or 'select'
+    (model-size: TTT's k, lr, epochs and the majority k chosen per width on validation points)."""
+    k_grid: tuple[int, ...] = Grid.ks
+    """select: TTT and majority-vote k values tried."""
+    lr_grid: tuple[float, ...] = Grid.lrs
+    """select: TTT learning rates tried."""
+    epochs_grid: tuple[int, ...] = Grid.epochs
+    """select: TTT epoch counts tried (one run records them all)."""
+    select_points: int = Grid.points
+    """select: seeded validation points the grid is scored on (never test points)."""
     expert_params: str = "paper"
     """experts: per-count k, lr and epochs: 'paper', a file of the same columns, or 'config'."""
     folder: str | None = None
@@ -87,12 +97,22 @@ class StudyConfig:
         for e in self.experts:
             check_int(e, "experts", min=1)
         check_int(self.cnn_width, "cnn_width", min=1)
+        self.k_grid, self.lr_grid = tuple(self.k_grid), tuple(self.lr_grid)
+        self.epochs_grid = tuple(self.epochs_grid)
+        for k in self.k_grid:
+            check_int(k, "k_grid", min=1)
+        for lr in self.lr_grid:
+            check_number(lr, "lr_grid", min=0, strict_min=True)
+        for e in self.epochs_grid:
+            check_int(e, "epochs_grid", min=1)
+        check_int(self.select_points, "select_points", min=1)
         check_int(self.points, "points", min=1)
         check_int(self.block, "block", min=1)
 
     def width_table(self, widths: tuple[int, ...] | None = None) -> dict[int, Any] | None:
-        """The per-width settings for `widths` (None for 'config'); a missing width is named."""
-        if self.params == "config":
+        """The per-width settings for `widths` (None for 'config' and 'select'); a missing width
+        is named."""
+        if self.params in ("config", "select"):
             return None
         table = width_settings() if self.params == "paper" else read_width_settings(self.params)
         return settings_for(widths or self.widths, table)
@@ -175,7 +195,11 @@ def unit_runner(study: str, sc: StudyConfig, base: Config) -> Callable[[Unit], d
         cfg = unit_config(study, sc, base, unit)
         if study == "global-eval":
             return run_block(cfg, unit, sc.points, sc.block)
-        return result_row(unit, cfg, evaluate(cfg).metrics)
+        chosen: dict[str, Any] = {}
+        if study == "model-size" and sc.params == "select":
+            grid = Grid(sc.k_grid, sc.lr_grid, sc.epochs_grid, sc.select_points)
+            cfg, chosen = select(cfg, grid)
+        return result_row(unit, cfg, evaluate(cfg).metrics) | chosen
 
     return run_unit
 
