@@ -4,6 +4,10 @@ Fit clusters the training features with k-means, fine-tunes one copy of the head
 centroid on the k training points nearest to it, and predicts each test point with the expert of
 its nearest centroid. One expert is the global head tuned near the data mean; one expert per
 training point is TTT done at the nearest training point instead of at the test point.
+
+The paper's script calls scipy's `kmeans(features, n, iter=20)`, where iter counts restarts (each
+run to convergence, the best kept), and drops empty clusters; here `kmeans_iter` is FAISS's Lloyd
+iterations (`niter`), and FAISS refills empty clusters, so there are always n_experts experts.
 """
 
 from __future__ import annotations
