@@ -1,0 +1,68 @@
+"""The model-size study on Fashion-MNIST with the paper's per-width settings: wall time per stage,
+the table, and whether it has the paper's shape.
+
+    python benchmarks/model_size_study.py                 # 8 widths 25 ... 1152, one seed
+    python benchmarks/model_size_study.py --quick         # 2 widths, 2,000 points, 2 epochs
+
+Runs `tttlab study model-size` (the paper preset, whole test set), then prints each width's stage
+times (read back from the stage cache, where each stage recorded what it took) and checks the
+paper's claim: TTT above global at the small widths, and TTT's gain at the smallest width at
+least three times its gain at the largest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+import time
+
+from tttlab.config import Config, DataConfig, RunConfig
+from tttlab.models import TrainConfig
+from tttlab.pipeline import evaluate
+from tttlab.presets import LAPTOP_WIDTHS
+from tttlab.studies import collect
+from tttlab.studies.run import run_study
+from tttlab.studies.scaling import StudyConfig, unit_config, units
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="2 widths, 2,000 points, 2 epochs")
+    parser.add_argument("--out", default=None, help="keep the study here (default: a temp folder)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Config(run=RunConfig(out=args.out or tmp, progress=False))
+        sc = StudyConfig(widths=LAPTOP_WIDTHS, params="paper")
+        if args.quick:
+            base = dataclasses.replace(base, data=DataConfig(limit=2000))
+            sc = StudyConfig(widths=(25, 192), params="config")
+            base = dataclasses.replace(base, train=TrainConfig(epochs=2))
+        start = time.perf_counter()
+        done = run_study("model-size", sc, base)
+        wall = time.perf_counter() - start
+        rows = collect(done.folder, units("model-size", sc))
+        print(f"model-size study, {len(rows)} widths: {wall / 60:.1f} min wall; {done.report}")
+        print(f"{'d':>5} {'params':>8} {'train s':>8} {'feat s':>7} {'knn s':>6} {'ttt s':>7}"
+              f" {'global':>7} {'ttt':>7} {'majority':>8} {'gain':>7}")  # fmt: skip
+        for unit, row in zip(units("model-size", sc), rows, strict=True):
+            stages = evaluate(unit_config("model-size", sc, base, unit)).metrics["stages"]
+            s = {name: info["seconds"] or 0.0 for name, info in stages.items()}
+            print(
+                f"{row['width']:>5} {row['parameters']:>8} {s['model']:>8.1f} {s['features']:>7.1f}"
+                f" {s.get('neighbours', 0):>6.1f} {s['method:ttt']:>7.1f}"
+                f" {100 * row['acc_global']:>6.2f}% {100 * row['acc_ttt']:>6.2f}%"
+                f" {100 * row['acc_majority']:>7.2f}% {100 * row['gain']:>+6.2f}"
+            )
+        small, large = rows[0]["gain"], rows[-1]["gain"]
+        above = all(r["gain"] > 0 for r in rows[: max(1, len(rows) // 2)])
+        print(f"TTT above global at the smaller half of the widths: {above}")
+        ratio = small / large if large > 0 else float("inf")
+        print(
+            f"gain at d={rows[0]['width']}: {100 * small:+.2f} points, at d={rows[-1]['width']}: "
+            f"{100 * large:+.2f}; ratio {ratio:.1f} (the paper's shape: >= 3): {ratio >= 3}"
+        )
+
+
+if __name__ == "__main__":
+    main()
