@@ -29,4 +29,6 @@ bench: install data
 	$(PYTHON) benchmarks/ttt_speed.py
 	$(PYTHON) benchmarks/engine_before_after.py
 	$(PYTHON) benchmarks/pipeline_reuse.py
+	$(PYTHON) benchmarks/selection_grid.py
 	$(PYTHON) benchmarks/cnn_accuracy.py
+	$(PYTHON) benchmarks/model_size_study.py
