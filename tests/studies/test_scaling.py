@@ -74,6 +74,7 @@ def test_model_size_takes_per_width_settings_and_names_a_missing_width(tmp_path)
         (lambda: StudyConfig(fractions=(1.5,)), "fraction must be a number"),
         (lambda: StudyConfig(widths=()), "widths is empty"),
         (lambda: StudyConfig(seeds=(0, 0)), "repeats a value"),
+        (lambda: StudyConfig(widths=(25, 30)), r"nearby reachable widths: \[25, 32, 48, 50\]"),
     ],
 )
 def test_bad_study_settings_are_named(build, message):

@@ -22,6 +22,7 @@ from typing import Any, Literal, get_args
 from tttlab.checks import check_choice, check_int, check_number
 from tttlab.config import Config
 from tttlab.data.images import check_fraction
+from tttlab.models import scale_for_width
 from tttlab.pipeline import evaluate, settings_key
 from tttlab.presets import (
     LAPTOP_WIDTHS,
@@ -88,15 +89,15 @@ class StudyConfig:
                 raise ValueError(f"{name} is empty: give at least one value")
             if len(set(values)) != len(values):
                 raise ValueError(f"{name}={list(values)} repeats a value")
-        for w in self.widths:
+        for w in (*self.widths, self.cnn_width):
             check_int(w, "widths", min=1)
+            scale_for_width(w)  # a width the CNN family cannot reach: names the nearest ones
         for f in self.fractions:
             check_fraction(f)
         for s in self.seeds:
             check_int(s, "seeds", min=0)
         for e in self.experts:
             check_int(e, "experts", min=1)
-        check_int(self.cnn_width, "cnn_width", min=1)
         self.k_grid, self.lr_grid = tuple(self.k_grid), tuple(self.lr_grid)
         self.epochs_grid = tuple(self.epochs_grid)
         for k in self.k_grid:
