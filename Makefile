@@ -31,4 +31,5 @@ bench: install data
 	$(PYTHON) benchmarks/pipeline_reuse.py
 	$(PYTHON) benchmarks/selection_grid.py
 	$(PYTHON) benchmarks/cnn_accuracy.py
-	$(PYTHON) benchmarks/model_size_study.py
+	$(PYTHON) benchmarks/model_size_study.py --out runs
+	$(PYTHON) benchmarks/experts_study.py --out runs
