@@ -20,6 +20,7 @@ from torch import nn
 from tttlab.checks import check_int, check_number
 from tttlab.models import LinearHead, MLPHead, TrainConfig, extract_features, fit, make_head
 from tttlab.models.heads import head_parts
+from tttlab.ttt import TTTConfig
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -261,3 +262,9 @@ def fit_head(estimator, X: np.ndarray, y: np.ndarray, progress: bool = False):
 def euclidean(squared: np.ndarray) -> np.ndarray:
     """KNNIndex's squared L2 distances as the Euclidean ones scikit-learn's kneighbors returns."""
     return np.sqrt(squared)
+
+
+def ttt_config(estimator, **extra) -> TTTConfig:
+    """An estimator's k, epochs, lr, method and l2 as the engine's TTTConfig (which checks them)."""
+    e = estimator
+    return TTTConfig(k=e.k, epochs=e.epochs, lr=e.lr, method=e.method, l2=e.l2, **extra)

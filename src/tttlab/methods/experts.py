@@ -20,7 +20,14 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from tttlab.checks import check_int
-from tttlab.methods.base import Classifier, check_k, fit_head, model_features, validate_X
+from tttlab.methods.base import (
+    Classifier,
+    check_k,
+    fit_head,
+    model_features,
+    ttt_config,
+    validate_X,
+)
 from tttlab.models import TrainConfig
 from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
@@ -80,7 +87,7 @@ class ExpertsClassifier(Classifier):
     @property
     def config(self) -> TTTConfig:
         """Each expert's fine-tuning as the engine takes it (validated on construction)."""
-        return TTTConfig(k=self.k, epochs=self.epochs, lr=self.lr, method=self.method, l2=self.l2)
+        return ttt_config(self)
 
     def fit(self, X, y) -> ExpertsClassifier:
         """Cluster the training features, then fine-tune one expert per centroid; when head is

@@ -17,6 +17,7 @@ from tttlab.methods.base import (
     euclidean,
     fit_head,
     model_features,
+    ttt_config,
     validate_X,
 )
 from tttlab.models import TrainConfig
@@ -72,14 +73,7 @@ class TTTClassifier(Classifier):
     @property
     def config(self) -> TTTConfig:
         """The TTT hyper-parameters as the engine takes them (validated on construction)."""
-        return TTTConfig(
-            k=self.k,
-            epochs=self.epochs,
-            lr=self.lr,
-            method=self.method,
-            l2=self.l2,
-            chunk_size=self.chunk_size,
-        )
+        return ttt_config(self, chunk_size=self.chunk_size)
 
     def fit(self, X, y) -> TTTClassifier:
         """Map the training points into the head's feature space and index them there; when
