@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.config import Config
-from tttlab.data import ImageSplits
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
@@ -77,7 +76,7 @@ class Evaluation:
 class Prepared:
     """The stages every method shares: data, the global model, features, test neighbours."""
 
-    splits: ImageSplits
+    splits: stages.Splits
     model: nn.Module
     model_entry: Entry
     features: stages.Features
@@ -91,7 +90,7 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     cfg.check_environment()
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
-    splits = stages.load_data(cfg)
+    splits = stages.load_data(cfg, cache)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
@@ -219,7 +218,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
     ]
     t = cfg.ttt
     head = (
-        f"{cfg.data.dataset}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
+        f"{cfg.data.name}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
         f"k={t.k}, {t.epochs} epochs, lr={t.lr}" + (f", l2={t.l2}" if t.l2 else "")
     )
     foot = [
@@ -233,7 +232,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
 def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:
     """One line of runs.csv: the settings that tell runs apart, then each method's accuracy."""
     row: dict[str, Any] = {
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.data.name,
         "limit": cfg.data.limit,
         "model": cfg.model.model,
         "d": d,
