@@ -11,6 +11,7 @@ rerun of the same settings finds it and reports it again without recomputing any
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from torch import nn
 
 from tttlab.config import Config
 from tttlab.methods.registry import METHODS
-from tttlab.pipeline import stages
+from tttlab.pipeline import memory, stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.results import (
     PointRecords,
@@ -91,6 +92,11 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
     splits = stages.load_data(cfg, cache)
+    d_in = int(np.prod(splits.train_x.shape[1:]))
+    need = memory.estimate(cfg, len(splits.train_y), len(splits.test_y), d_in, splits.num_classes)
+    if cfg.run.progress:
+        print(f"tttlab: {need.describe()}", file=sys.stderr)
+    memory.check_memory(need)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
