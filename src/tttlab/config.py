@@ -47,12 +47,41 @@ class DataConfig:
     fraction: float = 1.0
     """Train on (and retrieve from) this share of each class of the training split: one seeded
     shuffle, then the first n of each class, so smaller sets nest in larger ones."""
+    features: str | None = None
+    """A feature file (N x d embeddings + labels: .npy with its labels file, .npz, .safetensors,
+    torch .pt) or a folder of chunk files: run on these instead of --dataset's images."""
+    val_features: str | None = None
+    """features: a validation file; default: carve val_per_class rows per class out of the pool."""
+    test_features: str | None = None
+    """features: a test file; default: carve test_per_class rows per class out of the pool (the
+    paper's ImageNet protocol: one seeded permutation, then n per class)."""
+    test_per_class: int = 50
+    """features: rows per class carved out as the test set when no test file is given."""
+    val_per_class: int = 10
+    """features: rows per class carved out as the validation set when no validation file is
+    given."""
+    normalize: bool = False
+    """features: unit-normalise every row (the paper's CLIP embeddings are unit-norm)."""
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", get_args(Dataset))
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
         check_fraction(self.fraction)
+        check_int(self.test_per_class, "test_per_class", min=1)
+        check_int(self.val_per_class, "val_per_class", min=1)
+        if self.features is None:
+            for name in ("val_features", "test_features"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name} is set but features is not: pass the training pool with "
+                        "--features as well"
+                    )
+
+    @property
+    def name(self) -> str:
+        """What tables call the data: the data set, or the feature file's name."""
+        return self.dataset if self.features is None else Path(self.features).name
 
 
 @dataclass
@@ -193,6 +222,11 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self):
+        if self.data.features is not None and self.model.model == "cnn":
+            raise ValueError(
+                "--features gives embeddings, not images, so there is no CNN to train: add "
+                "--model linear (the paper's head) or --model mlp"
+            )
         if self.model.model == "cnn" and self.data.dataset == "digits":
             raise ValueError(
                 "the CNN needs 28x28 images but digits are 8x8: use --model linear or mlp"
@@ -215,6 +249,10 @@ class Config:
         ckpt = self.model.checkpoint
         if ckpt is not None and not Path(ckpt).expanduser().is_file():
             raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")
+        for name in ("features", "val_features", "test_features"):
+            path = getattr(self.data, name)
+            if path is not None and not Path(path).expanduser().exists():
+                raise ValueError(f"{name}={path!r}: no such file or folder; check the path")
         for what, value in (("out", self.run.out), ("cache_dir", self.run.cache_dir)):
             if value is not None:
                 _check_writable_dir(Path(value).expanduser(), what)

@@ -1,5 +1,13 @@
-"""Data: IDX files and the image datasets (MNIST, Fashion-MNIST, digits) with their splits."""
+"""Data: IDX files, the image datasets (MNIST, Fashion-MNIST, digits) and feature files, with
+their splits."""
 
+from tttlab.data.features import (
+    FeatureFileError,
+    FeatureSpec,
+    FeatureSplits,
+    open_features,
+    prepare_features,
+)
 from tttlab.data.idx import IDXError, read_idx, write_idx
 from tttlab.data.images import (
     CLASSES,
@@ -22,6 +30,9 @@ __all__ = [
     "DatasetContentError",
     "DatasetNotFoundError",
     "DownloadError",
+    "FeatureFileError",
+    "FeatureSpec",
+    "FeatureSplits",
     "IDXError",
     "ImageSplits",
     "cache_dir",
@@ -29,6 +40,8 @@ __all__ = [
     "find_dataset_dir",
     "load_splits",
     "nested_subset",
+    "open_features",
+    "prepare_features",
     "read_idx",
     "stratified_split",
     "write_idx",

@@ -219,7 +219,7 @@ def nested_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(keep)).astype(np.int64)
 
 
-def _stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
+def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
     """Sorted indices of a stratified subset of `limit` points (all points if limit is None)."""
     if limit is None or limit >= len(labels):
         return np.arange(len(labels), dtype=np.int64)
@@ -622,9 +622,9 @@ def load_splits(
             ) from e
         test_idx = np.arange(len(test_y), dtype=np.int64)
 
-    train_idx = train_idx[_stratified_subset(pool_y[train_idx], limit, seed)]
-    val_idx = val_idx[_stratified_subset(pool_y[val_idx], limit, seed)]
-    test_idx = test_idx[_stratified_subset(test_y[test_idx], limit, seed)]
+    train_idx = train_idx[stratified_subset(pool_y[train_idx], limit, seed)]
+    val_idx = val_idx[stratified_subset(pool_y[val_idx], limit, seed)]
+    test_idx = test_idx[stratified_subset(test_y[test_idx], limit, seed)]
 
     full_train_x = _unit_float(pool_x[train_idx])
     mean = float(full_train_x.mean(dtype=np.float64))

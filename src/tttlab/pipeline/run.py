@@ -11,6 +11,7 @@ rerun of the same settings finds it and reports it again without recomputing any
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,9 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.config import Config
-from tttlab.data import ImageSplits
 from tttlab.methods.registry import METHODS
-from tttlab.pipeline import stages
+from tttlab.pipeline import memory, stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.results import (
     PointRecords,
@@ -77,7 +77,7 @@ class Evaluation:
 class Prepared:
     """The stages every method shares: data, the global model, features, test neighbours."""
 
-    splits: ImageSplits
+    splits: stages.Splits
     model: nn.Module
     model_entry: Entry
     features: stages.Features
@@ -91,7 +91,12 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     cfg.check_environment()
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
-    splits = stages.load_data(cfg)
+    splits = stages.load_data(cfg, cache)
+    d_in = int(np.prod(splits.train_x.shape[1:]))
+    need = memory.estimate(cfg, len(splits.train_y), len(splits.test_y), d_in, splits.num_classes)
+    if cfg.run.progress:
+        print(f"tttlab: {need.describe()}", file=sys.stderr)
+    memory.check_memory(need)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
@@ -219,7 +224,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
     ]
     t = cfg.ttt
     head = (
-        f"{cfg.data.dataset}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
+        f"{cfg.data.name}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
         f"k={t.k}, {t.epochs} epochs, lr={t.lr}" + (f", l2={t.l2}" if t.l2 else "")
     )
     foot = [
@@ -233,7 +238,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
 def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:
     """One line of runs.csv: the settings that tell runs apart, then each method's accuracy."""
     row: dict[str, Any] = {
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.data.name,
         "limit": cfg.data.limit,
         "model": cfg.model.model,
         "d": d,

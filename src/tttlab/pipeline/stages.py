@@ -8,6 +8,7 @@ retrains or re-embeds, and neighbours computed for a larger k serve any smaller 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from torch import nn
 from tttlab.atomic import file_sha256
 from tttlab.checks import NonFiniteError, check_choice
 from tttlab.config import Config
-from tttlab.data import ImageSplits, load_splits
+from tttlab.data import ImageSplits, load_splits, nested_subset
+from tttlab.data.features import FeatureSpec, FeatureSplits, load_prepared, open_features
+from tttlab.data.features import prepare_features as write_feature_splits
+from tttlab.data.images import stratified_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -37,23 +41,91 @@ from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
 
 SPLITS = ("train", "val", "test")
+FEATURE_BLOCK = 65536
+"""Rows embedded and written at a time by the features stage."""
 
 
 # ---- data -------------------------------------------------------------------------------------
 
 
-def data_settings(cfg: Config) -> dict[str, Any]:
-    """What the splits depend on. The files' identity is checked on load, so not their path."""
+Splits = ImageSplits | FeatureSplits
+
+
+def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any]:
+    """What the splits depend on. The image files' identity is checked on load, so not their path;
+    a feature file's splits are keyed by its prepared entry (the files' content)."""
     d = cfg.data
+    if d.features is not None:
+        return {
+            "features": feature_entry(cfg, cache or StageCache(cfg.run.cache_path)).key,
+            "limit": d.limit,
+            "fraction": d.fraction,
+            "seed": cfg.run.seed,
+        }
     return {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed}
 
 
-def load_data(cfg: Config) -> ImageSplits:
+def feature_spec(cfg: Config) -> FeatureSpec:
+    d = cfg.data
+    return FeatureSpec(
+        pool=d.features,
+        val=d.val_features,
+        test=d.test_features,
+        test_per_class=d.test_per_class,
+        val_per_class=d.val_per_class,
+        normalize=d.normalize,
+    )
+
+
+def feature_entry(cfg: Config, cache: StageCache) -> Entry:
+    """A feature file's validated splits, written once into the cache as .npy files; keyed by
+    the files' content (sha256), the carve-out and normalisation, and the seed of the carve-out."""
+    spec = feature_spec(cfg)
+    sources = {
+        name: [_content_sha256(c.path) for c in open_features(path)]
+        for name, path in (("pool", spec.pool), ("val", spec.val), ("test", spec.test))
+        if path is not None
+    }
+    carved = {
+        name: n
+        for name, n in (("test", spec.test_per_class), ("val", spec.val_per_class))
+        if getattr(spec, name) is None
+    }
+    settings = {
+        "sources": sources,
+        "carve_out": carved,
+        "normalize": spec.normalize,
+        "seed": cfg.run.seed if carved else None,
+    }
+
+    def make(folder: Path) -> dict[str, Any]:
+        start = time.perf_counter()
+        summary = write_feature_splits(folder, spec, cfg.run.seed)
+        return summary | {"seconds": time.perf_counter() - start}
+
+    return cache.get_or_make("data", settings, make)
+
+
+def _content_sha256(path: Path) -> str:
+    """A file's sha256, computed once per process while its size and mtime stay the same."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)
+
+
+def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
     """The run's splits, checked; k must fit the training pool before anything is trained."""
     d = cfg.data
-    splits = load_splits(
-        d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
-    )
+    if d.features is not None:
+        splits = _load_features(cfg, cache or StageCache(cfg.run.cache_path))
+    else:
+        splits = load_splits(
+            d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
+        )
     pool = len(splits.train_y)
     needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
     if "experts" in cfg.methods.methods:
@@ -67,28 +139,48 @@ def load_data(cfg: Config) -> ImageSplits:
     return splits
 
 
-def model_inputs(cfg: Config, x: torch.Tensor) -> torch.Tensor:
-    """Images for the CNN, flattened pixels for heads."""
-    return x if cfg.model.model == "cnn" else x.reshape(len(x), -1)
+def _load_features(cfg: Config, cache: StageCache) -> FeatureSplits:
+    """The prepared splits, memory-mapped; `limit` and `fraction` select rows of them (as for
+    images: stratified subsets per split, then nested per-class subsets of the pool)."""
+    d = cfg.data
+    entry = feature_entry(cfg, cache)
+    splits = load_prepared(entry.path, d.name, entry.info["num_classes"])
+    seed = cfg.run.seed
+    for split in ("train", "val", "test"):
+        y = getattr(splits, f"{split}_y").numpy()
+        keep = stratified_subset(y, d.limit, seed)
+        if split == "train" and d.fraction < 1:
+            keep = keep[nested_subset(y[keep], d.fraction, seed)]
+        if len(keep) < len(y):  # a subset is read into memory; the whole split stays mapped
+            x = getattr(splits, f"{split}_x")
+            setattr(splits, f"{split}_x", np.ascontiguousarray(x[keep]))
+            setattr(splits, f"{split}_y", torch.from_numpy(y[keep]))
+            setattr(splits, f"{split}_idx", getattr(splits, f"{split}_idx")[keep])
+    return splits
+
+
+def model_inputs(cfg: Config, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
+    """Images for the CNN, flattened pixels (or feature rows) for heads."""
+    return x if cfg.model.model == "cnn" or x.ndim == 2 else x.reshape(len(x), -1)
 
 
 # ---- global model -----------------------------------------------------------------------------
 
 
-def model_settings(cfg: Config) -> dict[str, Any]:
+def model_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any]:
     """What the global model depends on: only the fields its kind uses."""
     m = cfg.model
     arch = {"cnn": {"width": m.width}, "linear": {}, "mlp": {"hidden": m.hidden}}[m.model]
     if m.checkpoint is not None:
         return {
-            "data": data_settings(cfg),
+            "data": data_settings(cfg, cache),
             "model": m.model,
             "checkpoint_sha256": file_sha256(Path(m.checkpoint).expanduser()),
         }
     if m.model == "mlp":
         arch["dropout"] = m.dropout
     return {
-        "data": data_settings(cfg),
+        "data": data_settings(cfg, cache),
         "model": m.model,
         "arch": arch,
         "train": dataclasses.asdict(cfg.train),
@@ -96,7 +188,7 @@ def model_settings(cfg: Config) -> dict[str, Any]:
     }
 
 
-def global_model(cfg: Config, splits: ImageSplits, cache: StageCache) -> tuple[nn.Module, Entry]:
+def global_model(cfg: Config, splits: Splits, cache: StageCache) -> tuple[nn.Module, Entry]:
     """The trained (or loaded) global model, from the cache when it was made before."""
     in_dim = int(np.prod(splits.train_x.shape[1:]))
 
@@ -106,7 +198,7 @@ def global_model(cfg: Config, splits: ImageSplits, cache: StageCache) -> tuple[n
         save_model(model, folder / "model.safetensors", model_meta(cfg, model))
         return info | {"seconds": time.perf_counter() - start}
 
-    entry = cache.get_or_make("model", model_settings(cfg), make)
+    entry = cache.get_or_make("model", model_settings(cfg, cache), make)
     state, _ = load_state(entry.file("model.safetensors"))
     model = _build(cfg, state, splits.num_classes, in_dim, str(entry.file("model.safetensors")))
     return model.eval(), entry
@@ -116,7 +208,7 @@ def model_meta(cfg: Config, model: nn.Module) -> dict[str, Any]:
     """What a saved model records about itself, checked when it is loaded as a checkpoint."""
     meta = {
         "kind": cfg.model.model,
-        "dataset": cfg.data.dataset,
+        "dataset": cfg.data.name,
         "num_classes": model.classifier.out_features,
     }
     if isinstance(model, CNN):
@@ -134,7 +226,7 @@ def check_checkpoint(cfg: Config) -> None:
         _check_checkpoint_meta(cfg, load_state(path)[1], path)
 
 
-def _make_model(cfg: Config, splits: ImageSplits, in_dim: int) -> tuple[nn.Module, dict]:
+def _make_model(cfg: Config, splits: Splits, in_dim: int) -> tuple[nn.Module, dict]:
     if cfg.model.checkpoint is not None:
         path = str(Path(cfg.model.checkpoint).expanduser())
         state, meta = load_state(path)
@@ -192,7 +284,7 @@ def _build(
         return model
     except (ValueError, RuntimeError) as err:
         raise ValueError(
-            f"{path} does not hold a {cfg.model.model} model for {cfg.data.dataset} "
+            f"{path} does not hold a {cfg.model.model} model for {cfg.data.name} "
             f"({num_classes} classes, {in_dim} inputs): {err}"
         ) from err
 
@@ -200,11 +292,11 @@ def _build(
 def _check_checkpoint_meta(cfg: Config, meta: dict[str, Any], path: str) -> None:
     """A checkpoint that says it was trained on other data, or is another kind, is refused."""
     dataset, kind = meta.get("dataset"), meta.get("kind")
-    if dataset is not None and dataset != cfg.data.dataset:
+    if dataset is not None and dataset != cfg.data.name:
         raise ValueError(
             f"checkpoint {path} was trained on {dataset}, but this run uses "
-            f"{cfg.data.dataset}: pass --dataset {dataset}, or a checkpoint trained on "
-            f"{cfg.data.dataset}"
+            f"{cfg.data.name}: pass the data it was trained on, or a checkpoint trained on "
+            f"{cfg.data.name}"
         )
     if kind is not None and kind != cfg.model.model:
         raise ValueError(
@@ -227,16 +319,30 @@ class Features:
 
 
 def features(
-    cfg: Config, model: nn.Module, splits: ImageSplits, model_entry: Entry, cache: StageCache
+    cfg: Config, model: nn.Module, splits: Splits, model_entry: Entry, cache: StageCache
 ) -> Features:
-    """Train, validation and test features, embedded once per model."""
+    """Train, validation and test features, embedded once per model. A linear head on a feature
+    file sees the file's rows themselves: they are used as they are (memory-mapped, no copy), and
+    keyed by the data alone, so retraining the head never repeats the search for neighbours."""
+    identity = isinstance(splits, FeatureSplits) and cfg.model.model == "linear"
+    if identity:
+        entry = cache.get_or_make("features", {"data": data_settings(cfg, cache)}, lambda _: {})
+        arrays = {s: getattr(splits, f"{s}_x") for s in SPLITS}
+        return Features(**arrays, entry=entry)
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        width = model.classifier.in_features
         for split in SPLITS:
-            x = model_inputs(cfg, getattr(splits, f"{split}_x"))
-            h = extract_features(model, x, device=cfg.run.device)
-            np.save(folder / f"{split}.npy", h.numpy().astype(np.float32))
+            x = getattr(splits, f"{split}_x")
+            out = np.lib.format.open_memmap(
+                folder / f"{split}.npy", mode="w+", dtype=np.float32, shape=(len(x), width)
+            )
+            for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
+                block = model_inputs(cfg, x[i : i + FEATURE_BLOCK])
+                out[i : i + len(block)] = extract_features(model, block, device=cfg.run.device)
+            out.flush()
+            del out
         return {"seconds": time.perf_counter() - start}
 
     entry = cache.get_or_make("features", {"model": model_entry.key}, make)
@@ -319,7 +425,7 @@ def method_scores(
     cfg: Config,
     name: str,
     model: nn.Module,
-    splits: ImageSplits,
+    splits: Splits,
     feats: Features,
     nbrs: Neighbours,
     cache: StageCache,

@@ -220,3 +220,16 @@ def knn(
 ) -> tuple[np.ndarray, np.ndarray]:
     """One-shot exact search: (distances, indices) of the k nearest pool points per query."""
     return KNNIndex(**index_kwargs).fit(pool).search(queries, k, exclude=exclude)
+
+
+def search_memory_bytes(
+    n_pool: int, d: int, n_queries: int, k: int, cfg: RetrievalConfig | None = None
+) -> int:
+    """Peak bytes a search adds beyond the pool itself: the index's copy of the pool (FAISS), the
+    pool's norms, one batch's float64 re-rank and the results."""
+    cfg = cfg or RetrievalConfig()
+    copy = 4 * n_pool * d if cfg.backend == "faiss" else 0
+    n_cand = min(n_pool, k + max(8, k // 8))
+    rerank = 3 * 2**23 * 8  # the capped float64 gather, its products and distances
+    block = 4 * min(cfg.batch_size, n_queries) * (n_pool if cfg.backend == "torch" else 1024)
+    return copy + 8 * n_pool + n_pool * d + rerank + block + 12 * n_queries * max(k, n_cand)

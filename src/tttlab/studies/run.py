@@ -28,6 +28,7 @@ from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.scaling import (
     STUDIES,
     StudyConfig,
+    size_axis,
     study_folder,
     study_record,
     unit_config,
@@ -80,10 +81,11 @@ def run_study(
             f"a study compares TTT with the global head, but --methods is "
             f"{list(base.methods.methods)}: include global and ttt"
         )
-    study_units = units(study, sc)
-    if study == "model-size":
-        sc.width_table()  # a parameter file missing a width fails here, before any training
-    if study in ("experts", "global-eval"):
+    study_units = units(study, sc, base)
+    on_file = base.data.features is not None
+    if study == "model-size":  # a parameter file missing a width fails here, before any training
+        sc.hidden_table() if on_file else sc.width_table()
+    if study in ("experts", "global-eval") and not on_file:
         sc.width_table((sc.cnn_width,))
     if study == "experts":
         sc.expert_table()
@@ -112,14 +114,15 @@ def report_study(folder: str | Path) -> Path:
     study = record["study"]
     sc = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v
                         for k, v in record["settings"].items()})  # fmt: skip
-    rows = collect(folder, units(study, sc))
+    base = Config.from_dict(record["base"])
+    rows = collect(folder, units(study, sc, base))
     if study == "global-eval":
         return _report_global_eval(folder, record, rows)
     methods = [m for m in METHODS if f"acc_{m}" in rows[0]]
     x, x_label = X_AXIS[study]
     write_rows_csv(folder / "units.csv", rows)
     # The paper's numbers are for MNIST (the d = 192 CNN): reference lines only on MNIST.
-    mnist = record["base"]["data"]["dataset"] == "mnist"
+    mnist = _on_mnist(record)
     paper = paper_references("mnist", [m for m in ("global", "ttt") if m in methods])
     refs = paper if mnist else None
     plot = plot_study(
@@ -131,11 +134,12 @@ def report_study(folder: str | Path) -> Path:
         title=f"{study} study",
         reference=refs,
     )
-    columns = [*X_AXIS_COLUMNS[study], "seed", *(f"acc_{m}" for m in methods), "gain"]
+    axis = _axis_columns(study, base)
+    columns = [*axis, "seed", *(f"acc_{m}" for m in methods), "gain"]
     write_report(
         folder / "report.md",
         title=f"tttlab {study} study",
-        summary=_summary(study, rows),
+        summary=_summary(axis[0], rows),
         table_rows=rows,
         columns=columns,
         plot=plot,
@@ -145,11 +149,18 @@ def report_study(folder: str | Path) -> Path:
     return folder / "report.md"
 
 
-X_AXIS_COLUMNS = {
-    "model-size": ("width", "parameters"),
-    "dataset-size": ("fraction", "n_train"),
-    "experts": ("experts", "expert_k"),
-}
+def _axis_columns(study: str, base: Config) -> tuple[str, str]:
+    """The report table's first columns: the unit's setting, and what it amounts to."""
+    return {
+        "model-size": (size_axis(base), "parameters"),
+        "dataset-size": ("fraction", "n_train"),
+        "experts": ("experts", "expert_k"),
+    }[study]
+
+
+def _on_mnist(record: dict[str, Any]) -> bool:
+    data = record["base"]["data"]
+    return data["dataset"] == "mnist" and data.get("features") is None
 
 
 def _read_record(folder: Path) -> dict[str, Any]:
@@ -162,9 +173,8 @@ def _read_record(folder: Path) -> dict[str, Any]:
     return record
 
 
-def _summary(study: str, rows: list[dict[str, Any]]) -> str:
+def _summary(axis: str, rows: list[dict[str, Any]]) -> str:
     """One sentence on the paper's question: where does TTT's gain over global go?"""
-    axis = X_AXIS_COLUMNS[study][0]
     if "gain" not in rows[0]:
         return f"{len(rows)} units."
     merged = mean_over_seeds(rows, axis, [])
@@ -194,7 +204,7 @@ def _report_global_eval(folder: Path, record: dict[str, Any], blocks: list[dict]
         title=f"global-eval: {len(points)} local heads",
         marks={"global head": global_acc},
     )
-    mnist = record["base"]["data"]["dataset"] == "mnist"
+    mnist = _on_mnist(record)
     paper = ["ttt_on_own_neighbourhood", "one_ttt_head_on_test_set", "global"]
     refs = paper_references("mnist", paper) if mnist else None
     local = np.mean([p["local_on_test_set"] for p in points])

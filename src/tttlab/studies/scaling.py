@@ -1,6 +1,7 @@
 """The paper's scaling studies as work units over the cached pipeline.
 
     tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
+    tttlab study model-size --features clip/ --model mlp        # MLP hidden widths on a file
     tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
     tttlab study experts --experts 1 100 10000                 # mixture of experts vs TTT
     tttlab study global-eval --points 100                      # local heads scored globally
@@ -27,7 +28,9 @@ from tttlab.pipeline import evaluate, settings_key
 from tttlab.presets import (
     LAPTOP_WIDTHS,
     expert_settings,
+    mlp_head_settings,
     read_expert_settings,
+    read_mlp_head_settings,
     read_width_settings,
     settings_for,
     width_settings,
@@ -47,6 +50,9 @@ class StudyConfig:
 
     widths: tuple[int, ...] = LAPTOP_WIDTHS
     """model-size: CNN feature widths d (the paper's run 25 ... 1152)."""
+    hidden_widths: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
+    """model-size on a feature file (--features): MLP hidden widths h (the paper's 250 ... 4000
+    on CLIP embeddings)."""
     fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
     """dataset-size: shares of each class of the training set (nested subsets)."""
     experts: tuple[int, ...] = (1, 10, 100, 1000, 10000, 50000)
@@ -82,8 +88,8 @@ class StudyConfig:
             tuple(self.fractions),
             tuple(self.seeds),
         )
-        self.experts = tuple(self.experts)
-        for name in ("widths", "fractions", "experts", "seeds"):
+        self.experts, self.hidden_widths = tuple(self.experts), tuple(self.hidden_widths)
+        for name in ("widths", "hidden_widths", "fractions", "experts", "seeds"):
             values = getattr(self, name)
             if not values:
                 raise ValueError(f"{name} is empty: give at least one value")
@@ -92,6 +98,8 @@ class StudyConfig:
         for w in (*self.widths, self.cnn_width):
             check_int(w, "widths", min=1)
             scale_for_width(w)  # a width the CNN family cannot reach: names the nearest ones
+        for h in self.hidden_widths:
+            check_int(h, "hidden_widths", min=1)
         for f in self.fractions:
             check_fraction(f)
         for s in self.seeds:
@@ -118,6 +126,15 @@ class StudyConfig:
         table = width_settings() if self.params == "paper" else read_width_settings(self.params)
         return settings_for(widths or self.widths, table)
 
+    def hidden_table(self, hidden: tuple[int, ...] | None = None) -> dict[int, Any] | None:
+        """model-size on a feature file: the per-hidden-width MLP head settings (None for
+        'config' and 'select'); a missing width is named."""
+        if self.params in ("config", "select"):
+            return None
+        paper = self.params == "paper"
+        table = mlp_head_settings() if paper else read_mlp_head_settings(self.params)
+        return settings_for(hidden or self.hidden_widths, table)
+
     def expert_table(self) -> dict[int, Any] | None:
         """The per-count expert settings for `experts` (None for 'config')."""
         if self.expert_params == "config":
@@ -127,9 +144,17 @@ class StudyConfig:
         return settings_for(self.experts, table)
 
 
-def units(study: str, sc: StudyConfig) -> list[Unit]:
+def size_axis(base: Config | None) -> str:
+    """model-size's axis: the CNN's width on images, an MLP head's hidden width on a feature
+    file."""
+    return "hidden" if base is not None and base.data.features is not None else "width"
+
+
+def units(study: str, sc: StudyConfig, base: Config | None = None) -> list[Unit]:
     """The study's units in a stable order (cheap settings first, then seeds)."""
     check_choice(study, "study", STUDIES)
+    if study == "model-size" and size_axis(base) == "hidden":
+        return grid(hidden=sorted(sc.hidden_widths), seed=sc.seeds)
     if study == "model-size":
         return grid(width=sorted(sc.widths), seed=sc.seeds)
     if study == "experts":
@@ -143,19 +168,28 @@ def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config
     """The run a unit stands for: the base config with the unit's setting and seed."""
     s = unit.settings
     run = dataclasses.replace(base.run, seed=s["seed"], progress=False)
+    on_file = base.data.features is not None
+    if study == "model-size" and on_file:
+        h = s["hidden"]
+        table = sc.hidden_table()
+        if table is None:
+            model = dataclasses.replace(base.model, model="mlp", hidden=h)
+            return dataclasses.replace(base, model=model, run=run)
+        row = table[h]
+        model, train = row.model_config(base.model), row.train_config(base.train)
+        return dataclasses.replace(base, model=model, train=train, run=run)
     if study == "model-size":
         table = sc.width_table()
         if table is None:
             model = dataclasses.replace(base.model, model="cnn", width=s["width"])
             return dataclasses.replace(base, model=model, run=run)
         return dataclasses.replace(table[s["width"]].config(base), run=run)
+    # experts and global-eval run on the CNN of width cnn_width, or on a feature file's head
+    table = None if on_file else sc.width_table((sc.cnn_width,))
+    cfg = base if table is None else table[sc.cnn_width].config(base)
     if study == "global-eval":
-        table = sc.width_table((sc.cnn_width,))
-        cfg = base if table is None else table[sc.cnn_width].config(base)
         return dataclasses.replace(cfg, run=run)
     if study == "experts":
-        table = sc.width_table((sc.cnn_width,))
-        cfg = base if table is None else table[sc.cnn_width].config(base)
         methods = dataclasses.replace(
             cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
         )

@@ -6,6 +6,7 @@ from tttlab.ttt.engine import (
     TTTConfig,
     auto_chunk_size,
     finetune,
+    point_bytes,
     ttt_grid,
     ttt_logits,
 )
@@ -17,6 +18,7 @@ __all__ = [
     "TTTConfig",
     "auto_chunk_size",
     "finetune",
+    "point_bytes",
     "reference_ttt",
     "ttt_grid",
     "ttt_logits",

@@ -360,6 +360,13 @@ def _write_grad(grad, a, b, alpha, W, W0, cfg: TTTConfig) -> None:
         torch.baddbmm(grad, a, b, beta=0.0, alpha=alpha, out=grad)
 
 
+def point_bytes(K: int, D: int, C: int) -> int:
+    """Working memory of one test point in a chunk (float32): its neighbours' features, their
+    logits and gradients, and its head with Adam's two moments and the gradient."""
+    Dp = padded_width(D)
+    return 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)
+
+
 def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") -> int:
     """Test points per chunk, from the problem's shape and the device alone.
 
@@ -367,8 +374,7 @@ def auto_chunk_size(K: int, D: int, C: int, device: torch.device | str = "cpu") 
     `_padded_chunk`); 256 MiB of working memory on CUDA. Never from free memory: the chunk size is
     recorded with a run, and on CUDA it may matter to the last bits (see the module doc).
     """
-    Dp = padded_width(D)
-    per_point = 4 * (K * Dp * 2 + K * C * 3 + C * Dp * 5)  # bytes, float32
+    per_point = point_bytes(K, D, C)
     device = torch.device(device)
     budget = 256 * 2**20 if device.type == "cuda" else 4 * 2**20
     chunk = int(max(2, min(budget // per_point, 65536)))
