@@ -184,25 +184,26 @@ def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config
             model = dataclasses.replace(base.model, model="cnn", width=s["width"])
             return dataclasses.replace(base, model=model, run=run)
         return dataclasses.replace(table[s["width"]].config(base), run=run)
+    if study == "dataset-size":
+        data = dataclasses.replace(base.data, fraction=s["fraction"])
+        return dataclasses.replace(base, data=data, run=run)
     # experts and global-eval run on the CNN of width cnn_width, or on a feature file's head
     table = None if on_file else sc.width_table((sc.cnn_width,))
     cfg = base if table is None else table[sc.cnn_width].config(base)
     if study == "global-eval":
         return dataclasses.replace(cfg, run=run)
-    if study == "experts":
-        methods = dataclasses.replace(
-            cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
+    # experts
+    methods = dataclasses.replace(
+        cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
+    )
+    experts = dataclasses.replace(cfg.experts, n_experts=s["experts"])
+    rows = sc.expert_table()
+    if rows is not None:
+        row = rows[s["experts"]]
+        experts = dataclasses.replace(
+            experts, expert_k=row.k, expert_lr=row.lr, expert_epochs=row.epochs
         )
-        experts = dataclasses.replace(cfg.experts, n_experts=s["experts"])
-        rows = sc.expert_table()
-        if rows is not None:
-            row = rows[s["experts"]]
-            experts = dataclasses.replace(
-                experts, expert_k=row.k, expert_lr=row.lr, expert_epochs=row.epochs
-            )
-        return dataclasses.replace(cfg, methods=methods, experts=experts, run=run)
-    data = dataclasses.replace(base.data, fraction=s["fraction"])
-    return dataclasses.replace(base, data=data, run=run)
+    return dataclasses.replace(cfg, methods=methods, experts=experts, run=run)
 
 
 def study_record(study: str, sc: StudyConfig, base: Config) -> dict[str, Any]:
