@@ -1,6 +1,7 @@
 """Executors without a cluster: a local pool, the checks made before anything is submitted, what
 a Slurm task leaves behind when a unit fails, and how a study folder's progress is read."""
 
+import dataclasses
 import json
 import os
 import sys
@@ -8,28 +9,21 @@ import sys
 import pytest
 
 from tttlab.cli import main
-from tttlab.config import Config, DataConfig, ModelConfig, RunConfig, SlurmConfig
-from tttlab.models import TrainConfig
+from tttlab.config import Config, SlurmConfig
 from tttlab.studies import executors
 from tttlab.studies.executors import Node, StudyTask, check_slurm, follow, study_task
 from tttlab.studies.run import resume_study, run_study, study_progress
 from tttlab.studies.scaling import StudyConfig, study_folder, study_record, units
 from tttlab.studies.units import open_study, unit_file
-from tttlab.ttt import TTTConfig
+
+from .test_scaling import digits_base
 
 STUDY = StudyConfig(fractions=(0.2, 0.5, 1.0), seeds=(0,))
 
 
 def quick_base(out, **slurm) -> Config:
-    """A digits study whose units take about a second each."""
-    return Config(
-        data=DataConfig(dataset="digits"),
-        model=ModelConfig(model="linear"),
-        train=TrainConfig(epochs=2, lr=0.05),
-        ttt=TTTConfig(k=5, epochs=2, lr=0.05),
-        run=RunConfig(n_boot=20, progress=False, out=str(out)),
-        slurm=SlurmConfig(**slurm),
-    )
+    """A digits study whose units take about a second each, run where `slurm` says."""
+    return dataclasses.replace(digits_base(out), slurm=SlurmConfig(**slurm))
 
 
 def results(folder, sc=STUDY) -> dict[str, dict]:

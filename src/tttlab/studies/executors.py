@@ -337,8 +337,8 @@ def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[s
 
 
 def task_states(task_ids: Sequence[str]) -> dict[str, str]:
-    """Array task id -> Slurm state ("12_3" -> "RUNNING"): queued and running tasks from `squeue`,
-    the others' final state from `sacct` ("ENDED" where the cluster keeps no accounting)."""
+    """Task id -> Slurm state ("12_3" -> "RUNNING"; a lone unit's job is a plain "12"): queued and
+    running tasks from `squeue`, the others' final state from `sacct` ("ENDED" without one)."""
     if not task_ids:
         return {}
     jobs = {task.split("_")[0] for task in task_ids}
@@ -367,7 +367,7 @@ def _accounted_states(jobs: list[str]) -> dict[str, str]:
     states = {}
     for line in text.splitlines():
         task, _, state = line.partition("|")
-        if re.fullmatch(r"\d+_\d+", task):
+        if re.fullmatch(r"\d+(_\d+)?", task):  # an array task, or the job of a lone unit
             states[task] = state.split()[0] if state.strip() else "UNKNOWN"  # "CANCELLED by 0"
     return states
 
@@ -414,6 +414,8 @@ def follow(folder: str | Path, study_units: Sequence[Unit]) -> Progress:
             progress.running[unit_id] = f"task {task} {state}"
         elif error is not None and error.get("task") == task:
             progress.failed[unit_id] = f"task {task} on {error['host']}: {error['error']}"
+        elif not (logs[task] / f"{task}_0_log.out").exists() and state in ("CANCELLED", "ENDED"):
+            progress.failed[unit_id] = f"task {task} was cancelled before it started"
         elif not (logs[task] / f"{task}_0_log.out").exists():
             progress.failed[unit_id] = (
                 f"task {task} ended {state} without a log in {logs[task]}: if the study folder is "
