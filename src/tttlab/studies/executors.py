@@ -447,8 +447,8 @@ def wait_for(
             # poll often while tasks start, then at most every 30 s: squeue is a shared service
             time.sleep(min(30.0, max(poll_s, (time.monotonic() - start) / 20)))
             now = follow(folder, study_units)
-            bar.update(len(now.done) - bar.n)
             bar.set_postfix(running=len(now.running), failed=len(now.failed), refresh=False)
+            bar.update(len(now.done) - bar.n)
     except KeyboardInterrupt:
         tqdm.write(f"stopped following; the tasks keep running: tttlab study status {folder}")
     finally:
