@@ -4,6 +4,7 @@ tttlab demo                          # Fashion-MNIST, the smallest CNN (d = 25):
 tttlab ttt --width 192 --k 100       # any setting is a flag; `tttlab ttt --help` lists them all
 tttlab ttt --config run.json         # or a JSON file of settings (a run's config.json works)
 tttlab runs                          # the run log as a table
+tttlab study model-size --executor slurm --partition gpu   # a study as a Slurm job array
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from pathlib import Path
 import simple_parsing
 
 from tttlab.atomic import explain_os_error, terminate_as_interrupt
-from tttlab.config import Config, RunConfig
+from tttlab.config import Config, RunConfig, SlurmConfig
 from tttlab.pipeline import run
 from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
 from tttlab.studies import UnitsFailed
-from tttlab.studies.run import report_study, run_study
+from tttlab.studies.run import load_study, report_study, resume_study, run_study, study_progress
 from tttlab.studies.scaling import StudyConfig
 
 COMMANDS = {
@@ -36,6 +37,8 @@ STUDY_HELP = {
     "experts": "a mixture of experts from 1 to many experts, beside TTT and the global head",
     "global-eval": "local TTT heads scored on their neighbourhood and on the whole test set",
     "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
+    "status": "a study folder's units: done, queued or running on Slurm, failed (and why), missing",
+    "resume": "run (or submit to Slurm) only a study folder's failed and missing units; report",
 }
 
 
@@ -72,6 +75,11 @@ def parse_config(command: str, argv: list[str]) -> Config:
     args, unknown = parser.parse_known_args(argv)
     if unknown:
         raise ValueError(_unknown_flags_message(parser, unknown))
+    if (args.cfg.slurm.executor, args.cfg.slurm.workers) != ("local", 1):
+        raise ValueError(
+            f"tttlab {command} is one pipeline run in this process: --executor and --workers "
+            "apply to `tttlab study` (its work units)"
+        )
     return args.cfg
 
 
@@ -101,6 +109,10 @@ def _study(argv: list[str]) -> int:
         folder = Path(parser.parse_args(rest).folder)
         print(f"report: {report_study(folder)}")
         return 0
+    if study == "status":
+        return _study_status(rest)
+    if study == "resume":
+        return _study_resume(rest)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(rest)
@@ -114,6 +126,61 @@ def _study(argv: list[str]) -> int:
         raise ValueError(_unknown_flags_message(parser, unknown))
     done = run_study(study, args.study, args.cfg, args.shard_id, args.num_shards)
     print(done.summary)
+    return 0
+
+
+def _study_status(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="tttlab study status", description=STUDY_HELP["status"])
+    parser.add_argument("folder", help="the study folder")
+    folder = Path(parser.parse_args(argv).folder)
+    now = study_progress(folder)
+    total = len(now.done) + len(now.running) + len(now.failed) + len(now.missing)
+    print(f"study: {folder} ({total} units)")
+    print(
+        f"done: {len(now.done)}, running: {len(now.running)}, failed: {len(now.failed)}, "
+        f"missing: {len(now.missing)}"
+    )
+    for unit_id, where in now.running.items():
+        print(f"  running  {unit_id}: {where}")
+    for unit_id, why in now.failed.items():
+        print(f"  failed   {unit_id}: {why}")
+    for unit_id in now.missing:
+        print(f"  missing  {unit_id}")
+    if now.todo:
+        print(f"next: tttlab study resume {folder}")
+    elif not now.running:
+        print(f"complete: tttlab study report {folder}")
+    return 0
+
+
+def _study_resume(argv: list[str]) -> int:
+    """`tttlab study resume DIR [--executor ...]`: where units run defaults to the last Slurm
+    submission's settings (or --config FILE's slurm section); flags override."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("folder", nargs="?")
+    pre.add_argument("--config", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.config:
+        defaults = Config.from_file(known.config).slurm
+    elif known.folder and not {"-h", "--help"} & set(argv):
+        defaults = load_study(known.folder)[2].slurm
+    else:
+        defaults = SlurmConfig()
+    parser = simple_parsing.ArgumentParser(
+        prog="tttlab study resume",
+        description=STUDY_HELP["resume"],
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
+        add_config_path_arg=False,
+        allow_abbrev=False,
+    )
+    parser.add_argument("folder", help="the study folder")
+    parser.add_argument("--config", default=None, metavar="FILE", help="take its slurm section")
+    parser.add_arguments(SlurmConfig, dest="slurm", default=defaults)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    print(resume_study(Path(args.folder), args.slurm).summary)
     return 0
 
 

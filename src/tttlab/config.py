@@ -4,9 +4,9 @@
     cfg = Config.from_dict(json.loads(path.read_text()))   # unknown keys and wrong types named
 
 Sections: data, model, train (`tttlab.models.TrainConfig`), retrieval
-(`tttlab.retrieval.RetrievalConfig`), ttt (`tttlab.ttt.TTTConfig`), methods, experts,
-run. Each field's
-docstring is its `--help` text (the CLI is generated from this tree). Everything is validated
+(`tttlab.retrieval.RetrievalConfig`), ttt (`tttlab.ttt.TTTConfig`), methods, experts, run and
+slurm (where a study's units run; no result depends on it). Each field's docstring is its `--help`
+text (the CLI is generated from this tree). Everything is validated
 when the tree is built, so a bad setting fails before any data is loaded or model trained.
 """
 
@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from tttlab.ttt import TTTConfig
 Dataset = Literal["mnist", "fashion-mnist", "digits"]
 ModelKind = Literal["cnn", "linear", "mlp"]
 Device = Literal["cpu", "cuda"]
+Executor = Literal["local", "slurm"]
 
 
 @dataclass
@@ -193,6 +195,88 @@ class RunConfig:
         return Path(self.cache_dir or Path(self.out) / "cache").expanduser()
 
 
+SBATCH_SET_BY_TTTLAB = {
+    "array": "--array-parallelism",
+    "partition": "--partition",
+    "time": "--time-min",
+    "cpus-per-task": "--cpus-per-task",
+    "mem": "--mem-gb",
+    "gpus-per-node": "--gpus",
+    "job-name": "(tttlab names the job after the study)",
+    "output": "(logs go to <study folder>/slurm/)",
+    "error": "(logs go to <study folder>/slurm/)",
+    "signal": "(submitit signals a task before its time limit to re-queue it)",
+    "open-mode": "(submitit appends to a re-queued task's log)",
+}
+"""sbatch options tttlab sets itself, and the flag that sets each."""
+_SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
+
+
+@dataclass
+class SlurmConfig:
+    """Where a study's units run: here (in this process or a pool of processes) or as a Slurm job
+    array. Mechanics only: a unit's result is the same wherever it ran."""
+
+    executor: Executor = "local"
+    """local (this machine) or slurm (a job array through submitit: pip install 'tttlab[slurm]')."""
+    workers: int = 1
+    """local: processes running units side by side (1: every unit in this process)."""
+    partition: str | None = None
+    """slurm: partition to submit to; default: the cluster's default partition."""
+    time_min: int = 60
+    """slurm: time limit of one array task in minutes; a task that reaches it is re-queued and
+    resumes (finished units are never redone)."""
+    cpus_per_task: int = 1
+    """slurm: CPUs of one array task."""
+    mem_gb: float | None = None
+    """slurm: memory of one array task in GB; default: the partition's default."""
+    gpus: int = 0
+    """slurm: GPUs of one array task (use with --device cuda)."""
+    array_parallelism: int = 64
+    """slurm: array tasks running at once (one task runs one unit)."""
+    sbatch: tuple[str, ...] = ()
+    """slurm: extra sbatch options as key=value or key, e.g. account=proj qos=short exclusive."""
+    wait: bool = True
+    """slurm: follow the tasks with a progress bar, then report; with --wait false, submit and
+    return (then `tttlab study status DIR`)."""
+
+    def __post_init__(self):
+        check_choice(self.executor, "executor", get_args(Executor))
+        check_int(self.workers, "workers", min=1)
+        check_int(self.time_min, "time_min", min=1)
+        check_int(self.cpus_per_task, "cpus_per_task", min=1)
+        check_int(self.gpus, "gpus", min=0)
+        check_int(self.array_parallelism, "array_parallelism", min=1)
+        if self.mem_gb is not None:
+            check_number(self.mem_gb, "mem_gb", min=0, strict_min=True)
+        if self.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.partition):
+            raise ValueError(f"partition={self.partition!r} is not a Slurm partition name")
+        if self.executor == "slurm" and self.workers != 1:
+            raise ValueError(
+                f"workers={self.workers} is for --executor local; with --executor slurm each array "
+                "task runs one unit: drop --workers, or set --array-parallelism"
+            )
+        self.sbatch = tuple(self.sbatch)
+        self.sbatch_options()  # each option checked now, before anything is submitted
+
+    def sbatch_options(self) -> dict[str, str | bool]:
+        """The extra sbatch options as submitit's `slurm_additional_parameters`."""
+        options: dict[str, str | bool] = {}
+        for option in self.sbatch:
+            key, sep, value = str(option).removeprefix("--").partition("=")
+            if not _SBATCH_KEY.fullmatch(key) or (sep and not value):
+                raise ValueError(
+                    f"sbatch option {option!r}: give key=value or a bare key, as sbatch's long "
+                    "options without the dashes (e.g. account=proj, qos=short, exclusive)"
+                )
+            if key in SBATCH_SET_BY_TTTLAB:
+                raise ValueError(
+                    f"sbatch option {key!r} is set by tttlab: use {SBATCH_SET_BY_TTTLAB[key]}"
+                )
+            options[key.replace("-", "_")] = value if sep else True
+        return options
+
+
 def _check_writable_dir(path: Path, what: str) -> None:
     """`path` is a folder we can write, or can be created as one (nothing is created here)."""
     if path.exists() and not path.is_dir():
@@ -220,6 +304,7 @@ class Config:
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self):
         if self.data.features is not None and self.model.model == "cnn":
@@ -284,6 +369,15 @@ class Config:
     def to_dict(self) -> dict[str, Any]:
         """Nested plain values, as written to config.json and read back by `from_dict`."""
         return dataclasses.asdict(self)
+
+    def settings(self) -> dict[str, Any]:
+        """`to_dict` less the mechanics no result depends on (where output goes, progress bars,
+        the executor): what run folders and study folders are keyed by."""
+        settings = self.to_dict()
+        for mechanics in ("out", "name", "cache_dir", "progress"):
+            settings["run"].pop(mechanics)
+        settings.pop("slurm")
+        return settings
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:

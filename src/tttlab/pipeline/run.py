@@ -54,10 +54,7 @@ class RunResult:
 
 def run_folder_name(cfg: Config) -> str:
     """`<name>-<hash>`: the same settings always map to the same folder."""
-    settings = cfg.to_dict()
-    for mechanics in ("out", "name", "cache_dir", "progress"):
-        settings["run"].pop(mechanics)
-    return f"{cfg.run.name}-{settings_key('run', settings)[:10]}"
+    return f"{cfg.run.name}-{settings_key('run', cfg.settings())[:10]}"
 
 
 @dataclass

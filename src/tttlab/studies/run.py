@@ -2,10 +2,15 @@
 
 done = run_study("model-size", StudyConfig(widths=(25, 192)), Config())
 report_study(done.folder)     # again at any time; refuses while a unit is missing
+study_progress(done.folder)   # done, running, failed and missing units (Slurm states too)
+resume_study(done.folder, SlurmConfig(executor="slurm"))  # only the failed and missing units
+
+Where units run is the base config's `slurm` section (`tttlab.studies.executors`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tttlab.config import Config
+from tttlab.config import Config, SlurmConfig
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline.stages import load_data
 from tttlab.results import (
@@ -25,6 +30,16 @@ from tttlab.results import (
     write_rows_csv,
 )
 from tttlab.results.plots import mean_over_seeds
+from tttlab.studies.executors import (
+    Progress,
+    check_slurm,
+    follow,
+    read_jobs,
+    run_pool,
+    study_task,
+    submit,
+    wait_for,
+)
 from tttlab.studies.scaling import (
     STUDIES,
     StudyConfig,
@@ -35,7 +50,16 @@ from tttlab.studies.scaling import (
     unit_runner,
     units,
 )
-from tttlab.studies.units import CONFIG_FILE, collect, open_study, run_units, status
+from tttlab.studies.units import (
+    CONFIG_FILE,
+    RunReport,
+    UnitsFailed,
+    collect,
+    open_study,
+    run_units,
+    select_shard,
+    status,
+)
 
 X_AXIS = {
     "model-size": ("parameters", "parameters of the global model"),
@@ -54,14 +78,19 @@ class StudyDone:
     skipped: list[str]
     missing: list[str]
     report: Path | None
+    job: str | None = None
+    """The Slurm array job that ran the units, if any."""
 
     @property
     def summary(self) -> str:
+        where = "other shards" if self.job is None else f"Slurm job {self.job}"
         lines = [
             f"study: {self.folder}",
             f"units run now: {len(self.ran)}, already done: "
-            f"{len(self.skipped)}, still missing (other shards): {len(self.missing)}",
+            f"{len(self.skipped)}, still missing ({where}): {len(self.missing)}",
         ]
+        if self.job is not None and self.missing:
+            lines.append(f"follow: tttlab study status {self.folder}")
         if self.report is not None:
             lines.append(f"report: {self.report}")
         return "\n".join(lines)
@@ -81,6 +110,13 @@ def run_study(
             f"a study compares TTT with the global head, but --methods is "
             f"{list(base.methods.methods)}: include global and ttt"
         )
+    if base.slurm.executor == "slurm":
+        if shard_id is not None or num_shards is not None:
+            raise ValueError(
+                "--shard-id/--num-shards split the units by hand, and --executor slurm makes a "
+                "job array of them itself: drop one of the two"
+            )
+        check_slurm(base.slurm)  # a bad request fails here, before the folder is written
     study_units = units(study, sc, base)
     on_file = base.data.features is not None
     if study == "model-size":  # a parameter file missing a width fails here, before any training
@@ -97,13 +133,110 @@ def run_study(
     load_data(unit_config(study, sc, base, strictest))
     folder = study_folder(study, sc, base)
     open_study(folder, study_record(study, sc, base))
-    done = run_units(
-        folder, study_units, unit_runner(study, sc, base), shard_id, num_shards,
-        progress=base.run.progress,
-    )  # fmt: skip
+    return _run(study, sc, base, folder, shard_id, num_shards)
+
+
+def _run(
+    study: str,
+    sc: StudyConfig,
+    base: Config,
+    folder: Path,
+    shard_id: int | None = None,
+    num_shards: int | None = None,
+) -> StudyDone:
+    """Run the unfinished units of an opened study folder where `base.slurm` says."""
+    study_units = units(study, sc, base)
+    ex, progress = base.slurm, base.run.progress
+    job = None
+    if ex.executor == "slurm":
+        before = follow(folder, study_units)
+        skipped = before.done
+        if before.todo:
+            task = study_task(study, sc, base, folder)
+            job = submit(task, before.todo, ex)["job"]
+            print(f"submitted {len(before.todo)} unit(s) as Slurm job array {job}")
+        elif before.running:
+            print(f"{len(before.running)} unit(s) already queued or running: following them")
+        now = wait_for(folder, study_units, progress) if ex.wait else follow(folder, study_units)
+        ran = [unit_id for unit_id in now.done if unit_id not in set(skipped)]
+        if now.failed:
+            raise SlurmUnitsFailed(now.failed, RunReport(0, 1, ran), folder)
+    elif ex.workers > 1:
+        mine = {unit.id for unit in select_shard(study_units, shard_id, num_shards)}
+        missing = status(folder, study_units).missing
+        todo = [unit_id for unit_id in missing if unit_id in mine]
+        skipped = [unit.id for unit in study_units if unit.id in mine and unit.id not in todo]
+        ran = run_pool(study_task(study, sc, base, folder), todo, ex.workers, progress)
+    else:
+        done = run_units(
+            folder, study_units, unit_runner(study, sc, base), shard_id, num_shards,
+            progress=progress,
+        )  # fmt: skip
+        ran, skipped = done.ran, done.skipped
     missing = status(folder, study_units).missing
     report = report_study(folder) if not missing else None
-    return StudyDone(folder, done.ran, done.skipped, missing, report)
+    return StudyDone(folder, ran, skipped, missing, report, job)
+
+
+class SlurmUnitsFailed(UnitsFailed):
+    """Units whose Slurm tasks raised, were killed or cancelled; the others are written."""
+
+    def __init__(self, failed: dict[str, str], report: RunReport, folder: Path):
+        super().__init__(failed, report)
+        self.folder = folder
+
+    def __str__(self) -> str:
+        errors = "; ".join(f"unit {uid}: {why}" for uid, why in self.failed.items())
+        return (
+            f"{len(self.failed)} unit(s) failed on Slurm ({len(self.report.ran)} others ran and "
+            f"are written): {errors}. Fix the cause, then `tttlab study resume {self.folder}` "
+            "submits only the failed and missing units"
+        )
+
+
+def load_study(
+    folder: str | Path, slurm: SlurmConfig | None = None
+) -> tuple[str, StudyConfig, Config]:
+    """The study, its settings and its base config, as recorded in a study folder; the paths of
+    its last Slurm submission (out, cache) and `slurm` (default: that submission's) on top."""
+    folder = Path(folder)
+    record = _read_record(folder)
+    sc = StudyConfig(**_tuples(record["settings"]), folder=str(folder))
+    base = Config.from_dict(record["base"])
+    submissions = read_jobs(folder)
+    last = submissions[-1] if submissions else None
+    # A folder <out>/studies/<name> shares <out>/cache with the runs and studies beside it.
+    out = folder.parent.parent if folder.parent.name == "studies" else Path(base.run.out)
+    run = dataclasses.replace(
+        base.run,
+        out=last["out"] if last else str(out),
+        cache_dir=last["cache_dir"] if last else None,
+    )
+    if slurm is None:
+        slurm = SlurmConfig(**_tuples(last["slurm"])) if last else SlurmConfig()
+    return record["study"], sc, dataclasses.replace(base, run=run, slurm=slurm)
+
+
+def _tuples(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+
+
+def study_progress(folder: str | Path) -> Progress:
+    """Each unit of a study folder: done, queued or running on Slurm, failed (why), or missing."""
+    study, sc, base = load_study(folder)
+    return follow(folder, units(study, sc, base))
+
+
+def resume_study(folder: str | Path, slurm: SlurmConfig | None = None) -> StudyDone:
+    """Run a study folder's failed and missing units again (on Slurm: submit only those), then
+    report once none is missing. `slurm` defaults to the last submission's settings."""
+    folder = Path(folder)
+    study, sc, base = load_study(folder, slurm)
+    base.check_environment()
+    if base.slurm.executor == "slurm":
+        check_slurm(base.slurm)
+    open_study(folder, study_record(study, sc, base))  # the record still matches: resume
+    return _run(study, sc, base, folder)
 
 
 def report_study(folder: str | Path) -> Path:
@@ -112,8 +245,7 @@ def report_study(folder: str | Path) -> Path:
     folder = Path(folder)
     record = _read_record(folder)
     study = record["study"]
-    sc = StudyConfig(**{k: tuple(v) if isinstance(v, list) else v
-                        for k, v in record["settings"].items()})  # fmt: skip
+    sc = StudyConfig(**_tuples(record["settings"]))
     base = Config.from_dict(record["base"])
     rows = collect(folder, units(study, sc, base))
     if study == "global-eval":

@@ -210,10 +210,7 @@ def study_record(study: str, sc: StudyConfig, base: Config) -> dict[str, Any]:
     """What a study folder records and checks on reopening: the study and its base config."""
     settings = dataclasses.asdict(sc)
     settings.pop("folder")
-    base_dict = base.to_dict()
-    for mechanics in ("out", "name", "cache_dir", "progress"):
-        base_dict["run"].pop(mechanics)
-    return {"study": study, "settings": settings, "base": base_dict}
+    return {"study": study, "settings": settings, "base": base.settings()}
 
 
 def study_folder(study: str, sc: StudyConfig, base: Config) -> Path:
