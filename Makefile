@@ -8,7 +8,7 @@ SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo
 install:
 	# torch pinned first: the CPU wheel; an unpinned torch would pull the CUDA build.
 	$(PIP) install -q "torch==2.13.0"
-	$(PIP) install -q -e ".[dev]"
+	$(PIP) install -q -e ".[dev,encoders]"
 
 # Fashion-MNIST from Debian's package (offline machines reach Debian's mirror but not the
 # dataset's own): installed once into /usr/share/datasets/fashion-mnist, where tttlab looks.
