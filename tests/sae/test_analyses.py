@@ -88,6 +88,9 @@ def test_the_three_analyses_report_their_headline_numbers(trained):
     assert sp["distinct_neighbourhood_mean"] < sp["distinct_random_mean"]
     assert 0 < sp["learned_mask_size_mean"] <= sp["distinct_neighbourhood_mean"] + 3
     assert 0 <= m["selection"]["agreement_dense_recon_vs_masked_codes"] <= 1
+    # the mask penalty is chosen on validation rows among the candidates, each one recorded
+    assert m["mask_penalty"] in QUICK.mask_penalties
+    assert [r["mask_penalty"] for r in m["mask_penalty_selection"]] == list(QUICK.mask_penalties)
     assert len(result.arrays["cosine_codes"]) == 40 * 10
     # code-space neighbours are the most similar in concept space, by construction
     sim = m["similarity"]

@@ -64,6 +64,11 @@ class AnalyseConfig:
     """Sparsity penalty per kept concept, added to the neighbourhood's mean cross-entropy."""
     mask_init: float = 1.0
     """Initial mask logit (> 0: every concept starts kept)."""
+    mask_penalties: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    """If not empty, mask_penalty is chosen among these on (up to `points`) validation rows, never
+    test points: the largest whose masked TTT is within mask_tolerance of all-concepts TTT there."""
+    mask_tolerance: float = 0.005
+    """Accuracy (a fraction) the chosen mask penalty may lose on the validation rows."""
     head_epochs: int = 20
     """Epochs of the global linear heads (on features, reconstructions, codes)."""
     head_lr: float = 1e-3
@@ -91,6 +96,10 @@ class AnalyseConfig:
         for name in ("ttt_lr", "mask_lr", "head_lr"):
             check_number(getattr(self, name), name, min=0, strict_min=True)
         check_number(self.mask_penalty, "mask_penalty", min=0)
+        check_number(self.mask_tolerance, "mask_tolerance", min=0)
+        self.mask_penalties = tuple(self.mask_penalties)
+        for i, value in enumerate(self.mask_penalties):
+            check_number(value, f"mask_penalties[{i}]", min=0)
         check_number(self.mask_init, "mask_init")
 
     def ttt(self) -> TTTConfig:
@@ -393,6 +402,9 @@ def analyse(
         logits = ttt_logits(lin.weight, lin.bias, xp, yp, xq, nf, ttt, progress=progress)
         probs[f"ttt_{space}"] = logits.softmax(1)
     code_lin = heads["codes"].classifier
+    selection = []
+    if cfg.mask_penalties:
+        cfg, selection = _select_mask_penalty(code_lin, codes_p, yp_t, Xp, Xv, yv, codes_v, cfg)
     kept = {}
     for mode in ("all", "own", "learned"):
         p, kept[mode], active = concept_ttt(
@@ -452,6 +464,8 @@ def analyse(
     metrics = {
         "points": len(pts),
         "k": cfg.k,
+        "mask_penalty": cfg.mask_penalty,
+        "mask_penalty_selection": selection,
         "accuracy": acc,
         "similarity": {
             row["spaces"]: {k: v for k, v in row.items() if k != "spaces"} for row in similarity
@@ -480,6 +494,33 @@ def analyse(
         **{f"cosine_{s}": cos[s].reshape(-1) for s in SPACES},
     }
     return AnalysisResult(metrics, accuracy, similarity, sparsity, arrays)
+
+
+def _select_mask_penalty(code_lin, codes_p, yp_t, Xp, Xv, yv, codes_v, cfg):
+    """(cfg with the chosen mask_penalty, one row per candidate) from the validation rows."""
+    rows_v = np.random.default_rng(cfg.seed).permutation(len(Xv))[: cfg.points]
+    Xv, yv = Xv[rows_v], yv[rows_v]
+    codes_v = SparseCodes(codes_v.idx[rows_v], codes_v.acts[rows_v])
+    nbr_v = KNNIndex(seed=cfg.seed).fit(Xp).search(Xv, cfg.k)[1]
+    W, b = code_lin.weight, code_lin.bias
+    base = concept_ttt(W, b, codes_p, yp_t, codes_v, nbr_v, cfg, "all")[0]
+    base_acc = float((base.argmax(1).numpy() == yv).mean())
+    rows, chosen = [], cfg.mask_penalty
+    for penalty in sorted(cfg.mask_penalties):
+        trial = dataclasses.replace(cfg, mask_penalty=penalty)
+        probs, kept, _ = concept_ttt(W, b, codes_p, yp_t, codes_v, nbr_v, trial, "learned")
+        acc = float((probs.argmax(1).numpy() == yv).mean())
+        rows.append(
+            {
+                "mask_penalty": penalty,
+                "val_accuracy": acc,
+                "val_accuracy_all": base_acc,
+                "kept_mean": float(kept.mean()),
+            }
+        )
+        if acc >= base_acc - cfg.mask_tolerance:
+            chosen = penalty
+    return dataclasses.replace(cfg, mask_penalty=chosen), rows
 
 
 class _HeadWrapper(nn.Module):
@@ -624,6 +665,18 @@ def _report(result: AnalysisResult, settings: dict) -> str:
         markdown_table(sim_rows, sim_cols),
         "## 2. Local sparsity",
         markdown_table(spa_rows, list(spa_rows[0])),
+        f"Mask penalty per kept concept: {m['mask_penalty']:g}"
+        + (" (chosen on validation rows:)" if m["mask_penalty_selection"] else "."),
+        *(
+            [
+                markdown_table(
+                    [{c: _fmt(v) for c, v in r.items()} for r in m["mask_penalty_selection"]],
+                    list(m["mask_penalty_selection"][0]),
+                )
+            ]
+            if m["mask_penalty_selection"]
+            else []
+        ),
         "## 3. Implicit concept selection",
         markdown_table(sel_rows, ["measure", "value"]),
         "![analyses](analyses.png)",
