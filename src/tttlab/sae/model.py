@@ -220,7 +220,8 @@ class SparseCoder(nn.Module):
         else:
             vals_BA = torch.addmm(self.b_enc, xc_BD, self.W_enc.T).gather(1, idx_BA)
         e_hat_BD = self._decode_rows(F.relu(vals_BA), idx_BA, sparse)
-        return scale * (e_hat_BD - e_BD).pow(2).sum() / (e_BD - e_BD.mean(0)).pow(2).sum()
+        var = (e_BD - e_BD.mean(0)).pow(2).sum().clamp_min(1e-12)  # a perfect fit: no NaN
+        return scale * (e_hat_BD - e_BD).pow(2).sum() / var
 
     @torch.no_grad()
     def codes(self, x_BD: torch.Tensor, k: int | None = None) -> torch.Tensor:
