@@ -33,3 +33,6 @@ bench: install data
 	$(PYTHON) benchmarks/cnn_accuracy.py
 	$(PYTHON) benchmarks/model_size_study.py --out runs
 	$(PYTHON) benchmarks/experts_study.py --out runs
+	$(PYTHON) benchmarks/sae_throughput.py
+	$(PYTHON) benchmarks/embed_speed.py --accuracy 64 96 224 --train 1000 --test 500
+	$(PYTHON) benchmarks/sae_fmnist.py --out runs/sae-fmnist

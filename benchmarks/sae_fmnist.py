@@ -1,6 +1,6 @@
 """The concept study on real foundation-model features: EfficientNet-Lite0 on Fashion-MNIST.
 
-    python benchmarks/sae_fmnist.py --resolution 128                  # the figures in the README
+    python benchmarks/sae_fmnist.py                 # the figures in the README (64 px)
     python benchmarks/sae_fmnist.py --resolution 64 --limit 2000 --quick  # a smoke run
 
 1. `tttlab embed`: all 70,000 images (50k train, 10k val, 10k test; resumable) -> 1280-d
@@ -30,10 +30,10 @@ from tttlab.sae.runs import train_run
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--resolution", type=int, default=128)
+    parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="images per split (default all)")
     parser.add_argument("--out", default="runs/sae-fmnist")
-    parser.add_argument("--epochs", type=int, default=20, help="SAE epochs")
+    parser.add_argument("--epochs", type=int, default=4, help="SAE epochs")
     parser.add_argument("--batch", type=int, default=1024, help="SAE batch")
     parser.add_argument("--points", type=int, default=1000, help="test points analysed")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few epochs, points")
