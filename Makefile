@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
-EXTRAS ?= dev
+EXTRAS ?= dev,encoders
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
 .PHONY: install data demo test lint bench
@@ -34,3 +34,6 @@ bench: install data
 	$(PYTHON) benchmarks/cnn_accuracy.py
 	$(PYTHON) benchmarks/model_size_study.py --out runs
 	$(PYTHON) benchmarks/experts_study.py --out runs
+	$(PYTHON) benchmarks/sae_throughput.py
+	$(PYTHON) benchmarks/embed_speed.py --accuracy 64 96 224 --train 1000 --test 500
+	$(PYTHON) benchmarks/sae_fmnist.py --out runs/sae-fmnist

@@ -30,6 +30,8 @@ COMMANDS = {
     "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
     "study": "a study (model-size, dataset-size, experts, global-eval) as shardable work units",
     "runs": "print the run log",
+    "sae": "sparse autoencoder on a feature file: `sae train`, `sae analyse` (concept analyses)",
+    "embed": "images (MNIST-format set or class folders) -> a cached feature file, by an encoder",
 }
 STUDY_HELP = {
     "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
@@ -203,6 +205,20 @@ def _runs(argv: list[str]) -> int:
     return 0
 
 
+def _sae(argv: list[str]) -> int:
+    """`tttlab sae train|analyse`: its parser lives with the SAE (tttlab.sae.cli)."""
+    from tttlab.sae.cli import main as sae_main
+
+    return sae_main(argv)
+
+
+def _embed(argv: list[str]) -> int:
+    """`tttlab embed`: its parser lives with the encoders (tttlab.encoders.cli)."""
+    from tttlab.encoders.cli import main as embed_main
+
+    return embed_main(argv)
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tttlab",
@@ -235,6 +251,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
                 return _runs(rest)
             if command == "study":
                 return _study(rest)
+            if command == "sae":
+                return _sae(rest)
+            if command == "embed":
+                return _embed(rest)
             result = run(parse_config(command, rest))
     except (ValueError, FileNotFoundError, ArithmeticError, UnitsFailed) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)

@@ -1,0 +1,91 @@
+"""`tttlab sae train` and `tttlab sae analyse`; flags generated from the config dataclasses.
+
+tttlab sae train --features fmnist/train --epochs 20 --batch-size 1024      # runs/sae-<hash>/
+tttlab sae train --features clip/ --preset paper                            # the paper's recipe
+tttlab sae analyse --sae runs/sae-<hash> --features fmnist/train --test-features fmnist/test
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import simple_parsing
+
+from tttlab.sae.config import SaeConfig, SaeTrainConfig, paper_configs
+
+HELP = {
+    "train": "train a top-k sparse autoencoder on a feature file; writes a run folder",
+    "analyse": "the paper's three concept analyses of an SAE on a feature file",
+}
+
+
+def _parser(command: str, description: str) -> simple_parsing.ArgumentParser:
+    return simple_parsing.ArgumentParser(
+        prog=f"tttlab sae {command}",
+        description=description,
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
+        add_config_path_arg=False,
+        allow_abbrev=False,
+    )
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    features_help = "feature file or folder of chunks (embeddings + labels)"
+    parser.add_argument("--features", required=True, metavar="PATH", help=features_help)
+    normalize_help = "unit-normalise every row first (the paper's CLIP features are unit-norm)"
+    parser.add_argument("--normalize", action="store_true", help=normalize_help)
+    parser.add_argument("--out", default="runs", help="folder that receives the run folder")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def train_main(argv: list[str]) -> int:
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    known, _ = pre.parse_known_args(argv)
+    if known.preset not in (None, "paper"):
+        raise ValueError(f"--preset {known.preset!r} is unknown; the shipped preset is 'paper'")
+    sae_cfg, train_cfg = paper_configs() if known.preset else (SaeConfig(), SaeTrainConfig())
+    parser = _parser("train", HELP["train"])
+    _common(parser)
+    parser.add_argument("--name", default="sae", help="run folder name prefix")
+    parser.add_argument("--preset", default=None, choices=["paper"],
+                        help="start from the paper's recipe (expansion 8, k 16, batch 4096, "
+                        "k warm-up 128 -> 16 over 10,000 steps); flags override it")  # fmt: skip
+    parser.add_arguments(SaeConfig, dest="sae", default=sae_cfg)
+    parser.add_arguments(SaeTrainConfig, dest="train", default=train_cfg)
+    args = parser.parse_args(argv)
+    from tttlab.sae.runs import train_run
+
+    folder, existed = train_run(
+        args.features, args.sae, args.train, args.out, args.name, args.normalize,
+        progress=not args.no_progress,
+    )  # fmt: skip
+    if existed:
+        print(f"(already trained with these settings: reporting {folder})")
+    _print_metrics(folder)
+    print(f"results: {folder}")
+    return 0
+
+
+def _print_metrics(folder) -> None:
+    import json
+
+    final = json.loads((folder / "metrics.json").read_text())["final"]
+    print(
+        f"FVU {final['fvu']:.4f}  MSE {final['mse']:.3g}  dead latents "
+        f"{100 * final['dead_fraction']:.2f}%  active per row {final['mean_active']:.2f}"
+    )
+
+
+def main(argv: list[str]) -> int:
+    """`tttlab sae {train,analyse} ...`."""
+    if not argv or argv[0] not in HELP:
+        lines = "\n".join(f"  {name:<8} {text}" for name, text in HELP.items())
+        print(f"usage: tttlab sae {{{','.join(HELP)}}} ...\n\n{lines}")
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    if argv[0] == "train":
+        return train_main(argv[1:])
+    from tttlab.sae.analyses import analyse_main
+
+    return analyse_main(argv[1:])

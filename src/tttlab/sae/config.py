@@ -1,0 +1,152 @@
+"""The sparse autoencoder's settings: its shape (`SaeConfig`, saved beside its weights as cfg.json)
+and its training (`SaeTrainConfig`), each field declared once with its default and its check.
+
+    cfg, train = paper_configs(d_in=512)   # the paper's recipe (expansion 8, k = 16, ...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, get_args
+
+from tttlab.checks import check_choice, check_int, check_number
+
+Device = Literal["cpu", "cuda"]
+
+
+@dataclass
+class SaeConfig:
+    """A top-k sparse autoencoder: D inputs -> H latents, k of them active per row."""
+
+    d_in: int = 512
+    """D, the width of the features it encodes (`tttlab sae train` takes it from the file)."""
+    expansion_factor: int = 8
+    """H = expansion_factor * D latents (concepts), unless num_latents is set."""
+    num_latents: int = 0
+    """H, when it is not a multiple of D; 0: expansion_factor * d_in."""
+    k: int = 16
+    """Latents kept per row (the k largest pre-activations)."""
+    subtract_decoder_bias: bool = True
+    """Encode x - b_dec (the standard recipe); the paper's own SAE encodes x itself (False)."""
+    dropout: float = 0.0
+    """Dropout on the pre-activations in training; the paper's SAE used 0.5, the recipe 0."""
+
+    def __post_init__(self):
+        check_int(self.d_in, "d_in", min=1)
+        check_int(self.expansion_factor, "expansion_factor", min=1)
+        check_int(self.num_latents, "num_latents", min=0)
+        check_int(self.k, "k", min=1)
+        check_number(self.dropout, "dropout", min=0)
+        if self.dropout >= 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.k > self.latents:
+            raise ValueError(
+                f"k={self.k} is larger than the SAE's {self.latents} latents (d_in={self.d_in} x "
+                f"expansion_factor={self.expansion_factor}): choose k <= {self.latents}, or more "
+                "latents"
+            )
+
+    @property
+    def latents(self) -> int:
+        """H, the number of latents."""
+        return self.num_latents or self.expansion_factor * self.d_in
+
+
+@dataclass
+class SaeTrainConfig:
+    """How an SAE is trained: Adam with warm-up and cosine decay, a k warm-up, AuxK."""
+
+    epochs: int = 100
+    """Passes over the training rows (each in a new seeded order)."""
+    batch_size: int = 4096
+    """Rows per Adam step."""
+    lr: float = 1e-3
+    """Peak Adam learning rate."""
+    beta1: float = 0.9
+    """Adam's first-moment decay."""
+    beta2: float = 0.999
+    """Adam's second-moment decay."""
+    lr_warmup_steps: int = 5000
+    """Steps of linear learning-rate warm-up from 0 (capped at a tenth of the run)."""
+    lr_decay: bool = True
+    """Cosine decay of the learning rate to 0 after the warm-up; False: constant."""
+    total_steps: int = 0
+    """Step at which the cosine decay reaches 0; 0: the run's own number of steps."""
+    grad_clip: float = 1.0
+    """Clip the global gradient norm to this; 0 turns clipping off."""
+    k_start: int = 128
+    """k at step 0, lowered linearly to the SAE's k over k_warmup_steps; 0: no warm-up."""
+    k_warmup_steps: int = 10000
+    """Steps of the k warm-up (capped at half the run, so short runs end at the real k)."""
+    auxk_alpha: float = 1 / 32
+    """Weight of the AuxK dead-latent loss (OpenAI's top-k SAE recipe); 0 turns it off."""
+    k_aux: int = 0
+    """Dead latents that fit the residual in AuxK; 0: d_in // 2."""
+    dead_after: int = 100_000
+    """Training rows without firing after which a latent counts as dead for AuxK."""
+    sparse: bool = True
+    """Decode and back-propagate through the k active latents only (False: dense matmuls, for
+    comparison; the two give the same weights up to rounding)."""
+    seed: int = 0
+    """Seeds the initialisation, the row order and dropout."""
+    device: Device = "cpu"
+    """cpu or cuda."""
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size"):
+            check_int(getattr(self, name), name, min=1)
+        for name in ("lr_warmup_steps", "total_steps", "k_start", "k_warmup_steps", "k_aux"):
+            check_int(getattr(self, name), name, min=0)
+        check_int(self.dead_after, "dead_after", min=1)
+        check_int(self.seed, "seed", min=0)
+        check_number(self.lr, "lr", min=0, strict_min=True)
+        check_number(self.grad_clip, "grad_clip", min=0)
+        check_number(self.auxk_alpha, "auxk_alpha", min=0)
+        for name in ("beta1", "beta2"):
+            check_number(getattr(self, name), name, min=0)
+            if getattr(self, name) >= 1:
+                raise ValueError(f"{name} must be in [0, 1), got {getattr(self, name)!r}")
+        check_choice(self.device, "device", get_args(Device))
+
+
+PAPER_DEFECTS = (
+    "The paper's dead-latent (ghost) loss adds the decoder bias b_dec to the dead latents' "
+    "reconstruction of a residual that already excludes it (b_dec counted twice), with a weight of "
+    "1e6; tttlab's AuxK counts b_dec once, detaches the residual target and weighs it auxk_alpha."
+)
+"""What tttlab does not copy from the paper's SAE, and why."""
+
+
+def paper_configs(
+    d_in: int | None = None, preset: str = "paper"
+) -> tuple[SaeConfig, SaeTrainConfig]:
+    """The paper's SAE recipe (`tttlab.presets.sae_config()`) as tttlab configs.
+
+    d_in: the feature width (default: the preset's 512); the two departures of the paper's own
+    SAE are kept (no b_dec subtraction on encode, dropout 0.5); its ghost-loss weight is not
+    (see PAPER_DEFECTS).
+    """
+    from tttlab.presets import sae_config
+
+    p = sae_config(preset)
+    sae = SaeConfig(
+        d_in=d_in or p["feature_dim"],
+        expansion_factor=p["expansion_factor"],
+        k=p["k"],
+        subtract_decoder_bias=False,
+        dropout=0.5,
+    )
+    train = SaeTrainConfig(
+        epochs=p["epochs"],
+        batch_size=p["batch_size"],
+        lr=p["learning_rate"],
+        beta1=p["beta1"],
+        beta2=p["beta2"],
+        lr_warmup_steps=p["warmup_steps"] if p["use_lr_schedule"] else 0,
+        lr_decay=p["use_lr_schedule"],
+        total_steps=p["total_steps"],
+        grad_clip=p["grad_clip"],
+        k_start=p["k_warmup_start"] if p["use_k_warmup"] else 0,
+        k_warmup_steps=p["k_warmup_steps"],
+    )
+    return sae, train
