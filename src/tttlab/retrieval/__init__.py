@@ -1,5 +1,5 @@
 """Retrieval: the k nearest training points of each test point in feature space."""
 
-from tttlab.retrieval.knn import KNNIndex, RetrievalConfig, knn
+from tttlab.retrieval.knn import KNNIndex, RetrievalConfig, knn, search_memory_bytes
 
-__all__ = ["KNNIndex", "RetrievalConfig", "knn"]
+__all__ = ["KNNIndex", "RetrievalConfig", "knn", "search_memory_bytes"]
