@@ -33,3 +33,4 @@ bench: install data
 	$(PYTHON) benchmarks/cnn_accuracy.py
 	$(PYTHON) benchmarks/model_size_study.py --out runs
 	$(PYTHON) benchmarks/experts_study.py --out runs
+	$(PYTHON) benchmarks/knn_imagenet.py
