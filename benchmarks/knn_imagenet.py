@@ -9,7 +9,7 @@ subset, reported as queries per second. Each method runs in its own process, so 
 resident memory (VmHWM, the memory-mapped pool's pages included) is its own. Then recall@k
 of the approximate indexes (ivf, hnsw) against exact search, on a subset of the pool.
 
-    python benchmarks/knn_imagenet.py            # the figure: ~15 min on 2 cores, 3 GB of disk
+    python benchmarks/knn_imagenet.py            # the figure: 35 min on 2 busy cores, 3 GB of disk
     python benchmarks/knn_imagenet.py --quick    # a 20,000-point pool, seconds
 """
 
