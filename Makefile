@@ -37,3 +37,4 @@ bench: install data
 	$(PYTHON) benchmarks/sae_throughput.py
 	$(PYTHON) benchmarks/embed_speed.py --accuracy 64 96 224 --train 1000 --test 500
 	$(PYTHON) benchmarks/sae_fmnist.py --out runs/sae-fmnist
+	$(PYTHON) benchmarks/knn_imagenet.py

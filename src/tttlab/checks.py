@@ -16,7 +16,8 @@ class NonFiniteError(ArithmeticError):
 
 
 def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
-    """Convert once to a C-contiguous float32 matrix and reject empty or non-finite input."""
+    """Convert once to a C-contiguous float32 matrix and reject empty or non-finite input; a
+    contiguous float32 array (a read-only memory map too) is returned as is, not copied."""
     if isinstance(x, torch.Tensor):
         x = x.detach().cpu().numpy()
     x = np.ascontiguousarray(x, dtype=np.float32)
@@ -24,13 +25,24 @@ def as_matrix(x: np.ndarray | torch.Tensor, name: str) -> np.ndarray:
         raise ValueError(f"{name} must be a 2-D matrix (points x features), got shape {x.shape}")
     if x.shape[0] == 0:
         raise ValueError(f"{name} is empty: pass at least one point")
-    if not np.isfinite(x).all():
-        bad = np.flatnonzero(~np.isfinite(x).all(axis=1))
+    bad = _nonfinite_rows(x)
+    if len(bad):
         raise ValueError(
             f"{name} has {len(bad)} rows with NaN or inf (first: {bad[:5].tolist()}): "
             "clean or drop them first"
         )
     return x
+
+
+def _nonfinite_rows(x_ND: np.ndarray, chunk_bytes: int = 2**25) -> np.ndarray:
+    """Indices of rows holding NaN or inf, checked in chunks so a memory-mapped pool is read
+    once and never gets a pool-sized boolean temporary."""
+    step = max(1, chunk_bytes // max(1, x_ND.shape[1]))
+    bad = [
+        s + np.flatnonzero(~np.isfinite(x_ND[s : s + step]).all(axis=1))
+        for s in range(0, len(x_ND), step)
+    ]
+    return np.concatenate(bad)
 
 
 def as_batch(x: torch.Tensor | np.ndarray, name: str) -> torch.Tensor:

@@ -86,7 +86,7 @@ register(
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
             chunk_size=cfg.ttt.chunk_size,
-            index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed),
+            index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device),
             device=cfg.run.device,
             progress=cfg.run.progress,
         ),
@@ -100,7 +100,8 @@ register(
         "majority",
         "majority vote of the k nearest training labels",
         build=lambda cfg, clf: MajorityVote(
-            k=cfg.majority_k, index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed)
+            k=cfg.majority_k,
+            index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device),
         ),
         settings=lambda cfg: {"k": cfg.majority_k},
         needs_k=lambda cfg: cfg.majority_k,

@@ -41,16 +41,19 @@ def estimate(cfg: Config, n_train: int, n_test: int, d_in: int, classes: int) ->
     m = cfg.model
     d = {"cnn": m.width, "linear": d_in, "mlp": m.hidden}[m.model]
     k = max(METHODS[name].needs_k(cfg) for name in cfg.methods.methods)
+    device = cfg.run.device
     parts = {
         "pool": 4 * n_train * d,
-        # the finiteness check of the training inputs and their features
-        "training": n_train * d_in + (4 * n_train * d if m.model == "mlp" else 0),
-        "search": search_memory_bytes(n_train, d, n_test, k, cfg.retrieval) if k else 0,
+        # the finiteness check of the training inputs (an MLP's features stream to the cache)
+        "training": n_train * d_in,
+        "search": search_memory_bytes(n_train, d, n_test, k, cfg.retrieval, device=device)
+        if k
+        else 0,
         "scores": 4 * n_test * classes * len(cfg.methods.methods),
     }
     if "ttt" in cfg.methods.methods or "experts" in cfg.methods.methods:
         t = cfg.ttt
-        chunk = t.chunk_size or auto_chunk_size(t.k, d, classes, cfg.run.device)
+        chunk = t.chunk_size or auto_chunk_size(t.k, d, classes, device)
         parts["ttt"] = chunk * point_bytes(t.k, d, classes)
     return MemoryEstimate(parts, available_bytes())
 

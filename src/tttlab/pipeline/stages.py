@@ -389,7 +389,8 @@ def neighbours(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        index = KNNIndex.from_config(cfg.retrieval, cfg.run.seed).fit(feats.train)
+        index = KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device)
+        index.fit(feats.train)
         dist, idx = index.search(getattr(feats, split), k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
