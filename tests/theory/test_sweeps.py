@@ -92,3 +92,11 @@ def test_the_command_line_runs_a_tiny_sweep(tmp_path, capsys):
 def test_bad_settings_get_a_message_and_exit_code_2(tmp_path, capsys, flags, message):
     code = main(f"simulate {FLAGS} --sweeps s --ss 2 {flags} --out {tmp_path}".split())
     assert code == 2 and message in capsys.readouterr().err
+
+
+def test_a_classification_sweep_reports_error_rates_without_theory_lines(tmp_path):
+    sim = Sim(**{**TINY.__dict__, "task": "classification"})
+    done = run_simulation(sim, tiny(tmp_path, sweeps=("k",), ks=(10,)))
+    report = done.report.read_text()
+    assert "errors are error rates" in report and "theory_ttt" not in report
+    assert (done.folder / "k.png").is_file()

@@ -5,8 +5,9 @@
 
 Sweeps, each around the base draw `Sim` (every flag of `tttlab simulate`):
 
-- d2: error against d2/d1 on independent inputs (tightness 0: concepts isotropic, the setting of
-  the 1 - d2/d1 result) with n_train >= samples_per_feature * d2 (the global head needs n >> d2).
+- d2: error against d2/d1 in the setting of the 1 - d2/d1 result: independent inputs (tightness
+  0: isotropic concepts), no label noise, n_train >= samples_per_feature * d2 (the result is about
+  the best global head, which least squares reaches only for n >> d2).
 - k: error against k, with sigma^2 s log(d1/s) / k; the theory's regime is
   s log(d1/s) <= k <= the cluster size (a larger k reaches into other clusters).
 - s: error against s (the local fit needs s < d2).
@@ -130,7 +131,7 @@ def unit_setting(base: Sim, sc: SimulateConfig, unit: Unit) -> tuple[Sim, int]:
     if sweep in ("d2", "map"):
         change["d2"] = max(1, round(u["ratio"] * base.d1))
     if sweep == "d2":
-        change["tightness"] = 0.0
+        change |= {"tightness": 0.0, "sigma": 0.0}
         change["n_train"] = max(base.n_train, sc.samples_per_feature * change["d2"])
     if sweep in ("s", "map"):
         change["s"] = u["s"]
@@ -273,6 +274,8 @@ def read_record(folder: str | Path) -> tuple[Sim, SimulateConfig]:
 def global_check(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """The d2 sweep's global error beside 1 - d2/d1 (mean over seeds), with the relative gap."""
     out = []
+    if not any("theory_global" in r for r in rows):
+        return out  # classification
     for ratio, group in _by(rows, "d2", "ratio"):
         measured = float(np.mean([r["err_global"] for r in group]))
         theory = group[0]["theory_global"]
@@ -343,8 +346,8 @@ def report_simulation(folder: str | Path) -> Path:
         else:
             png = plot_sweep(mine, sweep, methods, folder / f"{sweep}.png")
             columns = [AXES[sweep][0], *(f"err_{m}" for m in methods)]
-            columns += ["theory_global"] if sweep == "d2" else []
-            columns += ["theory_ttt", "same_cluster"] if sweep != "d2" else []
+            columns += ["theory_global"] if sweep == "d2" else ["theory_ttt", "same_cluster"]
+            columns = [c for c in columns if c in mine[0]]  # classification: no theory lines
             table = mine
         extra = [c for c in ("seed",) if len(sc.seeds) > 1]
         parts += [f"## Sweep: {sweep}", _sweep_note(sweep, rows),
@@ -360,18 +363,23 @@ def _summary(rows: Sequence[dict[str, Any]], base: Sim) -> str:
     lines = [
         f"Sparse concepts: d1 = {base.d1} concepts, s = {base.s} active per input, features "
         f"d2 = {base.d2}, noise sigma = {base.sigma} (signal variance 1), {base.clusters} "
-        f"clusters, tightness {base.tightness}. Errors are excess errors relative to the "
-        "signal's variance: mean (prediction - noise-free signal)^2 / var(signal).",
+        f"clusters, tightness {base.tightness}. "
+        + (
+            "Errors are excess errors relative to the signal's variance: mean (prediction - "
+            "noise-free signal)^2 / var(signal)."
+            if base.task == "regression"
+            else f"Classification into {base.outputs} classes: errors are error rates."
+        )
     ]
     gc = global_check(rows)
     if gc:
         worst = max(abs(r["relative gap"]) for r in gc)
         verdict = "within" if worst <= GLOBAL_TOLERANCE else "NOT within"
         lines.append(
-            f"- Global head vs 1 - d2/d1 (independent inputs): largest relative gap "
-            f"{100 * worst:.1f}%, {verdict} {100 * GLOBAL_TOLERANCE:.0f}%."
+            f"- Global head vs 1 - d2/d1 (independent inputs, no label noise): largest relative "
+            f"gap {100 * worst:.1f}%, {verdict} {100 * GLOBAL_TOLERANCE:.0f}%."
         )
-    sl = slope_check(rows)
+    sl = slope_check(rows) if base.task == "regression" else None
     if sl is not None and sl["slope"] is not None:
         ok = abs(sl["slope"] + 1) <= SLOPE_TOLERANCE
         lines.append(
@@ -387,13 +395,15 @@ def _summary(rows: Sequence[dict[str, Any]], base: Sim) -> str:
 
 
 def _sweep_note(sweep: str, rows: Sequence[dict[str, Any]]) -> str:
-    if sweep == "d2":
+    if sweep == "d2" and global_check(rows):
         table = markdown_table(global_check(rows), list(global_check(rows)[0]))
         return (
             "The global head's error beside the theory's 1 - d2/d1 (mean over seeds). 'theory at "
             "this n' adds least squares' finite-sample excess, (1 - d2/d1 + sigma^2) d2 / "
             f"(n - d2 - 1).\n\n{table}"
         )
+    if sweep == "d2":
+        return "Classification: the global head's error rate against d2/d1."
     if sweep == "k":
         sl = slope_check(rows)
         fitted = "" if sl is None or sl["slope"] is None else f" Fitted slope: {sl['slope']:.3f}."
@@ -434,9 +444,10 @@ def plot_sweep(rows: Sequence[dict[str, Any]], sweep: str, methods: Sequence[str
         xs, ys = _mean_by(rows, x, f"err_{m}")
         ax.plot(xs, ys, "o-", color=method_color(m), label=m, ms=4)
     theory = "theory_global" if sweep == "d2" else "theory_ttt"
-    xs, ys = _mean_by(rows, x, theory)
-    name = "1 - d2/d1" if sweep == "d2" else "sigma^2 s log(d1/s) / k"
-    ax.plot(xs, ys, "--", color="black", label=f"theory: {name}")
+    if theory in rows[0]:
+        xs, ys = _mean_by(rows, x, theory)
+        name = "1 - d2/d1" if sweep == "d2" else "sigma^2 s log(d1/s) / k"
+        ax.plot(xs, ys, "--", color="black", label=f"theory: {name}")
     r0 = rows[0]
     if sweep == "k":
         ax.axvline(r0["cluster_size"], color="gray", linestyle=":", label="cluster size")
@@ -448,7 +459,7 @@ def plot_sweep(rows: Sequence[dict[str, Any]], sweep: str, methods: Sequence[str
         ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel(label)
-    ax.set_ylabel("error / signal variance")
+    ax.set_ylabel("error / signal variance" if "theory_ttt" in r0 else "error rate")
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"sweep: {sweep}", fontsize=11)
