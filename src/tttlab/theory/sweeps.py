@@ -33,6 +33,7 @@ import numpy as np
 from tttlab.atomic import atomic_path, atomic_write_text, dumps_json
 from tttlab.checks import check_choice, check_int, check_number
 from tttlab.results import markdown_table, method_color, write_rows_csv
+from tttlab.studies.run import StudyDone
 from tttlab.studies.units import Unit, collect, open_study, run_units, status
 from tttlab.theory.estimators import RIDGE, check_k, evaluate, neighbours
 from tttlab.theory.generate import Sim, generate
@@ -192,28 +193,6 @@ def effective_rank(X_ND: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------- running
 
 
-@dataclass
-class SimulationDone:
-    """What `run_simulation` did: the folder, and the report once every unit is finished."""
-
-    folder: Path
-    ran: list[str]
-    skipped: list[str]
-    missing: list[str]
-    report: Path | None
-
-    @property
-    def summary(self) -> str:
-        lines = [
-            f"simulation: {self.folder}",
-            f"units run now: {len(self.ran)}, already done: {len(self.skipped)}, still missing "
-            f"(other shards): {len(self.missing)}",
-        ]
-        if self.report is not None:
-            lines.append(f"report: {self.report}")
-        return "\n".join(lines)
-
-
 def record(base: Sim, sc: SimulateConfig) -> dict[str, Any]:
     """What a run folder records and checks on reopening: the base draw and the sweeps."""
     sweep = dataclasses.asdict(sc)
@@ -237,7 +216,7 @@ def run_simulation(
     sc: SimulateConfig,
     shard_id: int | None = None,
     num_shards: int | None = None,
-) -> SimulationDone:
+) -> StudyDone:
     """Run this shard's unfinished units; write the report once none is missing. Every unit's
     settings are checked before the first one runs."""
     all_units = units(sc)
@@ -251,7 +230,7 @@ def run_simulation(
     )  # fmt: skip
     missing = status(folder, all_units).missing
     report = report_simulation(folder) if not missing else None
-    return SimulationDone(folder, done.ran, done.skipped, missing, report)
+    return StudyDone(folder, done.ran, done.skipped, missing, report)
 
 
 def read_record(folder: str | Path) -> tuple[Sim, SimulateConfig]:
