@@ -69,7 +69,7 @@ class Sim:
     """Std of Gaussian noise added to each feature, in units of that feature's own std."""
     normalise_rows: bool = False
     """Scale A's rows to equal norm (sqrt(d1/d2)) instead of leaving them Gaussian."""
-    outputs: int = 16
+    outputs: int = 32
     """Regression: independent true heads w* drawn at once (errors are averaged over them, as the
     theory's are an expectation over w*). Classification: the classes C."""
     task: Task = "regression"
