@@ -3,8 +3,9 @@
     python benchmarks/simulate_sweep.py            # every default sweep, into a fresh folder
     python benchmarks/simulate_sweep.py --quick    # small draws: seconds
 
-Prints the wall time, the report's summary (the global and slope checks, the regime map's count)
-and where the report is.
+Prints the wall time beside the process's CPU time and the machine's load (on a shared machine
+other jobs stretch the wall time), the report's summary (the global and slope checks, the regime
+map's count) and where the report is.
 """
 
 from __future__ import annotations
@@ -35,13 +36,17 @@ def main() -> None:
                             map_ss=(2, 4, 8, 16))  # fmt: skip
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}")  # fmt: skip
-    t = time.perf_counter()
+    load = os.getloadavg()[0]
+    t, cpu = time.perf_counter(), time.process_time()
     done = run_simulation(base, sc)
-    wall = time.perf_counter() - t
+    wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     print(done.summary)
     report = done.report.read_text(encoding="utf-8").split("\n\n")
     print("\n".join(report[1:2]))
-    print(f"wall time: {wall:.0f} s ({wall / 60:.1f} min) for {len(done.ran)} units")
+    print(f"wall time: {wall:.0f} s ({wall / 60:.1f} min) for {len(done.ran)} units; CPU time "
+          f"{cpu:.0f} s, so about {cpu / 2 / 60:.1f} to {cpu / 60:.1f} min on 2 idle cores; load "
+          f"average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at the end (other jobs on "
+          "the machine stretch the wall time)")  # fmt: skip
 
 
 if __name__ == "__main__":

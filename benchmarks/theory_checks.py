@@ -122,7 +122,7 @@ def main() -> None:
     else:
         ok1 = global_check(1000, [0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9], outputs=64)
         rate = Sim(d1=1000, s=8, d2=100, n_train=50000, clusters=125, n_test=500)
-        ok2 = rate_check(rate, [8, 16, 32, 64, 128, 256, 400, 800, 1600])
+        ok2 = rate_check(rate, [8, 16, 32, 64, 128, 256, 400, 800])
         breaks_near_d2(Sim(d1=1000, s=8, d2=32, n_train=50000, clusters=125, n_test=500),
                        [32, 64, 128, 256, 400])  # fmt: skip
     print(f"\nwall time {time.perf_counter() - t:.0f} s; global check "

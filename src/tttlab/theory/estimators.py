@@ -24,6 +24,7 @@ Shape suffixes: N training points, B test points, K neighbours, D features, T ou
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,8 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+import torch
+from threadpoolctl import ThreadpoolController
 
 from tttlab.checks import check_int, check_number
 from tttlab.retrieval import KNNIndex
@@ -101,24 +104,37 @@ def _rows(X: np.ndarray | sp.csr_matrix, rows: np.ndarray) -> np.ndarray:
 def _solve_local(
     X_BKD: np.ndarray, r_BKT: np.ndarray, q_BD: np.ndarray, ridge: float
 ) -> np.ndarray:
-    """The centred ridge fits of `local_ridge`, B at once, evaluated at the queries (numpy's
-    batched solve: torch's runs small batched systems many times slower on CPU)."""
+    """The centred ridge fits of `local_ridge`, B at once, evaluated at the queries. Products by
+    torch's bmm (numpy's stacked matmul crawls on transposed views), solves by `_solve`."""
     K, D = X_BKD.shape[1:]
     xm_BD, rm_BT = X_BKD.mean(1), r_BKT.mean(1)
-    Xc_BKD = X_BKD - xm_BD[:, None]
-    rc_BKT = r_BKT - rm_BT[:, None]
-    q_BD = q_BD - xm_BD
-    lam_B = ridge * np.maximum(np.einsum("bkd,bkd->b", Xc_BKD, Xc_BKD), 1e-300) / K
+    Xc_BKD = torch.from_numpy(X_BKD - xm_BD[:, None])
+    rc_BKT = torch.from_numpy(r_BKT - rm_BT[:, None])
+    q_BD1 = torch.from_numpy(q_BD - xm_BD)[:, :, None]
+    lam_B = ridge * np.maximum((Xc_BKD**2).sum((1, 2)).numpy(), 1e-300) / K
     if K <= D:
-        G_BKK = Xc_BKD @ Xc_BKD.transpose(0, 2, 1)
+        G_BKK = torch.bmm(Xc_BKD, Xc_BKD.transpose(1, 2)).numpy()
         G_BKK[:, np.arange(K), np.arange(K)] += lam_B[:, None]
-        alpha_BKT = np.linalg.solve(G_BKK, rc_BKT)
-        k_BK = np.einsum("bkd,bd->bk", Xc_BKD, q_BD)
-        return rm_BT + np.einsum("bk,bkt->bt", k_BK, alpha_BKT)
-    G_BDD = Xc_BKD.transpose(0, 2, 1) @ Xc_BKD
+        alpha_BKT = torch.from_numpy(_solve(G_BKK, rc_BKT.numpy()))
+        k_B1K = torch.bmm(Xc_BKD, q_BD1).transpose(1, 2)
+        return rm_BT + torch.bmm(k_B1K, alpha_BKT)[:, 0].numpy()
+    G_BDD = torch.bmm(Xc_BKD.transpose(1, 2), Xc_BKD).numpy()
     G_BDD[:, np.arange(D), np.arange(D)] += lam_B[:, None]
-    w_BDT = np.linalg.solve(G_BDD, Xc_BKD.transpose(0, 2, 1) @ rc_BKT)
-    return rm_BT + np.einsum("bd,bdt->bt", q_BD, w_BDT)
+    w_BDT = _solve(G_BDD, torch.bmm(Xc_BKD.transpose(1, 2), rc_BKT).numpy())
+    return rm_BT + torch.bmm(q_BD1.transpose(1, 2), torch.from_numpy(w_BDT))[:, 0].numpy()
+
+
+def _solve(A_BNN: np.ndarray, b_BNT: np.ndarray) -> np.ndarray:
+    """numpy's batched solve on one BLAS thread: torch's batched solve is many times slower on
+    small CPU systems, and numpy's threaded one fights torch's OpenMP threads (10-100x slower)."""
+    with _blas().limit(limits=1, user_api="blas"):
+        return np.linalg.solve(A_BNN, b_BNT)
+
+
+@functools.cache
+def _blas() -> ThreadpoolController:
+    """The process's BLAS thread pools, found once (looking them up costs milliseconds)."""
+    return ThreadpoolController()
 
 
 def concept_ridge(train: Points, test: Points, neighbours_BK: np.ndarray, ridge: float = RIDGE):
@@ -128,14 +144,14 @@ def concept_ridge(train: Points, test: Points, neighbours_BK: np.ndarray, ridge:
     s = train.phi_NM.nnz // train.phi_NM.shape[0]
     sup_NS, val_NS = _sparse_rows(train.phi_NM, s)
     qsup_BS, qval_BS = _sparse_rows(test.phi_NM, s)
+    flat_BJ = np.concatenate([sup_NS[neighbours_BK].reshape(B, K * s), qsup_BS], 1)
+    col_BJ = _local_columns(flat_BJ)
+    U = int(col_BJ.max()) + 1  # concepts in the widest neighbourhood
     out_BT = np.empty((B, train.y_NT.shape[1]))
-    step = max(1, _CHUNK_FLOATS // (K * min(K * s + s, train.phi_NM.shape[1])))
+    step = max(1, _CHUNK_FLOATS // (K * U))
     for a in range(0, B, step):
-        nbr = neighbours_BK[a : a + step]
+        nbr, col = neighbours_BK[a : a + step], col_BJ[a : a + step]
         b = len(nbr)
-        flat = np.concatenate([sup_NS[nbr].reshape(b, K * s), qsup_BS[a : a + b]], 1)
-        col = _local_columns(flat)
-        U = int(col.max()) + 1
         X_BKU = np.zeros((b, K, U))
         rows_B1, rows_BK1 = np.arange(b)[:, None], np.arange(K)[None, :, None]
         X_BKU[rows_B1[:, :, None], rows_BK1, col[:, : K * s].reshape(b, K, s)] = val_NS[nbr]

@@ -60,7 +60,7 @@ class SimulateConfig:
     """d2 sweep: values of d2/d1."""
     samples_per_feature: int = 50
     """d2 sweep: n_train is at least this many times d2 (the global head needs n >> d2)."""
-    ks: tuple[int, ...] = (8, 16, 32, 64, 128, 200, 400, 800)
+    ks: tuple[int, ...] = (8, 16, 32, 64, 128, 200, 400)
     """k sweep: neighbours per test point."""
     ss: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
     """s sweep: active concepts per input."""
