@@ -32,6 +32,7 @@ COMMANDS = {
     "runs": "print the run log",
     "sae": "sparse autoencoder on a feature file: `sae train`, `sae analyse` (concept analyses)",
     "embed": "images (MNIST-format set or class folders) -> a cached feature file, by an encoder",
+    "simulate": "the paper's theory as a simulator: when does specialisation beat a global model?",
 }
 STUDY_HELP = {
     "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
@@ -192,6 +193,55 @@ SHARD_HELP = (
 )
 
 
+# ---- tttlab simulate (tttlab.theory) ------------------------------------------------------
+
+
+def _simulate(argv: list[str]) -> int:
+    """`tttlab simulate [flags]`: this shard's unfinished sweep units, the report once complete,
+    and with --bridge a features file placed on the regime map."""
+    from tttlab.data.features import read_features
+    from tttlab.theory.bridge import bridge_report, read_ttt_gain
+    from tttlab.theory.generate import Sim
+    from tttlab.theory.sweeps import SimulateConfig, run_simulation
+
+    parser = simple_parsing.ArgumentParser(
+        prog="tttlab simulate",
+        description=COMMANDS["simulate"],
+        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
+        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
+        add_config_path_arg=False,
+        allow_abbrev=False,
+    )
+    parser.add_arguments(Sim, dest="sim")
+    parser.add_arguments(SimulateConfig, dest="sweep")
+    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
+    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
+    parser.add_argument(
+        "--bridge", default=None, metavar="FEATURES",
+        help="features to place on the regime map: a feature file or folder (as --features)",
+    )  # fmt: skip
+    parser.add_argument("--bridge-k", type=int, default=50, help="--bridge: neighbours per point")
+    parser.add_argument(
+        "--bridge-run", default=None, metavar="RUN_DIR",
+        help="--bridge: a tttlab run folder on the same features, for TTT's measured gain",
+    )  # fmt: skip
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    if args.bridge is not None:  # a bad features file fails before any unit runs
+        X, y = read_features(args.bridge)
+        gain = read_ttt_gain(args.bridge_run) if args.bridge_run else None
+    done = run_simulation(args.sim, args.sweep, args.shard_id, args.num_shards)
+    print(done.summary)
+    if args.bridge is not None:
+        if done.report is None:
+            print("bridge: waiting for the other shards (rerun with --bridge once all are done)")
+        else:
+            name = Path(args.bridge).stem
+            print(f"bridge: {bridge_report(done.folder, X, y, name, args.bridge_k, gain)}")
+    return 0
+
+
 def _runs(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="tttlab runs", description=COMMANDS["runs"])
     parser.add_argument("--out", default="runs", help="results folder holding runs.csv")
@@ -255,8 +305,10 @@ def _dispatch(command: str, rest: list[str]) -> int:
                 return _sae(rest)
             if command == "embed":
                 return _embed(rest)
+            if command == "simulate":
+                return _simulate(rest)
             result = run(parse_config(command, rest))
-    except (ValueError, FileNotFoundError, ArithmeticError, UnitsFailed) as err:
+    except (ValueError, FileNotFoundError, ArithmeticError, MemoryError, UnitsFailed) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:

@@ -275,6 +275,14 @@ def iter_blocks(
         offset += chunk.rows
 
 
+def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """Every row of a feature file or folder in memory, float32, with its labels (for analyses of
+    moderate size; a run memory-maps its prepared splits instead)."""
+    chunks = open_features(path)
+    x = np.concatenate([block for _, block, _, _ in iter_blocks(chunks)])
+    return x, np.concatenate([c.labels for c in chunks])
+
+
 # ---- splits -----------------------------------------------------------------------------------
 
 

@@ -1,0 +1,488 @@
+"""`tttlab simulate`: the theory's sweeps as resumable, shardable work units, then their report.
+
+    done = run_simulation(Sim(), SimulateConfig(sweeps=("k",)))   # one shard of units, then report
+    report_simulation(done.folder)                                # again at any time
+
+Sweeps, each around the base draw `Sim` (every flag of `tttlab simulate`):
+
+- d2: error against d2/d1 in the setting of the 1 - d2/d1 result: independent inputs (tightness
+  0: isotropic concepts), no label noise, n_train >= samples_per_feature * d2 (the result is about
+  the best global head, which least squares reaches only for n >> d2).
+- k: error against k, with sigma^2 s log(d1/s) / k; the theory's regime is
+  s log(d1/s) <= k <= the cluster size (a larger k reaches into other clusters).
+- s: error against s (the local fit needs s < d2).
+- tightness: error from independent inputs (0) to tight clusters (1).
+- map: TTT's gain over global on a grid of d2/d1 and s: where specialising pays.
+
+A unit is one setting and seed: its id says which (e.g. `sweep=k,k=64,seed=0`), its result
+depends on its settings alone, and it is written once to `units/<id>.json` in the run folder
+`<out>/simulate/simulate-<hash of the settings>` (`tttlab.studies.units`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tttlab.atomic import atomic_path, atomic_write_text, dumps_json
+from tttlab.checks import check_choice, check_int, check_number
+from tttlab.results import markdown_table, method_color, write_rows_csv
+from tttlab.studies.run import StudyDone
+from tttlab.studies.units import Unit, collect, open_study, run_units, status
+from tttlab.theory.estimators import RIDGE, check_k, evaluate, neighbours
+from tttlab.theory.generate import Sim, generate
+
+SWEEPS: tuple[str, ...] = ("d2", "k", "s", "tightness", "map")
+METHODS: tuple[str, ...] = ("global", "ttt", "concept_ttt", "oracle")
+GLOBAL_TOLERANCE = 0.05
+"""The global head's error should match 1 - d2/d1 within this relative gap."""
+SLOPE_TOLERANCE = 0.25
+"""TTT's fitted log-error vs log-k slope should lie within this of -1 in the theory's regime."""
+
+
+@dataclass
+class SimulateConfig:
+    """What `tttlab simulate` sweeps around the base draw, and where the results go."""
+
+    sweeps: tuple[str, ...] = SWEEPS
+    """Sweeps to run: d2, k, s, tightness, map."""
+    k: int = 64
+    """TTT's neighbours in every sweep but k."""
+    ridge: float = RIDGE
+    """Ridge penalty of every fit, in units of the mean squared norm of its centred points."""
+    ratios: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
+    """d2 sweep: values of d2/d1."""
+    samples_per_feature: int = 50
+    """d2 sweep: n_train is at least this many times d2 (the global head needs n >> d2)."""
+    ks: tuple[int, ...] = (8, 16, 32, 64, 128, 200, 400)
+    """k sweep: neighbours per test point."""
+    ss: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
+    """s sweep: active concepts per input."""
+    tightnesses: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
+    """tightness sweep: share of an input's concepts drawn from its cluster's set."""
+    map_ratios: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
+    """map: values of d2/d1 (columns)."""
+    map_ss: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    """map: values of s (rows)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per setting and seed."""
+    out: str = "runs"
+    """Folder that receives simulate/<run folder>."""
+    folder: str | None = None
+    """Run folder; default: <out>/simulate/simulate-<hash of the settings>."""
+    progress: bool = True
+    """Show a progress bar over units."""
+
+    def __post_init__(self):
+        lists = ("sweeps", "ratios", "ks", "ss", "tightnesses", "map_ratios", "map_ss", "seeds")
+        for name in lists:
+            values = tuple(getattr(self, name))
+            setattr(self, name, values)
+            if not values:
+                raise ValueError(f"{name} is empty: give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"{name}={list(values)} repeats a value")
+        for sweep in self.sweeps:
+            check_choice(sweep, "sweeps", SWEEPS)
+        check_int(self.k, "k", min=1)
+        check_number(self.ridge, "ridge", min=0, strict_min=True)
+        check_int(self.samples_per_feature, "samples_per_feature", min=1)
+        for r in (*self.ratios, *self.map_ratios):
+            check_number(r, "ratios (d2/d1)", min=0, strict_min=True)
+        for k in self.ks:
+            check_int(k, "ks", min=1)
+        for s in (*self.ss, *self.map_ss):
+            check_int(s, "ss", min=1)
+        for t in self.tightnesses:
+            check_number(t, "tightnesses", min=0, max=1)
+        for seed in self.seeds:
+            check_int(seed, "seeds", min=0)
+
+
+# ---------------------------------------------------------------- units
+
+
+def units(sc: SimulateConfig) -> list[Unit]:
+    """Every sweep's units, in sweep order, seeds varying fastest."""
+    axis = {"d2": ("ratio", sc.ratios), "k": ("k", sc.ks), "s": ("s", sc.ss),
+            "tightness": ("tightness", sc.tightnesses)}  # fmt: skip
+    settings = []
+    for sweep in sc.sweeps:
+        if sweep == "map":
+            cells = [(s, r) for s in sc.map_ss for r in sc.map_ratios]
+            settings += [{"sweep": sweep, "ratio": r, "s": s} for s, r in cells]
+        else:
+            name, values = axis[sweep]
+            settings += [{"sweep": sweep, name: v} for v in values]
+    return [Unit.from_settings(u | {"seed": x}) for u in settings for x in sc.seeds]
+
+
+def unit_setting(base: Sim, sc: SimulateConfig, unit: Unit) -> tuple[Sim, int]:
+    """The draw and k a unit stands for: the base with the unit's change and seed."""
+    u = unit.settings
+    change: dict[str, Any] = {"seed": u["seed"]}
+    k = sc.k
+    sweep = u["sweep"]
+    if sweep in ("d2", "map"):
+        change["d2"] = max(1, round(u["ratio"] * base.d1))
+    if sweep == "d2":
+        change |= {"tightness": 0.0, "sigma": 0.0}
+        change["n_train"] = max(base.n_train, sc.samples_per_feature * change["d2"])
+    if sweep in ("s", "map"):
+        change["s"] = u["s"]
+        if base.cluster_concepts is not None:
+            change["cluster_concepts"] = max(base.cluster_concepts, u["s"])
+    if sweep == "tightness":
+        change["tightness"] = u["tightness"]
+    if sweep == "k":
+        k = u["k"]
+    try:
+        sim = dataclasses.replace(base, **change)
+        check_k(k, sim)
+    except ValueError as err:
+        raise ValueError(f"unit {unit.id}: {err}") from None
+    return sim, k
+
+
+def run_unit(base: Sim, sc: SimulateConfig, unit: Unit) -> dict[str, Any]:
+    """One unit's row: its settings, every estimator's error and what its neighbourhoods hold."""
+    sim, k = unit_setting(base, sc, unit)
+    draw = generate(sim)
+    row = evaluate(draw, k, sc.ridge, neighbours(draw, k))
+    ranks = effective_rank(draw.train.psi_ND)
+    return {
+        **unit.settings,
+        "d1": sim.d1,
+        "d2": sim.d2,
+        "s": sim.s,
+        "k": k,
+        "n_train": sim.n_train,
+        "tightness": sim.tightness,
+        "sigma": sim.sigma,
+        "cluster_size": sim.cluster_size,
+        "d2_over_d1": sim.d2 / sim.d1,
+        **row,
+        "rank_pr": ranks["participation_ratio"],
+        "rank_entropy": ranks["entropy_rank"],
+    }
+
+
+def effective_rank(X_ND: np.ndarray) -> dict[str, float]:
+    """Two effective ranks of the features' covariance eigenvalues l: the participation ratio
+    (sum l)^2 / sum l^2, and the entropy effective rank exp(H(l / sum l)) (Roy and Vetterli,
+    2007). Both are d for isotropic features and 1 for features on a line."""
+    X = np.asarray(X_ND, dtype=np.float64)
+    X = X - X.mean(0)
+    lam = np.clip(np.linalg.eigvalsh(X.T @ X / max(len(X) - 1, 1)), 0, None)
+    total = lam.sum()
+    if total <= 0:
+        return {"participation_ratio": 0.0, "entropy_rank": 0.0}
+    p = lam[lam > 0] / total
+    return {
+        "participation_ratio": float(total**2 / (lam**2).sum()),
+        "entropy_rank": float(np.exp(-(p * np.log(p)).sum())),
+    }
+
+
+# ---------------------------------------------------------------- running
+
+
+def record(base: Sim, sc: SimulateConfig) -> dict[str, Any]:
+    """What a run folder records and checks on reopening: the base draw and the sweeps."""
+    sweep = dataclasses.asdict(sc)
+    for mechanics in ("out", "folder", "progress"):
+        sweep.pop(mechanics)
+    return {"command": "simulate", "sim": dataclasses.asdict(base), "sweep": sweep}
+
+
+def simulation_folder(base: Sim, sc: SimulateConfig) -> Path:
+    """`sc.folder`, else `<out>/simulate/simulate-<hash>`: the same settings, the same folder."""
+    if sc.folder is not None:
+        return Path(sc.folder).expanduser()
+    from tttlab.pipeline import settings_key
+
+    key = settings_key("simulate", record(base, sc))[:10]
+    return Path(sc.out).expanduser() / "simulate" / f"simulate-{key}"
+
+
+def run_simulation(
+    base: Sim,
+    sc: SimulateConfig,
+    shard_id: int | None = None,
+    num_shards: int | None = None,
+) -> StudyDone:
+    """Run this shard's unfinished units; write the report once none is missing. Every unit's
+    settings are checked before the first one runs."""
+    all_units = units(sc)
+    for unit in all_units:
+        unit_setting(base, sc, unit)
+    folder = simulation_folder(base, sc)
+    open_study(folder, record(base, sc))
+    done = run_units(
+        folder, all_units, lambda u: run_unit(base, sc, u), shard_id, num_shards,
+        progress=sc.progress,
+    )  # fmt: skip
+    missing = status(folder, all_units).missing
+    report = report_simulation(folder) if not missing else None
+    return StudyDone(folder, done.ran, done.skipped, missing, report)
+
+
+def read_record(folder: str | Path) -> tuple[Sim, SimulateConfig]:
+    """The base draw and sweeps a run folder was made with."""
+    import json
+
+    path = Path(folder) / "config.json"
+    if not path.is_file():
+        raise ValueError(f"{folder} is not a simulate folder (no config.json): check the path")
+    rec = json.loads(path.read_text(encoding="utf-8"))
+    if rec.get("command") != "simulate":
+        raise ValueError(f"{path} records no simulation: pass a folder `tttlab simulate` made")
+    sweep = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["sweep"].items()}
+    return Sim(**rec["sim"]), SimulateConfig(**sweep, folder=str(folder))
+
+
+# ---------------------------------------------------------------- checks against the theory
+
+
+def global_check(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The d2 sweep's global error beside 1 - d2/d1 (mean over seeds), with the relative gap."""
+    out = []
+    if not any("theory_global" in r for r in rows):
+        return out  # classification
+    for ratio, group in _by(rows, "d2", "ratio"):
+        measured = float(np.mean([r["err_global"] for r in group]))
+        theory = group[0]["theory_global"]
+        n, d2 = group[0]["n_train"], group[0]["d2"]
+        finite_n = theory + (theory + group[0]["sigma"] ** 2) * d2 / max(n - d2 - 1, 1)
+        gap = (measured - theory) / theory if theory > 0 else float("nan")
+        out.append({
+            "d2/d1": ratio, "d2": d2, "n_train": n, "measured": measured,
+            "theory 1-d2/d1": theory, "relative gap": gap, "theory at this n": finite_n,
+        })  # fmt: skip
+    return out
+
+
+def slope_check(rows: Sequence[dict[str, Any]], method: str = "ttt") -> dict[str, Any] | None:
+    """The fitted slope of log error vs log k over the k sweep's points in the theory's regime,
+    s log(d1/s) <= k <= cluster size; None with fewer than two such points."""
+    pts = [(k, np.mean([r[f"err_{method}"] for r in g])) for k, g in _by(rows, "k", "k")]
+    if not pts:
+        return None
+    r0 = next(r for r in rows if r["sweep"] == "k")
+    low, high = r0["s"] * math.log(r0["d1"] / r0["s"]), r0["cluster_size"]
+    inside = [(k, e) for k, e in pts if low <= k <= high]
+    if len(inside) < 2:
+        return {"slope": None, "k_low": low, "k_high": high, "points": len(inside)}
+    slope = float(np.polyfit(np.log([k for k, _ in inside]), np.log([e for _, e in inside]), 1)[0])
+    return {"slope": slope, "k_low": low, "k_high": high, "points": len(inside)}
+
+
+def _by(rows: Sequence[dict[str, Any]], sweep: str, key: str) -> list[tuple[Any, list[dict]]]:
+    """The sweep's rows grouped by `key` (seeds together), sorted by it."""
+    groups: dict[Any, list[dict]] = {}
+    for r in rows:
+        if r["sweep"] == sweep:
+            groups.setdefault(r[key], []).append(r)
+    return sorted(groups.items())
+
+
+# ---------------------------------------------------------------- report
+
+
+AXES = {
+    "d2": ("d2_over_d1", "d2 / d1 (independent inputs)", False),
+    "k": ("k", "k (neighbours)", True),
+    "s": ("s", "s (active concepts per input)", True),
+    "tightness": ("tightness", "tightness (0 independent, 1 tight clusters)", False),
+}
+"""Per sweep: the row column on the x axis, its label, and whether the axis is logarithmic."""
+
+
+def report_simulation(folder: str | Path) -> Path:
+    """Write units.csv, one PNG per sweep and report.md in a complete run folder; return the
+    report's path. Refuses, naming them, while units are missing."""
+    folder = Path(folder)
+    base, sc = read_record(folder)
+    rows = collect(folder, units(sc))
+    write_rows_csv(folder / "units.csv", rows)
+    methods = [m for m in METHODS if f"err_{m}" in rows[0]]
+    parts = [
+        "# tttlab simulate: when does specialisation pay?",
+        _summary(rows, base),
+    ]
+    for sweep in sc.sweeps:
+        mine = [r for r in rows if r["sweep"] == sweep]
+        if sweep == "map":
+            png = plot_map(mine, folder / "map.png")
+            columns = ["d2_over_d1", "s", "err_global", "err_ttt", "gain"]
+            table = [r | {"gain": r["err_global"] - r["err_ttt"]} for r in mine]
+        else:
+            png = plot_sweep(mine, sweep, methods, folder / f"{sweep}.png")
+            columns = [AXES[sweep][0], *(f"err_{m}" for m in methods)]
+            columns += ["theory_global"] if sweep == "d2" else ["theory_ttt", "same_cluster"]
+            columns = [c for c in columns if c in mine[0]]  # classification: no theory lines
+            table = mine
+        extra = [c for c in ("seed",) if len(sc.seeds) > 1]
+        parts += [f"## Sweep: {sweep}", _sweep_note(sweep, rows),
+                  markdown_table(table, [*columns[:1], *extra, *columns[1:]]),
+                  f"![{sweep}]({png.name})"]  # fmt: skip
+    parts += ["## Settings", f"```json\n{dumps_json(record(base, sc)).rstrip()}\n```"]
+    path = folder / "report.md"
+    atomic_write_text(path, "\n\n".join(parts) + "\n")
+    return path
+
+
+def _summary(rows: Sequence[dict[str, Any]], base: Sim) -> str:
+    lines = [
+        f"Sparse concepts: d1 = {base.d1} concepts, s = {base.s} active per input, features "
+        f"d2 = {base.d2}, noise sigma = {base.sigma} (signal variance 1), {base.clusters} "
+        f"clusters, tightness {base.tightness}. "
+        + (
+            "Errors are excess errors relative to the signal's variance: mean (prediction - "
+            "noise-free signal)^2 / var(signal)."
+            if base.task == "regression"
+            else f"Classification into {base.outputs} classes: errors are error rates."
+        )
+    ]
+    gc = global_check(rows)
+    if gc:
+        worst = max(abs(r["relative gap"]) for r in gc)
+        verdict = "within" if worst <= GLOBAL_TOLERANCE else "NOT within"
+        lines.append(
+            f"- Global head vs 1 - d2/d1 (independent inputs, no label noise): largest relative "
+            f"gap {100 * worst:.1f}%, {verdict} {100 * GLOBAL_TOLERANCE:.0f}%."
+        )
+    sl = slope_check(rows) if base.task == "regression" else None
+    if sl is not None and sl["slope"] is not None:
+        ok = abs(sl["slope"] + 1) <= SLOPE_TOLERANCE
+        lines.append(
+            f"- TTT error vs k: fitted slope {sl['slope']:.2f} over {sl['points']} values of k in "
+            f"[s log(d1/s), cluster size] = [{sl['k_low']:.0f}, {sl['k_high']}] "
+            f"({'within' if ok else 'NOT within'} {SLOPE_TOLERANCE} of -1)."
+        )
+    mp = [r for r in rows if r["sweep"] == "map"]
+    if mp:
+        wins = sum(r["err_ttt"] < r["err_global"] for r in mp)
+        lines.append(f"- Regime map: TTT beats the global head in {wins} of {len(mp)} cells.")
+    return "\n".join(lines)
+
+
+def _sweep_note(sweep: str, rows: Sequence[dict[str, Any]]) -> str:
+    if sweep == "d2" and global_check(rows):
+        table = markdown_table(global_check(rows), list(global_check(rows)[0]))
+        return (
+            "The global head's error beside the theory's 1 - d2/d1 (mean over seeds). 'theory at "
+            "this n' adds least squares' finite-sample excess, (1 - d2/d1 + sigma^2) d2 / "
+            f"(n - d2 - 1).\n\n{table}"
+        )
+    if sweep == "d2":
+        return "Classification: the global head's error rate against d2/d1."
+    if sweep == "k":
+        sl = slope_check(rows)
+        fitted = "" if sl is None or sl["slope"] is None else f" Fitted slope: {sl['slope']:.3f}."
+        return (
+            "Dashed: sigma^2 s log(d1/s) / k. The theory's regime is s log(d1/s) <= k <= the "
+            "cluster size (dotted); beyond it a neighbourhood reaches into other clusters." + fitted
+        )
+    if sweep == "s":
+        return "The local fit needs s < d2 (dotted): at s >= d2 a neighbourhood's concepts no "\
+            "longer fit in the features."  # fmt: skip
+    if sweep == "tightness":
+        return "From independent inputs (0) to clusters whose members share every concept (1)."
+    return (
+        "Colour: log10(global error / TTT error); red: TTT better (specialise here), blue: the "
+        "global head better."
+    )
+
+
+def _mean_by(rows: Sequence[dict[str, Any]], x: str, col: str) -> tuple[list, list]:
+    groups: dict[Any, list[float]] = {}
+    for r in rows:
+        if r.get(col) is not None:
+            groups.setdefault(r[x], []).append(r[col])
+    xs = sorted(groups)
+    return xs, [float(np.mean(groups[v])) for v in xs]
+
+
+def plot_sweep(rows: Sequence[dict[str, Any]], sweep: str, methods: Sequence[str], path: Path):
+    """Each estimator's error against the sweep's axis (log error), the theory's line dashed."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    x, label, log_x = AXES[sweep]
+    fig = Figure(figsize=(7, 4.5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    for m in methods:
+        xs, ys = _mean_by(rows, x, f"err_{m}")
+        ax.plot(xs, ys, "o-", color=method_color(m), label=m, ms=4)
+    theory = "theory_global" if sweep == "d2" else "theory_ttt"
+    if theory in rows[0]:
+        xs, ys = _mean_by(rows, x, theory)
+        name = "1 - d2/d1" if sweep == "d2" else "sigma^2 s log(d1/s) / k"
+        ax.plot(xs, ys, "--", color="black", label=f"theory: {name}")
+    r0 = rows[0]
+    if sweep == "k":
+        ax.axvline(r0["cluster_size"], color="gray", linestyle=":", label="cluster size")
+        ax.axvline(r0["s"] * math.log(r0["d1"] / r0["s"]), color="gray", linestyle="-.",
+                   label="s log(d1/s)")  # fmt: skip
+    if sweep == "s":
+        ax.axvline(r0["d2"], color="gray", linestyle=":", label="d2")
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(label)
+    ax.set_ylabel("error / signal variance" if "theory_ttt" in r0 else "error rate")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title(f"sweep: {sweep}", fontsize=11)
+    return _save(fig, path)
+
+
+def plot_map(rows: Sequence[dict[str, Any]], path: Path, marks: Sequence[dict] = ()) -> Path:
+    """The regime map: log10(global error / TTT error) over (d2/d1, s); `marks` are points
+    ({"x", "y", "label"}) drawn on top, e.g. real features placed by the bridge."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    ratios = sorted({r["ratio"] for r in rows})
+    ss = sorted({r["s"] for r in rows})
+    gain = np.full((len(ss), len(ratios)), np.nan)
+    for (i, s), (j, ratio) in ((a, b) for a in enumerate(ss) for b in enumerate(ratios)):
+        cell = [r for r in rows if r["s"] == s and r["ratio"] == ratio]
+        if cell:
+            g = np.mean([np.log10(r["err_global"] / max(r["err_ttt"], 1e-12)) for r in cell])
+            gain[i, j] = g
+    fig = Figure(figsize=(7, 5))
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    lim = max(0.5, float(np.nanmax(np.abs(gain))))
+    im = ax.imshow(gain, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
+    for i in range(len(ss)):
+        for j in range(len(ratios)):
+            if np.isfinite(gain[i, j]):
+                ax.text(j, i, f"{gain[i, j]:+.1f}", ha="center", va="center", fontsize=8)
+    ax.set_xticks(range(len(ratios)), [f"{r:g}" for r in ratios])
+    ax.set_yticks(range(len(ss)), [str(s) for s in ss])
+    ax.set_xlabel("d2 / d1")
+    ax.set_ylabel("s (active concepts per input)")
+    for mark in marks:
+        ax.plot(mark["x"], mark["y"], "*", color="gold", ms=16, markeredgecolor="black")
+        ax.annotate(mark["label"], (mark["x"], mark["y"]), textcoords="offset points",
+                    xytext=(8, 8), fontsize=8)  # fmt: skip
+    fig.colorbar(im, ax=ax, label="log10(global error / TTT error): > 0 specialise")
+    ax.set_title("where TTT beats the global head (red)", fontsize=11)
+    return _save(fig, path)
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    return path
