@@ -61,5 +61,5 @@ def test_the_command_line_places_a_features_file_on_the_regime_map(tmp_path, cap
 def test_a_features_file_without_the_keys_is_refused_before_any_unit_runs(tmp_path, capsys):
     np.savez(tmp_path / "bad.npz", X=np.zeros((5, 2)))
     code = main(f"simulate {FLAGS} {SWEEPS} --out {tmp_path} --bridge {tmp_path}/bad.npz".split())
-    assert code == 2 and "needs 'embeddings'" in capsys.readouterr().err
+    assert code == 2 and "has no embeddings or labels" in capsys.readouterr().err
     assert not (tmp_path / "simulate").exists()
