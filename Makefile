@@ -38,3 +38,9 @@ bench: install data
 	$(PYTHON) benchmarks/embed_speed.py --accuracy 64 96 224 --train 1000 --test 500
 	$(PYTHON) benchmarks/sae_fmnist.py --out runs/sae-fmnist
 	$(PYTHON) benchmarks/knn_imagenet.py
+	$(PYTHON) benchmarks/ttt_imagenet.py
+	$(PYTHON) benchmarks/features_roundtrip.py --out runs
+	$(PYTHON) benchmarks/slurm_overhead.py
+	$(PYTHON) benchmarks/theory_checks.py
+	$(PYTHON) benchmarks/simulate_sweep.py
+	$(PYTHON) benchmarks/theory_bridge.py --out runs
