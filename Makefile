@@ -40,7 +40,6 @@ bench: install data
 	$(PYTHON) benchmarks/knn_imagenet.py
 	$(PYTHON) benchmarks/ttt_imagenet.py
 	$(PYTHON) benchmarks/features_roundtrip.py --out runs
-	$(PYTHON) benchmarks/slurm_overhead.py
 	$(PYTHON) benchmarks/theory_checks.py
 	$(PYTHON) benchmarks/simulate_sweep.py
 	$(PYTHON) benchmarks/theory_bridge.py --out runs
