@@ -52,8 +52,8 @@ def until(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
-def log_says(folder: Path, task: str, text: str) -> bool:
-    log = folder / read_jobs(folder)[-1]["logs"] / f"{task}_0_log.out"
+def log_says(folder: Path, task: str, text: str, stream: str = "out") -> bool:
+    log = folder / read_jobs(folder)[-1]["logs"] / f"{task}_0_log.{stream}"
     return log.is_file() and text in log.read_text()
 
 
@@ -102,6 +102,9 @@ def test_a_preempted_task_requeues_itself_and_finishes_its_unit(tmp_path):
     until(lambda: log_says(done.folder, task, "Requeued"), "submitit to re-queue the task")
     # Slurm holds a re-queued job back for two minutes; the test does not wait for that.
     until(lambda: task_states([task])[task] == "PENDING", "the task to be pending again")
+    # Starting it again before the old step is torn down races on this one-node cluster.
+    until(lambda: log_says(done.folder, task, "srun: error", "err"), "the old step to end")
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
     now = wait_for(done.folder, units("dataset-size", sc), progress=False, poll_s=0.5)
     assert now.done == ["fraction=1.0,seed=0"] and not now.failed

@@ -443,7 +443,15 @@ def wait_for(
                disable=not progress)  # fmt: skip
     start = time.monotonic()
     try:
-        while now.running:
+        while True:
+            if not now.running:
+                # A re-queued task can drop out of squeue for a moment (and sacct then names its
+                # preempted allocation): only a second look that finds nothing queued ends it.
+                time.sleep(poll_s)
+                now = follow(folder, study_units)
+                if not now.running:
+                    bar.update(len(now.done) - bar.n)
+                    break
             # poll often while tasks start, then at most every 30 s: squeue is a shared service
             time.sleep(min(30.0, max(poll_s, (time.monotonic() - start) / 20)))
             now = follow(folder, study_units)
