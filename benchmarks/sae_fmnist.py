@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=64)
     parser.add_argument("--limit", type=int, default=None, help="images per split (default all)")
     parser.add_argument("--out", default="runs/sae-fmnist")
-    parser.add_argument("--epochs", type=int, default=4, help="SAE epochs")
+    parser.add_argument("--epochs", type=int, default=10, help="SAE epochs")
     parser.add_argument("--batch", type=int, default=1024, help="SAE batch")
     parser.add_argument("--points", type=int, default=1000, help="test points analysed")
     parser.add_argument("--quick", action="store_true", help="a smoke run: few epochs, points")
