@@ -45,17 +45,23 @@ STUDY_HELP = {
 }
 
 
-def _config_parser(
-    command: str, defaults: Config, description: str
-) -> simple_parsing.ArgumentParser:
-    parser = simple_parsing.ArgumentParser(
-        prog=f"tttlab {command}",
+def flag_parser(prog: str, description: str) -> simple_parsing.ArgumentParser:
+    """A parser that turns dataclass fields into flat `--dash-case` flags, as every tttlab
+    command does."""
+    return simple_parsing.ArgumentParser(
+        prog=prog,
         description=description,
         add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
         argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
         add_config_path_arg=False,
         allow_abbrev=False,  # `--lr` must not silently mean `--lr-schedule`
     )
+
+
+def _config_parser(
+    command: str, defaults: Config, description: str
+) -> simple_parsing.ArgumentParser:
+    parser = flag_parser(f"tttlab {command}", description)
     parser.add_argument(
         "--config",
         default=None,
@@ -169,14 +175,7 @@ def _study_resume(argv: list[str]) -> int:
         defaults = load_study(known.folder)[2].slurm
     else:
         defaults = SlurmConfig()
-    parser = simple_parsing.ArgumentParser(
-        prog="tttlab study resume",
-        description=STUDY_HELP["resume"],
-        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
-        add_config_path_arg=False,
-        allow_abbrev=False,
-    )
+    parser = flag_parser("tttlab study resume", STUDY_HELP["resume"])
     parser.add_argument("folder", help="the study folder")
     parser.add_argument("--config", default=None, metavar="FILE", help="take its slurm section")
     parser.add_arguments(SlurmConfig, dest="slurm", default=defaults)
@@ -204,14 +203,7 @@ def _simulate(argv: list[str]) -> int:
     from tttlab.theory.generate import Sim
     from tttlab.theory.sweeps import SimulateConfig, run_simulation
 
-    parser = simple_parsing.ArgumentParser(
-        prog="tttlab simulate",
-        description=COMMANDS["simulate"],
-        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
-        add_config_path_arg=False,
-        allow_abbrev=False,
-    )
+    parser = flag_parser("tttlab simulate", COMMANDS["simulate"])
     parser.add_arguments(Sim, dest="sim")
     parser.add_arguments(SimulateConfig, dest="sweep")
     parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)

@@ -275,12 +275,25 @@ def iter_blocks(
         offset += chunk.rows
 
 
-def read_features(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Every row of a feature file or folder in memory, float32, with its labels (for analyses of
-    moderate size; a run memory-maps its prepared splits instead)."""
+def read_features(path: str | Path, normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(X float32 N x d, labels int64 N) of a feature file or folder, in memory (for analyses of
+    moderate size; a run memory-maps its prepared splits instead). NaN/inf rows are refused by
+    file and row; `normalize` scales every row to unit length."""
     chunks = open_features(path)
-    x = np.concatenate([block for _, block, _, _ in iter_blocks(chunks)])
-    return x, np.concatenate([c.labels for c in chunks])
+    X = np.empty((sum(c.rows for c in chunks), chunks[0].dim), dtype=np.float32)
+    for start, block, chunk, offset in iter_blocks(chunks):
+        bad = ~np.isfinite(block).all(1)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0]) + start - offset
+            raise FeatureFileError(
+                f"{chunk.path}: row {row} holds NaN or inf ({int(bad.sum())} such rows in this "
+                "block): drop or re-extract those rows"
+            )
+        X[start : start + len(block)] = block
+    if normalize:
+        norms = np.linalg.norm(X, axis=1, keepdims=True)
+        X /= np.maximum(norms, np.finfo(np.float32).tiny)
+    return X, np.concatenate([c.labels for c in chunks])
 
 
 # ---- splits -----------------------------------------------------------------------------------

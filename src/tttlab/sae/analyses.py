@@ -601,8 +601,9 @@ def analyse_run(
     """Load an SAE and the features, run `analyse`, write a run folder: metrics.json, the three
     tables and the accuracy table as CSV, analyses.png and report.md."""
     from tttlab.atomic import dumps_json
+    from tttlab.data.features import read_features
     from tttlab.results import write_rows_csv
-    from tttlab.sae.runs import commit_folder, load_sae, read_features
+    from tttlab.sae.runs import commit_folder, load_sae
 
     sae = load_sae(sae_path)
     X, y = read_features(features, normalize)

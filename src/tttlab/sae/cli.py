@@ -20,14 +20,9 @@ HELP = {
 
 
 def _parser(command: str, description: str) -> simple_parsing.ArgumentParser:
-    return simple_parsing.ArgumentParser(
-        prog=f"tttlab sae {command}",
-        description=description,
-        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
-        add_config_path_arg=False,
-        allow_abbrev=False,
-    )
+    from tttlab.cli import flag_parser  # tttlab.cli imports this module only when asked
+
+    return flag_parser(f"tttlab sae {command}", description)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -17,11 +17,10 @@ import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
-from tttlab.data.features import FeatureFileError, iter_blocks, open_features
+from tttlab.data.features import read_features
 from tttlab.results import write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder
@@ -29,26 +28,6 @@ from tttlab.sae.trainer import evaluate, train_sae
 
 SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
-
-
-def read_features(path: str | Path, normalize: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(X float32 N x d, labels int64 N) of a feature file or folder; NaN/inf rows are refused by
-    file and row; `normalize` scales every row to unit length."""
-    chunks = open_features(path)
-    X = np.empty((sum(c.rows for c in chunks), chunks[0].dim), dtype=np.float32)
-    for start, block, chunk, offset in iter_blocks(chunks):
-        bad = ~np.isfinite(block).all(1)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0]) + start - offset
-            raise FeatureFileError(
-                f"{chunk.path}: row {row} holds NaN or inf ({int(bad.sum())} such rows in this "
-                "block): drop or re-extract those rows"
-            )
-        X[start : start + len(block)] = block
-    if normalize:
-        norms = np.linalg.norm(X, axis=1, keepdims=True)
-        X /= np.maximum(norms, np.finfo(np.float32).tiny)
-    return X, np.concatenate([c.labels for c in chunks])
 
 
 def settings_hash(settings: dict) -> str:
