@@ -1,0 +1,193 @@
+"""The GPT ladder, trained here on the corpus pool: one shared tokenizer, then each size on the same
+number of tokens, so training compute (6 x parameters x tokens) is proportional to size.
+
+    tok_entry = tokenizer_entry(corpus, cache)                   # BPE + the pool's token stream
+    lm = ladder_model(corpus, "1.5m", LMTrainConfig(), cache)    # trained once, then cached
+
+Training reads random windows of the pool's token stream (documents joined, each after BOS), with
+AdamW, linear warm-up and cosine decay; the learning rate shrinks as 1/sqrt(width) (wider models
+want smaller steps). Checkpoints are stage-cache entries keyed by the corpus, tokenizer, shape and
+training settings: any study or run finds a trained size again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tttlab.checks import check_choice, check_int, check_number
+from tttlab.lm.corpus import Corpus
+from tttlab.lm.gpt import GPT, LADDER, GPTConfig
+from tttlab.lm.model import LanguageModel
+from tttlab.lm.tokenizer import BOS, load_tokenizer, save_tokenizer, train_tokenizer
+from tttlab.pipeline.cache import Entry, StageCache
+
+
+@dataclass
+class LMTrainConfig:
+    """How each size of the ladder is trained (the same for every size)."""
+
+    vocab: int = 4096
+    """Shared byte-level BPE vocabulary, learned on the pool."""
+    tokens: int = 1_500_000
+    """Training tokens per size (the same for all, so compute grows with parameters)."""
+    seq: int = 256
+    """Tokens per training window."""
+    batch: int = 16
+    """Windows per step."""
+    lr: float = 3e-3
+    """AdamW peak learning rate at width 128; a width-d model uses lr * sqrt(128 / d)."""
+    warmup: float = 0.05
+    """Fraction of the steps spent warming the learning rate up from 0."""
+    weight_decay: float = 0.1
+    """AdamW decay on matrices (not on norms, biases or positions)."""
+    bf16: bool = False
+    """bfloat16 autocast on CPU or CUDA (fp32 master weights); helps on CPUs with AVX512-BF16."""
+    seed: int = 0
+    """Seeds the initial weights and the windows read."""
+    device: str = "cpu"
+    """cpu or cuda."""
+
+    def __post_init__(self):
+        for name in ("vocab", "tokens", "seq", "batch"):
+            check_int(getattr(self, name), name, min=1)
+        check_number(self.lr, "lr", min=0)
+        check_number(self.weight_decay, "weight_decay", min=0)
+        if not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
+        check_choice(self.device, "device", ("cpu", "cuda"))
+        if self.tokens < self.seq * self.batch:
+            raise ValueError(
+                f"tokens={self.tokens} is less than one step of {self.batch} x {self.seq}: raise "
+                "--tokens or lower --batch/--seq"
+            )
+
+    @property
+    def steps(self) -> int:
+        return self.tokens // (self.seq * self.batch)
+
+
+def tokenizer_entry(corpus: Corpus, cache: StageCache, vocab: int = 4096) -> Entry:
+    """The shared tokenizer learned on the pool, and the pool as one token stream (uint16)."""
+    settings = {"corpus": corpus.key, "vocab": vocab}
+
+    def make(folder: Path) -> dict:
+        start = time.perf_counter()
+        texts = [d.text for d in corpus.pool]
+        tok = train_tokenizer(texts, vocab)
+        save_tokenizer(tok, folder / "tokenizer.json")
+        bos = tok.token_to_id(BOS)
+        stream = np.fromiter(
+            (t for enc in tok.encode_batch(texts) for t in (bos, *enc.ids)), dtype=np.uint16
+        )
+        np.save(folder / "stream.npy", stream)
+        return {"seconds": time.perf_counter() - start, "tokens": int(stream.size),
+                "bytes": sum(d.n_bytes for d in corpus.pool)}  # fmt: skip
+
+    return cache.get_or_make("lm-tokenizer", settings, make)
+
+
+def ladder_model(
+    corpus: Corpus,
+    size: str,
+    cfg: LMTrainConfig,
+    cache: StageCache,
+    progress: bool = True,
+    shape: GPTConfig | None = None,
+) -> tuple[LanguageModel, Entry]:
+    """The ladder's `size` trained on the corpus pool (cached), as a LanguageModel."""
+    if shape is None:
+        check_choice(size, "size", tuple(LADDER))
+        shape = GPTConfig(**{**asdict(LADDER[size]), "vocab": cfg.vocab})
+    tok_entry = tokenizer_entry(corpus, cache, cfg.vocab)
+    settings = {"tokenizer": tok_entry.key, "shape": asdict(shape), "train": asdict(cfg) | {"device": None}}
+
+    def make(folder: Path) -> dict:
+        stream = np.load(tok_entry.file("stream.npy"), mmap_mode="r")
+        model, history, seconds = train_gpt(shape, stream, cfg, progress, desc=f"train {size}")
+        from safetensors.torch import save_file
+
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+        (folder / "gpt.json").write_text(json.dumps(asdict(shape)), encoding="utf-8")
+        return {"seconds": seconds, "history": history, "parameters": model_parameters(model)}
+
+    entry = cache.get_or_make("lm-gpt", settings, make)
+    return load_gpt(entry.path, tok_entry.file("tokenizer.json"), f"gpt-{size}"), entry
+
+
+def model_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def train_gpt(
+    shape: GPTConfig, stream: np.ndarray, cfg: LMTrainConfig, progress: bool = True, desc: str = ""
+) -> tuple[GPT, list[dict], float]:
+    """Train a GPT of `shape` on random windows of `stream`; returns it, the loss every ~1% of
+    the steps, and the seconds it took."""
+    if stream.size <= cfg.seq + 1:
+        raise ValueError(f"the pool has {stream.size} tokens, fewer than one window of {cfg.seq}")
+    if int(stream.max()) >= shape.vocab:
+        raise ValueError(f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}")
+    torch.manual_seed(cfg.seed)
+    device = torch.device(cfg.device)
+    model = GPT(shape).to(device)
+    decay = [p for p in model.parameters() if p.dim() == 2 and p is not model.wpe]
+    rest = [p for p in model.parameters() if not (p.dim() == 2 and p is not model.wpe)]
+    lr = cfg.lr * math.sqrt(128 / shape.width)
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        lr=lr, betas=(0.9, 0.95),
+    )  # fmt: skip
+    steps, warm = cfg.steps, max(1, int(cfg.warmup * cfg.steps))
+    rng = np.random.default_rng(cfg.seed)
+    offsets = np.arange(cfg.seq + 1)
+    history, every, start = [], max(1, steps // 100), time.perf_counter()
+    model.train()
+    for step in tqdm(range(steps), desc or "train", disable=not progress):
+        scale = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        for group in opt.param_groups:
+            group["lr"] = lr * scale
+        starts = rng.integers(0, stream.size - cfg.seq - 1, cfg.batch)
+        window = torch.from_numpy(stream[starts[:, None] + offsets].astype(np.int64)).to(device)
+        with torch.autocast(device.type, torch.bfloat16, enabled=cfg.bf16):
+            logits = model(window[:, :-1])
+        loss = F.cross_entropy(logits.float().flatten(0, 1), window[:, 1:].flatten())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        if step % every == 0 or step == steps - 1:
+            history.append({"step": step, "loss": float(loss)})
+    model.eval()
+    return model.cpu(), history, time.perf_counter() - start
+
+
+def load_gpt(folder: str | Path, tokenizer_path: str | Path, name: str) -> LanguageModel:
+    """A trained GPT's checkpoint and the ladder's tokenizer, as a LanguageModel."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    shape = GPTConfig(**json.loads((folder / "gpt.json").read_text(encoding="utf-8")))
+    model = GPT(shape)
+    model.load_state_dict(load_file(folder / "model.safetensors"))
+    model.eval()
+    tok = load_tokenizer(tokenizer_path)
+    return LanguageModel(
+        name=name,
+        module=model,
+        tokenize=lambda text: tok.encode(text).ids,
+        bos_id=tok.token_to_id(BOS),
+        context=shape.context,
+        embeddings=[model.wte, model.wpe],
+        blocks=list(model.blocks),
+        final=[model.lnf],  # the output head is the tied token embedding
+        source={"trained": str(folder), "shape": asdict(shape)},
+    )

@@ -1,0 +1,215 @@
+"""Test-time training of a language model on a document's retrieved neighbours, scored in bits per
+byte: per test document, fine-tune a fresh copy on its k neighbours, score the document, reset.
+
+    cfg = LMTTTConfig(k=20, lr=1e-4)                            # one step per neighbour, nearest first
+    bits = ttt_bits(lm, queries, neighbours, cfg)               # bits of each query after TTT
+    base = doc_bits(lm, queries)                                # bits before
+    bpb = bits / n_bytes                                        # per document
+
+`queries` are token-id lists (BOS first, `lm.encode`); `neighbours[i]` are the token-id lists of
+query i's neighbours, nearest first. Schedules: "sequential" is TTT-NN's and the paper's, one
+gradient step per neighbour from the nearest; "epochs" takes `epochs` full-batch steps on all k.
+A ladder GPT fine-tunes `copies` documents at once as stacked copies of its weights (one forward
+and backward for all): the same numbers as one document at a time, many times faster.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from tttlab.checks import check_choice, check_int, check_number
+from tttlab.lm.gpt import GPT, forward, stack_copies
+from tttlab.lm.model import (
+    TUNE_CHOICES,
+    LanguageModel,
+    Tune,
+    freeze_all_but,
+    restore,
+    snapshot,
+    trainable,
+)
+
+LN2 = math.log(2)
+
+
+@dataclass
+class LMTTTConfig:
+    """How each test document's copy of the model is fine-tuned on its neighbours."""
+
+    k: int = 20
+    """Neighbours per test document (TTT-NN uses 20 to 50)."""
+    lr: float = 1e-4
+    """Adam's learning rate."""
+    schedule: Literal["sequential", "epochs"] = "sequential"
+    """sequential: one step per neighbour, nearest first; epochs: full-batch steps on all k."""
+    epochs: int = 1
+    """Full-batch steps, with schedule="epochs"."""
+    tune: Tune = "all"
+    """all weights; no-embeddings (all but token/position embeddings); last (the last blocks)."""
+    last_layers: int = 1
+    """Blocks tuned with tune="last" (with the final norm and an untied head)."""
+    copies: int = 16
+    """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time."""
+    bf16: bool = False
+    """bfloat16 autocast for forward and backward (fp32 weights and Adam state)."""
+
+    def __post_init__(self):
+        check_int(self.k, "k", min=1)
+        check_number(self.lr, "lr", min=0)
+        check_choice(self.schedule, "schedule", ("sequential", "epochs"))
+        check_int(self.epochs, "epochs", min=1)
+        check_choice(self.tune, "tune", TUNE_CHOICES)
+        check_int(self.last_layers, "last_layers", min=1)
+        check_int(self.copies, "copies", min=1)
+
+    def steps(self) -> list[list[int]]:
+        """Each optimiser step's neighbours (positions in the nearest-first list)."""
+        if self.schedule == "sequential":
+            return [[j] for j in range(self.k)]
+        return [list(range(self.k))] * self.epochs
+
+
+# ---------------------------------------------------------------- scoring
+
+
+def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids_BT and a mask of the real tokens (causal attention never sees the pad)."""
+    T = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
+    for i, s in enumerate(seqs):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = True
+    return ids, mask
+
+
+def _nll_sums(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
+    """Summed next-token negative log-likelihood (nats) of each row's real tokens after the first."""
+    nll = F.cross_entropy(
+        logits_BTV[:, :-1].float().flatten(0, 1), ids_BT[:, 1:].flatten(), reduction="none"
+    ).view(ids_BT.shape[0], -1)
+    return (nll * mask_BT[:, 1:]).sum(1)
+
+
+def _autocast(on: bool):
+    return torch.autocast("cpu", torch.bfloat16, enabled=on)
+
+
+@torch.no_grad()
+def doc_bits(lm: LanguageModel, docs: Sequence[Sequence[int]], batch: int = 8, bf16: bool = False) -> np.ndarray:
+    """Bits (summed over tokens) each document costs under `lm`, as it stands."""
+    out = []
+    for i in range(0, len(docs), batch):
+        ids, mask = _pad(docs[i : i + batch], lm.bos_id)
+        with _autocast(bf16):
+            logits = lm.module(ids)
+        out.append(_nll_sums(logits, ids, mask) / LN2)
+    return torch.cat(out).double().numpy()
+
+
+def bits_per_byte(bits: np.ndarray, n_bytes: np.ndarray) -> np.ndarray:
+    """Bits per UTF-8 byte: comparable across tokenizers."""
+    return np.asarray(bits, dtype=np.float64) / np.asarray(n_bytes, dtype=np.float64)
+
+
+# ---------------------------------------------------------------- TTT
+
+
+def check_neighbours(queries: Sequence, neighbours: Sequence[Sequence], k: int) -> None:
+    if len(neighbours) != len(queries):
+        raise ValueError(f"{len(queries)} queries but {len(neighbours)} neighbour lists")
+    short = [i for i, n in enumerate(neighbours) if len(n) < k]
+    if short:
+        raise ValueError(
+            f"query {short[0]} has {len(neighbours[short[0]])} neighbours, fewer than k={k}: "
+            "retrieve at least k (k can be at most the pool size)"
+        )
+
+
+def ttt_bits(
+    lm: LanguageModel,
+    queries: Sequence[Sequence[int]],
+    neighbours: Sequence[Sequence[Sequence[int]]],
+    cfg: LMTTTConfig,
+    progress: bool = True,
+    desc: str = "ttt",
+) -> np.ndarray:
+    """Bits of each query after fine-tuning a fresh copy of `lm` on its neighbours. Stacked
+    copies for a ladder GPT when cfg.copies > 1; otherwise one document at a time."""
+    check_neighbours(queries, neighbours, cfg.k)
+    neighbours = [[n[: lm.context] for n in ns[: cfg.k]] for ns in neighbours]  # train on a prefix
+    stacked = isinstance(lm.module, GPT) and cfg.copies > 1
+    group = cfg.copies if stacked else 1
+    out = np.empty(len(queries))
+    bar = tqdm(total=len(queries), desc=desc, unit="doc", disable=not progress)
+    params = trainable(lm, cfg.tune, cfg.last_layers)
+    saved = snapshot(params)
+    try:
+        for s in range(0, len(queries), group):
+            q, ns = queries[s : s + group], neighbours[s : s + group]
+            out[s : s + len(q)] = (
+                _ttt_stacked(lm, params, q, ns, cfg) if stacked else [_ttt_one(lm, params, q[0], ns[0], cfg)]
+            )
+            bar.update(len(q))
+    finally:
+        restore(params, saved)
+        for p in lm.module.parameters():
+            p.requires_grad_(True)
+        bar.close()
+    return out
+
+
+def _ttt_one(
+    lm: LanguageModel, params: list, query: Sequence[int], ns: Sequence[Sequence[int]], cfg: LMTTTConfig
+) -> float:
+    """One document: Adam on `params` of the model itself, score, then put the weights back."""
+    saved = snapshot(params)
+    freeze_all_but(lm, params)
+    opt = torch.optim.Adam(params, lr=cfg.lr)
+    for step in cfg.steps():
+        opt.zero_grad(set_to_none=True)
+        total = sum(len(ns[j]) - 1 for j in step)
+        for j in step:  # token-weighted accumulation: the full-batch mean over the step's tokens
+            ids, mask = _pad([ns[j]], lm.bos_id)
+            with _autocast(cfg.bf16):
+                logits = lm.module(ids)
+            (_nll_sums(logits, ids, mask).sum() / total).backward()
+        opt.step()
+    bits = float(doc_bits(lm, [query], bf16=cfg.bf16)[0])
+    restore(params, saved)
+    return bits
+
+
+def _ttt_stacked(
+    lm: LanguageModel, params: list, queries: Sequence[Sequence[int]], ns: Sequence, cfg: LMTTTConfig
+) -> list[float]:
+    """C documents at once: C stacked copies of the trainable weights, copy c trained on query
+    c's neighbours; each copy's loss reaches only its own weights, and Adam is elementwise."""
+    model: GPT = lm.module
+    names = [n for n, p in model.named_parameters() if any(p is q for q in params)]
+    for p in model.parameters():
+        p.requires_grad_(False)
+    C = len(queries)
+    copies = stack_copies(model, names, C)
+    opt = torch.optim.Adam(list(copies.values()), lr=cfg.lr)
+    for step in cfg.steps():
+        opt.zero_grad(set_to_none=True)
+        totals = torch.tensor([sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32)
+        for j in step:
+            ids, mask = _pad([ns[c][j] for c in range(C)], lm.bos_id)
+            with _autocast(cfg.bf16):
+                logits = forward(model, ids, copies)
+            (_nll_sums(logits, ids, mask) / totals).sum().backward()
+        opt.step()
+    with torch.no_grad(), _autocast(cfg.bf16):
+        ids, mask = _pad(queries, lm.bos_id)
+        logits = forward(model, ids, copies)
+    return (_nll_sums(logits, ids, mask) / LN2).double().tolist()
