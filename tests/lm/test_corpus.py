@@ -196,3 +196,12 @@ def test_a_real_package_through_apt(tmp_path):
     (record,) = corpus.record["packages"]
     assert record["version"].startswith("1:") and len(record["deb_sha256"]) == 64
     assert len(corpus.pool) > 20 and list((tmp_path / "c/debs").glob("fortunes-min_*.deb"))
+
+
+def test_a_package_apt_does_not_know_is_named_with_the_fix(tmp_path):
+    if shutil.which("apt-get") is None:
+        pytest.skip("needs Debian's apt-get")
+    cfg = CorpusConfig(packages=("no-such-package-tttlab",))
+    with pytest.raises(CorpusError, match=r"(?s)no-such-package-tttlab.*apt-cache policy"):
+        build_corpus(cfg, tmp_path / "c", progress=False)
+    assert not list((tmp_path / "c/debs").iterdir())  # the download's temp folder is gone
