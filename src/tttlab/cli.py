@@ -33,6 +33,7 @@ COMMANDS = {
     "sae": "sparse autoencoder on a feature file: `sae train`, `sae analyse` (concept analyses)",
     "embed": "images (MNIST-format set or class folders) -> a cached feature file, by an encoder",
     "simulate": "the paper's theory as a simulator: when does specialisation beat a global model?",
+    "lm": "the language task: `lm corpus` (Debian documentation -> a Pile-like text corpus)",
 }
 STUDY_HELP = {
     "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
@@ -261,6 +262,13 @@ def _embed(argv: list[str]) -> int:
     return embed_main(argv)
 
 
+def _lm(argv: list[str]) -> int:
+    """`tttlab lm ...`: its parsers live with the language task (tttlab.lm.cli)."""
+    from tttlab.lm.cli import main as lm_main
+
+    return lm_main(argv)
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tttlab",
@@ -299,6 +307,8 @@ def _dispatch(command: str, rest: list[str]) -> int:
                 return _embed(rest)
             if command == "simulate":
                 return _simulate(rest)
+            if command == "lm":
+                return _lm(rest)
             result = run(parse_config(command, rest))
     except (ValueError, FileNotFoundError, ArithmeticError, MemoryError, UnitsFailed) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
