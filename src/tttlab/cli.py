@@ -40,6 +40,7 @@ STUDY_HELP = {
     "dataset-size": "the same across nested per-class fractions of the training set",
     "experts": "a mixture of experts from 1 to many experts, beside TTT and the global head",
     "global-eval": "local TTT heads scored on their neighbourhood and on the whole test set",
+    "lm-size": "language models (a GPT ladder, SmolLM2): TTT's gain in bits per byte vs size",
     "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
     "status": "a study folder's units: done, queued or running on Slurm, failed (and why), missing",
     "resume": "run (or submit to Slurm) only a study folder's failed and missing units; report",
@@ -123,6 +124,8 @@ def _study(argv: list[str]) -> int:
         return _study_status(rest)
     if study == "resume":
         return _study_resume(rest)
+    if study == "lm-size":
+        return _lm_study(rest)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--config", default=None)
     known, _ = pre.parse_known_args(rest)
@@ -136,6 +139,23 @@ def _study(argv: list[str]) -> int:
         raise ValueError(_unknown_flags_message(parser, unknown))
     done = run_study(study, args.study, args.cfg, args.shard_id, args.num_shards)
     print(done.summary)
+    return 0
+
+
+def _lm_study(argv: list[str]) -> int:
+    """`tttlab study lm-size [flags]`: this shard's unfinished models, the report once complete."""
+    from tttlab.lm.study import LMStudy, run_lm_study
+
+    parser = flag_parser("tttlab study lm-size", STUDY_HELP["lm-size"])
+    parser.add_arguments(LMStudy, dest="cfg")
+    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
+    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    folder, report = run_lm_study(args.cfg, args.shard_id, args.num_shards)
+    print(f"study: {folder}")
+    print(f"report: {report}" if report else "units still missing (other shards): rerun to finish")
     return 0
 
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from tttlab.lm.retrieve import (
-    RetrievalConfig,
+    DocRetrievalConfig,
     embed_minilm,
     minilm_folder,
     neighbours,
@@ -55,29 +55,29 @@ def test_minilm_matches_sentence_transformers():
 
 
 def test_tfidf_finds_the_pool_document_a_query_copies():
-    cfg = RetrievalConfig(encoder="tfidf", k=3)
-    idx = neighbours(POOL, [POOL[3], POOL[6]], cfg)
+    cfg = DocRetrievalConfig(encoder="tfidf")
+    idx = neighbours(POOL, [POOL[3], POOL[6]], 3, cfg)
     assert idx.shape == (2, 3) and idx.dtype == np.int64
     assert idx[:, 0].tolist() == [3, 6]
     assert idx[0, 1] == 2 and idx[1, 1] == 7  # the documents sharing its words come next
 
 
 def test_pool_embeddings_are_cached(tmp_path):
-    cfg = RetrievalConfig(encoder="tfidf", tfidf_dims=4)
+    cfg = DocRetrievalConfig(encoder="tfidf", tfidf_dims=4)
     first = pool_embeddings(POOL, cfg, tmp_path)
     [path] = tmp_path.glob("pool-*.npy")
     mtime = path.stat().st_mtime_ns
     np.testing.assert_array_equal(pool_embeddings(POOL, cfg, tmp_path), first)
     assert path.stat().st_mtime_ns == mtime, "a second call loads the file"
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1, atol=1e-6)
-    pool_embeddings(POOL, RetrievalConfig(encoder="tfidf", tfidf_dims=3), tmp_path)
+    pool_embeddings(POOL, DocRetrievalConfig(encoder="tfidf", tfidf_dims=3), tmp_path)
     assert len(list(tmp_path.glob("pool-*.npy"))) == 2, "other settings, another file"
 
 
 def test_k_larger_than_the_pool_fails_before_any_embedding(tmp_path):
-    cfg = RetrievalConfig(encoder="minilm", k=9)  # would load MiniLM if it got that far
+    cfg = DocRetrievalConfig(encoder="minilm")  # would load MiniLM if it got that far
     with pytest.raises(ValueError, match="k=9 .* only 8 documents: choose k <= 8"):
-        neighbours(POOL, ["a query"], cfg, cache_dir=tmp_path)
+        neighbours(POOL, ["a query"], 9, cfg, cache_dir=tmp_path)
     assert not any(tmp_path.iterdir())
 
 
@@ -92,6 +92,6 @@ def test_random_neighbours_are_distinct_seeded_and_per_query():
 
 def test_config_names_the_bad_setting():
     with pytest.raises(ValueError, match="encoder='bm25' is not supported; use one of minilm"):
-        RetrievalConfig(encoder="bm25")
-    with pytest.raises(ValueError, match="k must be an integer >= 1"):
-        RetrievalConfig(k=0)
+        DocRetrievalConfig(encoder="bm25")
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
+        DocRetrievalConfig(batch_size=0)

@@ -41,7 +41,9 @@ def test_stacked_forward_is_each_copy_alone():
     assert not torch.allclose(out[1], lm.module(ids[1:2])[0], atol=1e-3)
 
 
-@pytest.mark.parametrize("schedule,tune", [("sequential", "all"), ("epochs", "last"), ("sequential", "no-embeddings")])
+@pytest.mark.parametrize(
+    "schedule,tune", [("sequential", "all"), ("epochs", "last"), ("sequential", "no-embeddings")]
+)
 def test_stacked_ttt_gives_the_numbers_of_one_document_at_a_time(schedule, tune):
     lm = tiny_lm()
     queries, ns = docs(5, 2), [docs(4, 10 + i) for i in range(5)]

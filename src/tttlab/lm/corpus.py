@@ -122,6 +122,12 @@ class Corpus:
     test: list[Doc]
     record: dict
 
+    @property
+    def key(self) -> str:
+        """Identifies the corpus (its settings, packages and counts) in cache keys."""
+        text = json.dumps(self.record, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
 
 def load_corpus(folder: str | Path) -> Corpus:
     """Read a corpus folder written by `build_corpus`."""

@@ -119,7 +119,8 @@ def forward(
     tok = F.embedding(ids_CT, wte) if wte.dim() == 2 else wte[torch.arange(C)[:, None], ids_CT]
     x = tok + wpe[..., :T, :]
     for i in range(model.cfg.layers):
-        x = _block({k[len(f"blocks.{i}.") :]: v for k, v in p.items() if k.startswith(f"blocks.{i}.")},
+        pre = f"blocks.{i}."
+        x = _block({k[len(pre) :]: v for k, v in p.items() if k.startswith(pre)},
                    x, model.cfg.heads)  # fmt: skip
     x = _norm(x, p["lnf.w"], p["lnf.b"])
     return x @ wte.transpose(-1, -2)
@@ -144,12 +145,14 @@ def _block(p: dict[str, torch.Tensor], x_CTD: torch.Tensor, heads: int) -> torch
     q, k, v = (t.view(C, T, heads, D // heads).transpose(1, 2) for t in h.split(D, dim=-1))
     a = F.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2).reshape(C, T, D)
     x_CTD = x_CTD + _linear(a, p["proj.w"], p["proj.b"])
-    h = F.gelu(_linear(_norm(x_CTD, p["ln2.w"], p["ln2.b"]), p["fc.w"], p["fc.b"]), approximate="tanh")
+    h = F.gelu(
+        _linear(_norm(x_CTD, p["ln2.w"], p["ln2.b"]), p["fc.w"], p["fc.b"]), approximate="tanh"
+    )
     return x_CTD + _linear(h, p["out.w"], p["out.b"])
 
 
 def stack_copies(model: GPT, names: list[str], copies: int) -> dict[str, torch.Tensor]:
-    """`copies` trainable copies of the named weights, each [copies, *shape], equal to the model's."""
+    """`copies` trainable copies of the named weights, each [copies, *shape], equal to the model."""
     check_int(copies, "copies", min=1)
     p = dict(model.named_parameters())
     return {

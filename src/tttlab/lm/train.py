@@ -108,14 +108,20 @@ def ladder_model(
         check_choice(size, "size", tuple(LADDER))
         shape = GPTConfig(**{**asdict(LADDER[size]), "vocab": cfg.vocab})
     tok_entry = tokenizer_entry(corpus, cache, cfg.vocab)
-    settings = {"tokenizer": tok_entry.key, "shape": asdict(shape), "train": asdict(cfg) | {"device": None}}
+    settings = {
+        "tokenizer": tok_entry.key,
+        "shape": asdict(shape),
+        "train": asdict(cfg) | {"device": None},
+    }
 
     def make(folder: Path) -> dict:
         stream = np.load(tok_entry.file("stream.npy"), mmap_mode="r")
         model, history, seconds = train_gpt(shape, stream, cfg, progress, desc=f"train {size}")
         from safetensors.torch import save_file
 
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors")
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "model.safetensors"
+        )
         (folder / "gpt.json").write_text(json.dumps(asdict(shape)), encoding="utf-8")
         return {"seconds": seconds, "history": history, "parameters": model_parameters(model)}
 
@@ -135,7 +141,9 @@ def train_gpt(
     if stream.size <= cfg.seq + 1:
         raise ValueError(f"the pool has {stream.size} tokens, fewer than one window of {cfg.seq}")
     if int(stream.max()) >= shape.vocab:
-        raise ValueError(f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}")
+        raise ValueError(
+            f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}"
+        )
     torch.manual_seed(cfg.seed)
     device = torch.device(cfg.device)
     model = GPT(shape).to(device)
@@ -143,7 +151,8 @@ def train_gpt(
     rest = [p for p in model.parameters() if not (p.dim() == 2 and p is not model.wpe)]
     lr = cfg.lr * math.sqrt(128 / shape.width)
     opt = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+        [{"params": decay, "weight_decay": cfg.weight_decay},
+         {"params": rest, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.95),
     )  # fmt: skip
     steps, warm = cfg.steps, max(1, int(cfg.warmup * cfg.steps))
@@ -152,7 +161,11 @@ def train_gpt(
     history, every, start = [], max(1, steps // 100), time.perf_counter()
     model.train()
     for step in tqdm(range(steps), desc or "train", disable=not progress):
-        scale = (step + 1) / warm if step < warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        scale = (
+            (step + 1) / warm
+            if step < warm
+            else 0.5 * (1 + math.cos(math.pi * (step - warm) / max(1, steps - warm)))
+        )
         for group in opt.param_groups:
             group["lr"] = lr * scale
         starts = rng.integers(0, stream.size - cfg.seq - 1, cfg.batch)
@@ -165,7 +178,7 @@ def train_gpt(
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         if step % every == 0 or step == steps - 1:
-            history.append({"step": step, "loss": float(loss)})
+            history.append({"step": step, "loss": loss.item()})
     model.eval()
     return model.cpu(), history, time.perf_counter() - start
 

@@ -1,7 +1,7 @@
 """Test-time training of a language model on a document's retrieved neighbours, scored in bits per
 byte: per test document, fine-tune a fresh copy on its k neighbours, score the document, reset.
 
-    cfg = LMTTTConfig(k=20, lr=1e-4)                            # one step per neighbour, nearest first
+    cfg = LMTTTConfig(k=20, lr=1e-4)                # one step per neighbour, nearest first
     bits = ttt_bits(lm, queries, neighbours, cfg)               # bits of each query after TTT
     base = doc_bits(lm, queries)                                # bits before
     bpb = bits / n_bytes                                        # per document
@@ -91,8 +91,10 @@ def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def _nll_sums(logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor) -> torch.Tensor:
-    """Summed next-token negative log-likelihood (nats) of each row's real tokens after the first."""
+def _nll_sums(
+    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> torch.Tensor:
+    """Summed next-token negative log-likelihood (nats) of each row's tokens after the first."""
     nll = F.cross_entropy(
         logits_BTV[:, :-1].float().flatten(0, 1), ids_BT[:, 1:].flatten(), reduction="none"
     ).view(ids_BT.shape[0], -1)
@@ -104,7 +106,9 @@ def _autocast(on: bool):
 
 
 @torch.no_grad()
-def doc_bits(lm: LanguageModel, docs: Sequence[Sequence[int]], batch: int = 8, bf16: bool = False) -> np.ndarray:
+def doc_bits(
+    lm: LanguageModel, docs: Sequence[Sequence[int]], batch: int = 8, bf16: bool = False
+) -> np.ndarray:
     """Bits (summed over tokens) each document costs under `lm`, as it stands."""
     out = []
     for i in range(0, len(docs), batch):
@@ -156,7 +160,9 @@ def ttt_bits(
         for s in range(0, len(queries), group):
             q, ns = queries[s : s + group], neighbours[s : s + group]
             out[s : s + len(q)] = (
-                _ttt_stacked(lm, params, q, ns, cfg) if stacked else [_ttt_one(lm, params, q[0], ns[0], cfg)]
+                _ttt_stacked(lm, params, q, ns, cfg)
+                if stacked
+                else [_ttt_one(lm, params, q[0], ns[0], cfg)]
             )
             bar.update(len(q))
     finally:
@@ -168,7 +174,11 @@ def ttt_bits(
 
 
 def _ttt_one(
-    lm: LanguageModel, params: list, query: Sequence[int], ns: Sequence[Sequence[int]], cfg: LMTTTConfig
+    lm: LanguageModel,
+    params: list,
+    query: Sequence[int],
+    ns: Sequence[Sequence[int]],
+    cfg: LMTTTConfig,
 ) -> float:
     """One document: Adam on `params` of the model itself, score, then put the weights back."""
     saved = snapshot(params)
@@ -189,7 +199,11 @@ def _ttt_one(
 
 
 def _ttt_stacked(
-    lm: LanguageModel, params: list, queries: Sequence[Sequence[int]], ns: Sequence, cfg: LMTTTConfig
+    lm: LanguageModel,
+    params: list,
+    queries: Sequence[Sequence[int]],
+    ns: Sequence,
+    cfg: LMTTTConfig,
 ) -> list[float]:
     """C documents at once: C stacked copies of the trainable weights, copy c trained on query
     c's neighbours; each copy's loss reaches only its own weights, and Adam is elementwise."""
@@ -202,7 +216,9 @@ def _ttt_stacked(
     opt = torch.optim.Adam(list(copies.values()), lr=cfg.lr)
     for step in cfg.steps():
         opt.zero_grad(set_to_none=True)
-        totals = torch.tensor([sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32)
+        totals = torch.tensor(
+            [sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32
+        )
         for j in step:
             ids, mask = _pad([ns[c][j] for c in range(C)], lm.bos_id)
             with _autocast(cfg.bf16):

@@ -223,6 +223,12 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
 
 def study_progress(folder: str | Path) -> Progress:
     """Each unit of a study folder: done, queued or running on Slurm, failed (why), or missing."""
+    if _read_record(Path(folder))["study"] == "lm-size":
+        from tttlab.lm.study import load_lm_study
+        from tttlab.lm.study import units as lm_units
+
+        now = status(folder, lm_units(load_lm_study(folder)))
+        return Progress(done=now.done, missing=now.missing)
     study, sc, base = load_study(folder)
     return follow(folder, units(study, sc, base))
 
@@ -231,6 +237,17 @@ def resume_study(folder: str | Path, slurm: SlurmConfig | None = None) -> StudyD
     """Run a study folder's failed and missing units again (on Slurm: submit only those), then
     report once none is missing. `slurm` defaults to the last submission's settings."""
     folder = Path(folder)
+    if _read_record(folder)["study"] == "lm-size":  # its units run here; the cache beside it
+        from tttlab.lm.study import load_lm_study, run_lm_study
+        from tttlab.lm.study import units as lm_units
+
+        lm = load_lm_study(folder)
+        lm.study.out = str(folder.parent)
+        before = status(folder, lm_units(lm))
+        _, report = run_lm_study(lm)
+        after = status(folder, lm_units(lm))
+        ran = [u for u in after.done if u in before.missing]
+        return StudyDone(folder, ran, before.done, after.missing, report)
     study, sc, base = load_study(folder, slurm)
     base.check_environment()
     if base.slurm.executor == "slurm":
@@ -245,6 +262,10 @@ def report_study(folder: str | Path) -> Path:
     folder = Path(folder)
     record = _read_record(folder)
     study = record["study"]
+    if study == "lm-size":
+        from tttlab.lm.study import report_lm_study
+
+        return report_lm_study(folder)
     sc = StudyConfig(**_tuples(record["settings"]))
     base = Config.from_dict(record["base"])
     rows = collect(folder, units(study, sc, base))
@@ -300,7 +321,7 @@ def _read_record(folder: Path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"{folder} is not a study folder: it has no {CONFIG_FILE}")
     record = json.loads(path.read_text(encoding="utf-8"))
-    if record.get("study") not in STUDIES:
+    if record.get("study") not in (*STUDIES, "lm-size"):
         raise ValueError(f"{path} records no known study ({record.get('study')!r})")
     return record
 

@@ -1,0 +1,341 @@
+"""`tttlab study lm-size`: TTT's gain in bits per byte against model size, the paper's language
+study on one machine. One work unit per model: the trained ladder's sizes, then the pretrained
+models as their own points. Each unit scores the same held-out documents before TTT, after TTT on
+their retrieved neighbours, and after the same TTT on random pool documents (the control).
+
+    tttlab study lm-size --corpus corpora/debian --sizes 0.4m 1.5m 4m --docs 300
+    sbatch --array=0-3 --wrap "tttlab study lm-size --corpus ... "   # shards from SLURM_ARRAY_*
+
+Units are written once each (resumable; any shard split gives the same files); the report
+(`units.csv`, `plot.png`, `report.md`) is written once none is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tttlab.checks import check_choice, check_int
+from tttlab.lm.corpus import Corpus, load_corpus
+from tttlab.lm.gpt import LADDER
+from tttlab.lm.model import LanguageModel
+from tttlab.lm.retrieve import DocRetrievalConfig, neighbours, random_neighbours
+from tttlab.lm.train import LMTrainConfig, ladder_model
+from tttlab.lm.ttt import LMTTTConfig, bits_per_byte, doc_bits, ttt_bits
+from tttlab.pipeline.cache import StageCache, settings_key
+from tttlab.results.report import write_report, write_rows_csv
+from tttlab.results.stats import bootstrap_ci, paired_bootstrap_diff
+from tttlab.studies.units import CONFIG_FILE, Unit, collect, open_study, run_units, status
+
+STUDY = "lm-size"
+PAPER = (
+    "The paper (Qwen2.5 on the Pile) reports TTT gains of roughly 0.07 bits per byte at 0.5B "
+    "parameters and 0.02 at 7B, shrinking with size (readings of a figure, approximate)."
+)
+
+
+@dataclass
+class LMStudyConfig:
+    """Which models the study scores, on which documents, and where it writes."""
+
+    corpus: str = "corpora/debian"
+    """A folder built by `tttlab lm corpus`."""
+    sizes: tuple[str, ...] = ("0.4m", "1.5m", "4m")
+    """Ladder sizes trained here (of 0.4m, 1.5m, 4m, 12m)."""
+    pretrained: tuple[str, ...] = ()
+    """Pretrained models from packages, their own points (e.g. smollm2-135m)."""
+    docs: int = 300
+    """Held-out test documents scored (the first of a seeded shuffle)."""
+    seed: int = 0
+    """Seeds the document choice, the random control and the bootstrap."""
+    n_boot: int = 1000
+    """Bootstrap resamples for every interval."""
+    out: str = "runs"
+    """The study folder is <out>/lm-size-<hash of the settings>."""
+    cache_dir: str | None = None
+    """Stage cache (tokenizer, checkpoints, embeddings); default <out>/cache."""
+    progress: bool = True
+    """Progress bars."""
+
+    def __post_init__(self):
+        self.sizes, self.pretrained = tuple(self.sizes), tuple(self.pretrained)
+        for size in self.sizes:
+            check_choice(size, "size", tuple(LADDER))
+        check_int(self.docs, "docs", min=1)
+        check_int(self.n_boot, "n_boot", min=1)
+        if not self.sizes and not self.pretrained:
+            raise ValueError("the study has no model: give --sizes and/or --pretrained")
+
+    def settings(self) -> dict[str, Any]:
+        """What the results depend on (not where they are written)."""
+        s = asdict(self)
+        for mechanics in ("out", "cache_dir", "progress"):
+            s.pop(mechanics)
+        return s
+
+
+@dataclass
+class LMStudy:
+    """Every setting of the study, in one record (the study folder's config.json)."""
+
+    study: LMStudyConfig = field(default_factory=LMStudyConfig)
+    train: LMTrainConfig = field(default_factory=LMTrainConfig)
+    ttt: LMTTTConfig = field(default_factory=LMTTTConfig)
+    retrieval: DocRetrievalConfig = field(default_factory=DocRetrievalConfig)
+
+    def record(self, corpus: Corpus) -> dict[str, Any]:
+        train = asdict(self.train) | {"device": None}
+        return {"study": STUDY, "settings": self.study.settings(), "corpus": corpus.key,
+                "train": train, "ttt": asdict(self.ttt),
+                "retrieval": asdict(self.retrieval)}  # fmt: skip
+
+    @property
+    def cache(self) -> StageCache:
+        s = self.study
+        return StageCache(Path(s.cache_dir or Path(s.out) / "cache"))
+
+
+def units(study: LMStudy) -> list[Unit]:
+    s = study.study
+    return [Unit(f"model=gpt-{m}", {"model": f"gpt-{m}"}) for m in s.sizes] + [
+        Unit(f"model={m}", {"model": m}) for m in s.pretrained
+    ]
+
+
+def study_folder(study: LMStudy, corpus: Corpus) -> Path:
+    return Path(study.study.out) / f"{STUDY}-{settings_key(STUDY, study.record(corpus))}"
+
+
+def test_documents(corpus: Corpus, n: int, seed: int) -> list[int]:
+    """The scored test documents: the first n of a seeded shuffle (a larger n extends a smaller)."""
+    if n > len(corpus.test):
+        raise ValueError(
+            f"--docs {n} but the corpus holds {len(corpus.test)} test documents: lower --docs, or "
+            "build the corpus with a larger --test-fraction"
+        )
+    return np.random.default_rng(seed).permutation(len(corpus.test))[:n].tolist()
+
+
+def run_lm_study(
+    study: LMStudy, shard_id: int | None = None, num_shards: int | None = None
+) -> tuple[Path, Path | None]:
+    """Run this shard's unfinished units; write the report once none is missing."""
+    s = study.study
+    corpus = load_corpus(s.corpus)
+    test_documents(corpus, s.docs, s.seed)  # too many docs fails here, before any training
+    if study.ttt.k > len(corpus.pool):
+        raise ValueError(
+            f"k={study.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
+            f"documents: choose --k <= {len(corpus.pool)}, or build a larger corpus"
+        )
+    study_units = units(study)
+    folder = study_folder(study, corpus)
+    open_study(folder, study.record(corpus))
+    run_units(folder, study_units, unit_runner(study, corpus), shard_id, num_shards, s.progress)
+    missing = status(folder, study_units).missing
+    return folder, (report_lm_study(folder, study, corpus) if not missing else None)
+
+
+def unit_runner(study: LMStudy, corpus: Corpus):
+    def run(unit: Unit) -> dict[str, Any]:
+        return score_model(study, corpus, unit.settings["model"])
+
+    return run
+
+
+def load_model(study: LMStudy, corpus: Corpus, name: str) -> tuple[LanguageModel, float]:
+    """A ladder GPT (trained now if not cached) or a pretrained model; and seconds to get it."""
+    start = time.perf_counter()
+    if name.startswith("gpt-"):
+        lm, _ = ladder_model(corpus, name[4:], study.train, study.cache, study.study.progress)
+    else:
+        from tttlab.lm.pretrained import load_pretrained
+
+        lm = load_pretrained(name)
+    return lm, time.perf_counter() - start
+
+
+def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
+    """One unit: base, TTT and random-control bits per byte of the study's documents."""
+    s, cfg = study.study, study.ttt
+    times: dict[str, float] = {}
+    lm, times["model_s"] = load_model(study, corpus, name)
+    chosen = test_documents(corpus, s.docs, s.seed)
+    start = time.perf_counter()
+    idx = neighbours([d.text for d in corpus.pool], [corpus.test[i].text for i in chosen], cfg.k,
+                     study.retrieval, study.cache.root / "lm-embeddings")  # fmt: skip
+    control = random_neighbours(len(corpus.pool), len(chosen), cfg.k, s.seed)
+    times["retrieval_s"] = time.perf_counter() - start
+    queries = [lm.encode(corpus.test[i].text) for i in chosen]
+    n_bytes = np.array([corpus.test[i].n_bytes for i in chosen])
+
+    def encoded(rows: np.ndarray) -> list[list[list[int]]]:
+        return [
+            [[lm.bos_id, *lm.tokenize(corpus.pool[j].text)] for j in row[: cfg.k]] for row in rows
+        ]
+
+    start = time.perf_counter()
+    base = doc_bits(lm, queries, bf16=cfg.bf16)
+    times["base_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    after = ttt_bits(lm, queries, encoded(idx), cfg, s.progress, desc=f"ttt {name}")
+    times["ttt_s"] = time.perf_counter() - start
+    start = time.perf_counter()
+    ctrl = ttt_bits(lm, queries, encoded(control), cfg, s.progress, desc=f"control {name}")
+    times["control_s"] = time.perf_counter() - start
+    return summarise(name, lm.parameters, n_bytes, base, after, ctrl, s.n_boot, s.seed) | {
+        "seconds": times, "source": lm.source, "docs": [corpus.test[i].id for i in chosen],
+    }  # fmt: skip
+
+
+def summarise(
+    name: str, parameters: int, n_bytes: np.ndarray, base: np.ndarray, after: np.ndarray,
+    control: np.ndarray, n_boot: int, seed: int,
+) -> dict[str, Any]:  # fmt: skip
+    """Mean bits per byte of each condition with bootstrap CIs, and TTT's and the control's
+    gains (base - after: positive is better) with paired bootstrap CIs, over documents."""
+    bpb = {
+        m: bits_per_byte(v, n_bytes)
+        for m, v in (("base", base), ("ttt", after), ("control", control))
+    }
+    row: dict[str, Any] = {
+        "model": name,
+        "parameters": int(parameters),
+        "n_docs": int(n_bytes.size),
+    }
+    for m, v in bpb.items():
+        e = bootstrap_ci(v, n_boot, seed=seed)
+        row |= {f"bpb_{m}": e.mean, f"bpb_{m}_low": e.low, f"bpb_{m}_high": e.high}
+    for m, (a, b) in {"gain": ("base", "ttt"), "control_gain": ("base", "control"),
+                      "ttt_vs_control": ("control", "ttt")}.items():  # fmt: skip
+        e = paired_bootstrap_diff(bpb[a], bpb[b], n_boot, seed=seed)
+        row |= {m: e.mean, f"{m}_low": e.low, f"{m}_high": e.high}
+    row["per_doc"] = {m: v.round(6).tolist() for m, v in bpb.items()}
+    return row
+
+
+# ---------------------------------------------------------------- report
+
+
+def load_lm_study(folder: str | Path) -> LMStudy:
+    """The study's settings as its folder's config.json records them."""
+    record = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+    return LMStudy(
+        LMStudyConfig(**record["settings"]),
+        LMTrainConfig(**record["train"] | {"device": "cpu"}),
+        LMTTTConfig(**record["ttt"]),
+        DocRetrievalConfig(**record["retrieval"]),
+    )
+
+
+def report_lm_study(
+    folder: str | Path, study: LMStudy | None = None, corpus: Corpus | None = None
+) -> Path:
+    """`units.csv`, `plot.png` and `report.md` of a complete lm-size study folder."""
+    folder = Path(folder)
+    study = study or load_lm_study(folder)
+    corpus = corpus or load_corpus(study.study.corpus)
+    rows = collect(folder, units(study))
+    flat = [{k: v for k, v in r.items() if k not in ("per_doc", "docs", "source", "seconds")}
+            | {f"{k}": round(v, 1) for k, v in r["seconds"].items()} for r in rows]  # fmt: skip
+    write_rows_csv(folder / "units.csv", flat)
+    plot = plot_lm_study(rows, folder / "plot.png")
+    ladder = [r for r in rows if r["model"].startswith("gpt-")]
+    write_report(
+        folder / "report.md",
+        title="tttlab lm-size study",
+        summary=_summary(ladder, rows) + "\n\n" + PAPER,
+        table_rows=flat,
+        columns=[
+            "model",
+            "parameters",
+            "n_docs",
+            "bpb_base",
+            "bpb_ttt",
+            "bpb_control",
+            "gain",
+            "control_gain",
+            "ttt_vs_control",
+            "ttt_s",
+        ],  # fmt: skip
+        plot=plot,
+        settings=study.record(corpus) | {"corpus_record": corpus.record.get("totals", {})},
+    )
+    return folder / "report.md"
+
+
+def _summary(ladder: list[dict], rows: list[dict]) -> str:
+    parts = [
+        f"TTT on {rows[0]['n_docs']} held-out documents' retrieved neighbours, against the same "
+        "TTT on random pool documents (control). Gain = bits per byte before minus after."
+    ]
+    if len(ladder) >= 2:
+        ladder = sorted(ladder, key=lambda r: r["parameters"])
+        falls = all(a["bpb_base"] > b["bpb_base"] for a, b in zip(ladder, ladder[1:], strict=False))
+        shrinks = all(a["gain"] > b["gain"] for a, b in zip(ladder, ladder[1:], strict=False))
+        gains = ", ".join(f"{r['model']}: {r['gain']:+.3f}" for r in ladder)
+        parts.append(
+            "Across the trained ladder, base bits per byte "
+            f"{'falls' if falls else 'does NOT fall'} "
+            f"with size, and TTT's gain {'shrinks' if shrinks else 'does NOT shrink'} with size "
+            f"({gains})."
+        )
+    return " ".join(parts)
+
+
+def plot_lm_study(rows: list[dict], path: Path) -> Path:
+    """Bits per byte of base, TTT and control against parameters (ladder joined, pretrained
+    models as separate markers), above TTT's and the control's gains with their CIs."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from tttlab.atomic import atomic_path
+
+    fig = Figure(figsize=(7, 7.5))
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    ladder = sorted(
+        (r for r in rows if r["model"].startswith("gpt-")), key=lambda r: r["parameters"]
+    )
+    other = [r for r in rows if not r["model"].startswith("gpt-")]
+    colours = {"base": "tab:blue", "ttt": "tab:red", "control": "tab:gray"}
+    for m, c in colours.items():
+        for group, style in ((ladder, "-o"), (other, "s")):
+            if not group:
+                continue
+            x = [r["parameters"] for r in group]
+            top.plot(x, [r[f"bpb_{m}"] for r in group], style, color=c,
+                     label=m if group is ladder or not ladder else None)  # fmt: skip
+            top.fill_between(x, [r[f"bpb_{m}_low"] for r in group],
+                             [r[f"bpb_{m}_high"] for r in group], color=c, alpha=0.15)  # fmt: skip
+    for key, c, label in (
+        ("gain", "tab:red", "TTT gain"),
+        ("control_gain", "tab:gray", "control gain"),
+    ):
+        for group, style in ((ladder, "-o"), (other, "s")):
+            if not group:
+                continue
+            x = [r["parameters"] for r in group]
+            y = np.array([r[key] for r in group])
+            err = [y - [r[f"{key}_low"] for r in group], [r[f"{key}_high"] for r in group] - y]
+            bottom.errorbar(x, y, yerr=err, fmt=style, color=c, capsize=3,
+                            label=label if group is ladder or not ladder else None)  # fmt: skip
+    for r in other:
+        top.annotate(r["model"], (r["parameters"], r["bpb_base"]), fontsize=8)
+    bottom.axhline(0, color="black", lw=0.8)
+    top.set_ylabel("bits per byte (test documents)")
+    bottom.set_ylabel("gain (bits per byte)")
+    bottom.set_xlabel("parameters (squares: pretrained models)")
+    bottom.set_xscale("log")
+    top.legend()
+    bottom.legend()
+    fig.suptitle("lm-size study: TTT on retrieved neighbours vs random neighbours\n"
+                 "bands and bars: bootstrap 95% CIs", fontsize=11)  # fmt: skip
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=150, format="png")
+    return path

@@ -1,0 +1,114 @@
+"""`tttlab study lm-size` end to end on a tiny corpus: the smallest ladder GPT trained for a few
+steps, TF-IDF neighbours, two TTT steps per document; units, resume, shards and the report."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tttlab.cli import main
+from tttlab.lm.retrieve import DocRetrievalConfig
+from tttlab.lm.study import LMStudy, LMStudyConfig, load_lm_study, run_lm_study, summarise, units
+from tttlab.lm.train import LMTrainConfig
+from tttlab.lm.ttt import LMTTTConfig
+from tttlab.studies.units import collect
+
+TOPICS = {
+    "kernel": "the kernel schedules tasks and the driver maps memory pages for the device",
+    "perl": "a perl regular expression matches the string and the hash holds each key",
+    "fortune": "the wise fool laughs at the moon while the cat sleeps by the warm fire",
+}
+
+
+def write_corpus(folder, per_topic=8, test_per_topic=2):
+    """A corpus folder as `tttlab lm corpus` writes it, from three topics' sentences."""
+    rng = np.random.default_rng(0)
+    rows = {"pool": [], "test": []}
+    for topic, sentence in TOPICS.items():
+        words = sentence.split()
+        for i in range(per_topic + test_per_topic):
+            text = "\n".join(" ".join(rng.permutation(words)) for _ in range(6)) + "\n"
+            split = "test" if i >= per_topic else "pool"
+            rows[split].append({"id": f"{topic}/f{i}#0", "package": topic, "source": f"f{i}",
+                                "text": text})  # fmt: skip
+    folder.mkdir(parents=True)
+    for split, docs in rows.items():
+        (folder / f"{split}.jsonl").write_text("".join(json.dumps(d) + "\n" for d in docs))
+    (folder / "corpus.json").write_text(json.dumps({"config": {"tiny": True}, "totals": {}}))
+    return folder
+
+
+def tiny_study(tmp_path, **study):
+    corpus = write_corpus(tmp_path / "corpus")
+    return LMStudy(
+        LMStudyConfig(corpus=str(corpus), sizes=("0.4m",), docs=4, out=str(tmp_path / "runs"),
+                      progress=False, n_boot=200, **study),
+        LMTrainConfig(tokens=2048, seq=32, batch=4, vocab=300),
+        LMTTTConfig(k=3, lr=3e-3, copies=2),
+        DocRetrievalConfig(encoder="tfidf", tfidf_dims=8),
+    )  # fmt: skip
+
+
+def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
+    study = tiny_study(tmp_path)
+    folder, report = run_lm_study(study)
+    assert report is not None and report.is_file() and (folder / "plot.png").is_file()
+    (row,) = collect(folder, units(study))
+    assert row["model"] == "gpt-0.4m" and row["n_docs"] == 4
+    for m in ("base", "ttt", "control"):
+        assert row[f"bpb_{m}_low"] <= row[f"bpb_{m}"] <= row[f"bpb_{m}_high"]
+        assert len(row["per_doc"][m]) == 4
+    assert row["gain"] == pytest.approx(row["bpb_base"] - row["bpb_ttt"])
+    assert set(row["seconds"]) == {"model_s", "retrieval_s", "base_s", "ttt_s", "control_s"}
+    text = report.read_text()
+    assert "gpt-0.4m" in text and "0.07 bits per byte" in text
+    # a second run finds the unit written and the model cached
+    assert run_lm_study(study) == (folder, report)
+    assert load_lm_study(folder).ttt == study.ttt
+
+
+def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
+    corpus = write_corpus(tmp_path / "corpus")
+    args = ["study", "lm-size", "--corpus", str(corpus), "--sizes", "0.4m", "--docs", "2",
+            "--out", str(tmp_path / "runs"), "--tokens", "1024", "--seq", "32", "--batch", "4",
+            "--vocab", "300", "--k", "2", "--encoder", "tfidf", "--tfidf-dims", "4",
+            "--n-boot", "50", "--progress", "false"]  # fmt: skip
+    assert main([*args, "--shard-id", "1", "--num-shards", "2"]) == 0  # shard 1 holds no unit
+    assert "units still missing" in capsys.readouterr().out
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "report:" in out
+    folder = out.split("study: ")[1].split()[0]
+    assert main(["study", "status", folder]) == 0
+    assert "done: 1" in capsys.readouterr().out
+    assert main(["study", "report", folder]) == 0
+
+
+def test_bad_settings_fail_before_any_training(tmp_path):
+    study = tiny_study(tmp_path)
+    study.study.docs = 7
+    with pytest.raises(ValueError, match="holds 6 test documents"):
+        run_lm_study(study)
+    assert not (tmp_path / "runs").exists()  # nothing trained, no folder opened
+    study.study.docs, study.ttt.k = 2, 25
+    with pytest.raises(ValueError, match="the pool has 24 documents"):
+        run_lm_study(study)
+    with pytest.raises(ValueError, match="size"):
+        LMStudyConfig(sizes=("7b",))
+    with pytest.raises(FileNotFoundError, match="tttlab lm corpus --out"):
+        run_lm_study(LMStudy(LMStudyConfig(corpus=str(tmp_path / "nowhere"))))
+
+
+def test_summary_gains_are_paired_differences_in_bits_per_byte():
+    n_bytes = np.array([100, 200, 100])
+    base, after, control = (
+        np.array([300.0, 500, 250]),
+        np.array([250.0, 480, 240]),
+        np.array([290.0, 500, 250]),
+    )
+    row = summarise("m", 10, n_bytes, base, after, control, n_boot=100, seed=0)
+    assert row["bpb_base"] == pytest.approx(np.mean([3.0, 2.5, 2.5]))
+    assert row["gain"] == pytest.approx(np.mean([0.5, 0.1, 0.1]))
+    assert row["control_gain"] == pytest.approx(np.mean([0.1, 0.0, 0.0]))
+    assert row["ttt_vs_control"] == pytest.approx(row["gain"] - row["control_gain"])
+    assert row["gain_low"] <= row["gain"] <= row["gain_high"]
