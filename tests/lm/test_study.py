@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from tttlab.cli import main
+from tttlab.lm.corpus import load_corpus
 from tttlab.lm.retrieve import DocRetrievalConfig
-from tttlab.lm.study import LMStudy, LMStudyConfig, load_lm_study, run_lm_study, summarise, units
+from tttlab.lm.study import (
+    LMStudy,
+    LMStudyConfig,
+    load_lm_study,
+    run_lm_study,
+    scored_documents,
+    summarise,
+    units,
+)
 from tttlab.lm.train import LMTrainConfig
 from tttlab.lm.ttt import LMTTTConfig
 from tttlab.studies.units import collect
@@ -65,6 +74,19 @@ def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     # a second run finds the unit written and the model cached
     assert run_lm_study(study) == (folder, report)
     assert load_lm_study(folder).ttt == study.ttt
+
+
+def test_the_learning_rate_is_chosen_on_documents_never_scored(tmp_path):
+    study = tiny_study(tmp_path, lr_grid=(1e-5, 3e-2), select_docs=2)
+    folder, _ = run_lm_study(study)
+    (row,) = collect(folder, units(study))
+    assert set(row["lr_selection"]) == {"1e-05", "0.03"}
+    assert row["lr"] == min(row["lr_selection"], key=row["lr_selection"].get) and row["lr"] in (
+        1e-5,
+        3e-2,
+    )
+    chosen, validation = scored_documents(load_corpus(study.study.corpus), study.study)
+    assert len(chosen) == 4 and len(validation) == 2 and not set(chosen) & set(validation)
 
 
 def test_the_cli_runs_shards_and_reports(tmp_path, capsys):

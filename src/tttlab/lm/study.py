@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,11 @@ class LMStudyConfig:
     """Pretrained models from packages, their own points (e.g. smollm2-135m)."""
     docs: int = 300
     """Held-out test documents scored (the first of a seeded shuffle)."""
+    lr_grid: tuple[float, ...] = ()
+    """TTT's learning rate per model, chosen from these on validation documents; empty: --lr."""
+    select_docs: int = 32
+    """Validation documents for --lr-grid: held-out test documents never scored (the next ones
+    of the seeded shuffle)."""
     seed: int = 0
     """Seeds the document choice, the random control and the bootstrap."""
     n_boot: int = 1000
@@ -64,6 +69,10 @@ class LMStudyConfig:
 
     def __post_init__(self):
         self.sizes, self.pretrained = tuple(self.sizes), tuple(self.pretrained)
+        self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
+        if any(lr <= 0 for lr in self.lr_grid):
+            raise ValueError(f"--lr-grid {self.lr_grid} holds a rate <= 0: give positive rates")
+        check_int(self.select_docs, "select_docs", min=1)
         for size in self.sizes:
             check_choice(size, "size", tuple(LADDER))
         check_int(self.docs, "docs", min=1)
@@ -111,14 +120,18 @@ def study_folder(study: LMStudy, corpus: Corpus) -> Path:
     return Path(study.study.out) / f"{STUDY}-{settings_key(STUDY, study.record(corpus))}"
 
 
-def test_documents(corpus: Corpus, n: int, seed: int) -> list[int]:
-    """The scored test documents: the first n of a seeded shuffle (a larger n extends a smaller)."""
+def scored_documents(corpus: Corpus, s: LMStudyConfig) -> tuple[list[int], list[int]]:
+    """The scored test documents, the first `docs` of a seeded shuffle (a larger n extends a
+    smaller), and the validation documents that choose the learning rate (the next ones)."""
+    n = s.docs + (s.select_docs if s.lr_grid else 0)
     if n > len(corpus.test):
         raise ValueError(
-            f"--docs {n} but the corpus holds {len(corpus.test)} test documents: lower --docs, or "
-            "build the corpus with a larger --test-fraction"
+            f"--docs {s.docs}{f' + --select-docs {s.select_docs}' if s.lr_grid else ''} but the "
+            f"corpus holds {len(corpus.test)} test documents: lower them, or build the corpus "
+            "with a larger --test-fraction"
         )
-    return np.random.default_rng(seed).permutation(len(corpus.test))[:n].tolist()
+    order = np.random.default_rng(s.seed).permutation(len(corpus.test))[:n].tolist()
+    return order[: s.docs], order[s.docs :]
 
 
 def run_lm_study(
@@ -127,7 +140,7 @@ def run_lm_study(
     """Run this shard's unfinished units; write the report once none is missing."""
     s = study.study
     corpus = load_corpus(s.corpus)
-    test_documents(corpus, s.docs, s.seed)  # too many docs fails here, before any training
+    scored_documents(corpus, s)  # too many docs fails here, before any training
     if study.ttt.k > len(corpus.pool):
         raise ValueError(
             f"k={study.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
@@ -165,10 +178,11 @@ def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
     s, cfg = study.study, study.ttt
     times: dict[str, float] = {}
     lm, times["model_s"] = load_model(study, corpus, name)
-    chosen = test_documents(corpus, s.docs, s.seed)
+    chosen, validation = scored_documents(corpus, s)
     start = time.perf_counter()
-    idx = neighbours([d.text for d in corpus.pool], [corpus.test[i].text for i in chosen], cfg.k,
-                     study.retrieval, study.cache.root / "lm-embeddings")  # fmt: skip
+    texts = [corpus.test[i].text for i in chosen + validation]
+    idx = neighbours([d.text for d in corpus.pool], texts, cfg.k, study.retrieval,
+                     study.cache.root / "lm-embeddings")  # fmt: skip
     control = random_neighbours(len(corpus.pool), len(chosen), cfg.k, s.seed)
     times["retrieval_s"] = time.perf_counter() - start
     queries = [lm.encode(corpus.test[i].text) for i in chosen]
@@ -178,6 +192,19 @@ def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
         return [
             [[lm.bos_id, *lm.tokenize(corpus.pool[j].text)] for j in row[: cfg.k]] for row in rows
         ]
+
+    selection = {}
+    if s.lr_grid:  # the same chosen rate then serves TTT and the control
+        start = time.perf_counter()
+        val_q = [lm.encode(corpus.test[i].text) for i in validation]
+        val_bytes = np.array([corpus.test[i].n_bytes for i in validation])
+        val_n = encoded(idx[len(chosen) :])
+        for lr in s.lr_grid:
+            bits = ttt_bits(lm, val_q, val_n, replace(cfg, lr=lr), s.progress, desc=f"lr {lr:g}")
+            selection[lr] = float(bits_per_byte(bits, val_bytes).mean())
+        cfg = replace(cfg, lr=min(selection, key=selection.get))
+        times["select_s"] = time.perf_counter() - start
+    idx = idx[: len(chosen)]
 
     start = time.perf_counter()
     base = doc_bits(lm, queries, bf16=cfg.bf16)
@@ -190,6 +217,7 @@ def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
     times["control_s"] = time.perf_counter() - start
     return summarise(name, lm.parameters, n_bytes, base, after, ctrl, s.n_boot, s.seed) | {
         "seconds": times, "source": lm.source, "docs": [corpus.test[i].id for i in chosen],
+        "lr": cfg.lr, "lr_selection": {f"{lr:g}": bpb for lr, bpb in selection.items()},
     }  # fmt: skip
 
 
@@ -241,7 +269,8 @@ def report_lm_study(
     study = study or load_lm_study(folder)
     corpus = corpus or load_corpus(study.study.corpus)
     rows = collect(folder, units(study))
-    flat = [{k: v for k, v in r.items() if k not in ("per_doc", "docs", "source", "seconds")}
+    drop = ("per_doc", "docs", "source", "seconds", "lr_selection")
+    flat = [{k: v for k, v in r.items() if k not in drop}
             | {f"{k}": round(v, 1) for k, v in r["seconds"].items()} for r in rows]  # fmt: skip
     write_rows_csv(folder / "units.csv", flat)
     plot = plot_lm_study(rows, folder / "plot.png")
@@ -255,6 +284,7 @@ def report_lm_study(
             "model",
             "parameters",
             "n_docs",
+            "lr",
             "bpb_base",
             "bpb_ttt",
             "bpb_control",
