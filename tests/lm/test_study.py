@@ -81,10 +81,8 @@ def test_the_learning_rate_is_chosen_on_documents_never_scored(tmp_path):
     folder, _ = run_lm_study(study)
     (row,) = collect(folder, units(study))
     assert set(row["lr_selection"]) == {"1e-05", "0.03"}
-    assert row["lr"] == min(row["lr_selection"], key=row["lr_selection"].get) and row["lr"] in (
-        1e-5,
-        3e-2,
-    )
+    best = min(row["lr_selection"], key=row["lr_selection"].get)
+    assert row["lr"] == float(best) and row["lr"] in (1e-5, 3e-2)
     chosen, validation = scored_documents(load_corpus(study.study.corpus), study.study)
     assert len(chosen) == 4 and len(validation) == 2 and not set(chosen) & set(validation)
 
