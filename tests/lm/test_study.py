@@ -50,8 +50,9 @@ def write_corpus(folder, per_topic=8, test_per_topic=2):
 def tiny_study(tmp_path, **study):
     corpus = write_corpus(tmp_path / "corpus")
     return LMStudy(
-        LMStudyConfig(corpus=str(corpus), sizes=("0.4m",), docs=4, out=str(tmp_path / "runs"),
-                      progress=False, n_boot=200, **study),
+        LMStudyConfig(**{"corpus": str(corpus), "sizes": ("0.4m",), "pretrained": (), "docs": 4,
+                         "lr_grid": (), "out": str(tmp_path / "runs"), "progress": False,
+                         "n_boot": 200} | study),
         LMTrainConfig(tokens=2048, seq=32, batch=4, vocab=300),
         LMTTTConfig(k=3, lr=3e-3, copies=2),
         DocRetrievalConfig(encoder="tfidf", tfidf_dims=8),
@@ -92,7 +93,7 @@ def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
     args = ["study", "lm-size", "--corpus", str(corpus), "--sizes", "0.4m", "--docs", "2",
             "--out", str(tmp_path / "runs"), "--tokens", "1024", "--seq", "32", "--batch", "4",
             "--vocab", "300", "--k", "2", "--encoder", "tfidf", "--tfidf-dims", "4",
-            "--n-boot", "50", "--progress", "false"]  # fmt: skip
+            "--n-boot", "50", "--progress", "false", "--pretrained", "--lr-grid"]  # fmt: skip
     assert main([*args, "--shard-id", "1", "--num-shards", "2"]) == 0  # shard 1 holds no unit
     assert "units still missing" in capsys.readouterr().out
     assert main(args) == 0

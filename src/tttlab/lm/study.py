@@ -47,13 +47,13 @@ class LMStudyConfig:
     """A folder built by `tttlab lm corpus`."""
     sizes: tuple[str, ...] = ("0.4m", "1.5m", "4m")
     """Ladder sizes trained here (of 0.4m, 1.5m, 4m, 12m)."""
-    pretrained: tuple[str, ...] = ()
-    """Pretrained models from packages, their own points (e.g. smollm2-135m)."""
+    pretrained: tuple[str, ...] = ("smollm2-135m",)
+    """Pretrained models from packages, their own points (smollm2-135m, gemma3-270m)."""
     docs: int = 300
     """Held-out test documents scored (the first of a seeded shuffle)."""
-    lr_grid: tuple[float, ...] = ()
+    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
     """TTT's learning rate per model, chosen from these on validation documents; empty: --lr."""
-    select_docs: int = 32
+    select_docs: int = 24
     """Validation documents for --lr-grid: held-out test documents never scored (the next ones
     of the seeded shuffle)."""
     seed: int = 0
