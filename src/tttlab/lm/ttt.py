@@ -56,8 +56,10 @@ class LMTTTConfig:
     """all weights; no-embeddings (all but token/position embeddings); last (the last blocks)."""
     last_layers: int = 1
     """Blocks tuned with tune="last" (with the final norm and an untied head)."""
-    copies: int = 16
-    """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time."""
+    copies: int = 1
+    """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time. Pays
+    where per-step overhead dominates (small models, short texts, GPUs), not on a CPU already
+    busy with ~1 KB documents (benchmarks/lm_batched_ttt.py)."""
     bf16: bool = False
     """bfloat16 autocast for forward and backward (fp32 weights and Adam state)."""
 
@@ -94,11 +96,16 @@ def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.T
 def _nll_sums(
     logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
 ) -> torch.Tensor:
-    """Summed next-token negative log-likelihood (nats) of each row's tokens after the first."""
+    """Summed next-token negative log-likelihood (nats) of each row's tokens after the first.
+    Position t predicts token t + 1; the last position's target is a masked dummy, so the logits
+    are read whole (slicing off the last position would copy them, and its backward too)."""
+    B, T = ids_BT.shape
+    target = torch.cat([ids_BT[:, 1:], ids_BT[:, :1]], 1)
+    keep = torch.cat([mask_BT[:, 1:], torch.zeros_like(mask_BT[:, :1])], 1)
     nll = F.cross_entropy(
-        logits_BTV[:, :-1].float().flatten(0, 1), ids_BT[:, 1:].flatten(), reduction="none"
-    ).view(ids_BT.shape[0], -1)
-    return (nll * mask_BT[:, 1:]).sum(1)
+        logits_BTV.float().reshape(B * T, -1), target.reshape(-1), reduction="none"
+    )
+    return (nll.view(B, T) * keep).sum(1)
 
 
 def _autocast(on: bool):
@@ -156,15 +163,18 @@ def ttt_bits(
     bar = tqdm(total=len(queries), desc=desc, unit="doc", disable=not progress)
     params = trainable(lm, cfg.tune, cfg.last_layers)
     saved = snapshot(params)
+    # Stacked copies pad each step's neighbours to the longest: group documents of like lengths.
+    # A document's bits never depend on its group (each copy reads only its own rows).
+    order = np.argsort([sum(map(len, ns)) for ns in neighbours], kind="stable") if stacked else None
     try:
         for s in range(0, len(queries), group):
-            q, ns = queries[s : s + group], neighbours[s : s + group]
-            out[s : s + len(q)] = (
-                _ttt_stacked(lm, params, q, ns, cfg)
-                if stacked
-                else [_ttt_one(lm, params, q[0], ns[0], cfg)]
-            )
-            bar.update(len(q))
+            if stacked:
+                at = order[s : s + group]
+                q, ns = [queries[i] for i in at], [neighbours[i] for i in at]
+                out[at] = _ttt_stacked(lm, params, q, ns, cfg)
+            else:
+                out[s] = _ttt_one(lm, params, queries[s], neighbours[s], cfg)
+            bar.update(len(at) if stacked else 1)
     finally:
         restore(params, saved)
         for p in lm.module.parameters():
