@@ -37,7 +37,7 @@ def main() -> None:
     p.add_argument("--tune", default="all")
     p.add_argument("--last-layers", type=int, default=1)
     p.add_argument("--bf16", action="store_true")
-    p.add_argument("--copies", type=int, default=16)
+    p.add_argument("--copies", type=int, default=1)
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--tokens", type=int, default=LMTrainConfig.tokens)
     a = p.parse_args()
