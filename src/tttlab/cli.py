@@ -83,15 +83,21 @@ def parse_config(command: str, argv: list[str]) -> Config:
     if command == "demo" and not known.config:
         base = Config(run=RunConfig(name="demo"))
     parser = _config_parser(command, base, COMMANDS[command])
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
+    args = parse_flags(parser, argv)
     if (args.cfg.slurm.executor, args.cfg.slurm.workers) != ("local", 1):
         raise ValueError(
             f"tttlab {command} is one pipeline run in this process: --executor and --workers "
             "apply to `tttlab study` (its work units)"
         )
     return args.cfg
+
+
+def parse_flags(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    """Parse `argv`, refusing unknown flags with the flags they probably meant."""
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise ValueError(_unknown_flags_message(parser, unknown))
+    return args
 
 
 def _unknown_flags_message(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
@@ -132,14 +138,16 @@ def _study(argv: list[str]) -> int:
     base = Config.from_file(known.config) if known.config else Config()
     parser = _config_parser(f"study {study}", base, STUDY_HELP[study])
     parser.add_arguments(StudyConfig, dest="study")
-    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
-    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
-    args, unknown = parser.parse_known_args(rest)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
+    _shard_flags(parser)
+    args = parse_flags(parser, rest)
     done = run_study(study, args.study, args.cfg, args.shard_id, args.num_shards)
     print(done.summary)
     return 0
+
+
+def _shard_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
+    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
 
 
 def _lm_study(argv: list[str]) -> int:
@@ -148,11 +156,8 @@ def _lm_study(argv: list[str]) -> int:
 
     parser = flag_parser("tttlab study lm-size", STUDY_HELP["lm-size"])
     parser.add_arguments(LMStudy, dest="cfg")
-    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
-    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
+    _shard_flags(parser)
+    args = parse_flags(parser, argv)
     folder, report = run_lm_study(args.cfg, args.shard_id, args.num_shards)
     print(f"study: {folder}")
     print(f"report: {report}" if report else "units still missing (other shards): rerun to finish")
@@ -200,9 +205,7 @@ def _study_resume(argv: list[str]) -> int:
     parser.add_argument("folder", help="the study folder")
     parser.add_argument("--config", default=None, metavar="FILE", help="take its slurm section")
     parser.add_arguments(SlurmConfig, dest="slurm", default=defaults)
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
+    args = parse_flags(parser, argv)
     print(resume_study(Path(args.folder), args.slurm).summary)
     return 0
 
@@ -227,8 +230,7 @@ def _simulate(argv: list[str]) -> int:
     parser = flag_parser("tttlab simulate", COMMANDS["simulate"])
     parser.add_arguments(Sim, dest="sim")
     parser.add_arguments(SimulateConfig, dest="sweep")
-    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
-    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
+    _shard_flags(parser)
     parser.add_argument(
         "--bridge", default=None, metavar="FEATURES",
         help="features to place on the regime map: a feature file or folder (as --features)",
@@ -238,9 +240,7 @@ def _simulate(argv: list[str]) -> int:
         "--bridge-run", default=None, metavar="RUN_DIR",
         help="--bridge: a tttlab run folder on the same features, for TTT's measured gain",
     )  # fmt: skip
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
+    args = parse_flags(parser, argv)
     if args.bridge is not None:  # a bad features file fails before any unit runs
         X, y = read_features(args.bridge)
         gain = read_ttt_gain(args.bridge_run) if args.bridge_run else None
