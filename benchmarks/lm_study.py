@@ -54,7 +54,8 @@ def main() -> None:
     wall = time.perf_counter() - start
     rows = collect(folder, units(study))
     print(f"# lm-size study: {folder}  ({platform.processor() or platform.machine()}, "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; this run {wall:.0f} s)")  # fmt: skip
+          f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"this run {wall:.0f} s)")  # fmt: skip
     print(f"{rows[0]['n_docs']} documents, k={a.k}, tune={a.tune}, encoder={a.encoder}, "
           f"bf16={a.bf16}; gain = base - after (bits per byte), paired 95% CIs\n")  # fmt: skip
     print("| model | params | lr | base bpb | TTT bpb | control bpb | TTT gain | control gain "
@@ -72,11 +73,13 @@ def main() -> None:
             + f"| {train} | {t.get('select_s', 0):.0f} | {t['base_s']:.0f} | {t['ttt_s']:.0f} "
             f"| {t['control_s']:.0f} | {t['ttt_s'] / r['n_docs']:.2f} |"
         )  # fmt: skip
-    ladder = sorted((r for r in rows if r["model"].startswith("gpt-")), key=lambda r: r["parameters"])
+    ladder = [r for r in rows if r["model"].startswith("gpt-")]
+    ladder.sort(key=lambda r: r["parameters"])
     if len(ladder) > 1:
         pairs = list(zip(ladder, ladder[1:], strict=False))
-        print(f"\nbase bpb falls with size: {all(x['bpb_base'] > y['bpb_base'] for x, y in pairs)}; "
-              f"TTT's gain shrinks with size: {all(x['gain'] > y['gain'] for x, y in pairs)}")  # fmt: skip
+        falls = all(x["bpb_base"] > y["bpb_base"] for x, y in pairs)
+        shrinks = all(x["gain"] > y["gain"] for x, y in pairs)
+        print(f"\nbase bpb falls with size: {falls}; TTT's gain shrinks with size: {shrinks}")
     print(f"report: {report}")
 
 
