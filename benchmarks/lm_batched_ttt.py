@@ -69,8 +69,10 @@ def main() -> None:
     print(f"# batched vs one-at-a-time TTT ({platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads)")  # fmt: skip
     print(f"{a.docs} documents, k={a.k}, one step per neighbour, lr {a.lr:g}, all weights\n")
-    print("| model | params | one at a time docs/s | batched docs/s (copies) | speed-up "
-          "| max abs diff bpb | mean gain bpb |")
+    print(
+        "| model | params | one at a time docs/s | batched docs/s (copies) | speed-up "
+        "| max abs diff bpb | mean gain bpb |"
+    )
     print("|---|---|---|---|---|---|---|")
     for lm, q, ns, n_bytes in problems(a):
         from tttlab.lm.ttt import doc_bits

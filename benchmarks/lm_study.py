@@ -58,8 +58,10 @@ def main() -> None:
           f"this run {wall:.0f} s)")  # fmt: skip
     print(f"{rows[0]['n_docs']} documents, k={a.k}, tune={a.tune}, encoder={a.encoder}, "
           f"bf16={a.bf16}; gain = base - after (bits per byte), paired 95% CIs\n")  # fmt: skip
-    print("| model | params | lr | base bpb | TTT bpb | control bpb | TTT gain | control gain "
-          "| TTT - control | train s | select s | base s | TTT s | control s | TTT s/doc |")
+    print(
+        "| model | params | lr | base bpb | TTT bpb | control bpb | TTT gain | control gain "
+        "| TTT - control | train s | select s | base s | TTT s | control s | TTT s/doc |"
+    )
     print("|" + "---|" * 15)
     for r in sorted(rows, key=lambda r: r["parameters"]):
         t = r["seconds"]
