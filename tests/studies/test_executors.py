@@ -10,10 +10,10 @@ import pytest
 
 from tttlab.cli import main
 from tttlab.config import Config, SlurmConfig
-from tttlab.studies import executors
+from tttlab.studies import executors, scaling
 from tttlab.studies.executors import Node, StudyTask, check_slurm, follow, study_task
 from tttlab.studies.run import resume_study, run_study, study_progress
-from tttlab.studies.scaling import StudyConfig, study_folder, study_record, units
+from tttlab.studies.scaling import ScalingPlan, StudyConfig, study_folder, study_record, units
 from tttlab.studies.units import open_study, unit_file
 
 from .test_scaling import digits_base
@@ -146,7 +146,7 @@ def opened(tmp_path) -> StudyTask:
     base = quick_base(tmp_path)
     folder = study_folder("dataset-size", STUDY, base)
     open_study(folder, study_record("dataset-size", STUDY, base))
-    return study_task("dataset-size", STUDY, base, folder)
+    return study_task(ScalingPlan("dataset-size", STUDY, base), folder)
 
 
 def test_a_task_whose_node_cannot_see_the_study_folder_says_it_must_be_shared(tmp_path):
@@ -170,7 +170,7 @@ def fake_submission(task: StudyTask, tasks: dict[str, str]) -> None:
     for task_id in tasks.values():
         open(os.path.join(logs, f"{task_id}_0_log.out"), "w").close()
     record = {"job": "7", "logs": "slurm/submit-1", "tasks": tasks, "slurm": {}}
-    record |= {"out": task.base.run.out, "cache_dir": None}
+    record |= task.plan.paths()
     with open(os.path.join(task.folder, "slurm", "jobs.json"), "w") as f:
         json.dump({"submissions": [record]}, f)
 
@@ -189,7 +189,7 @@ def test_status_shows_done_running_failed_with_its_error_and_missing_units(
 
         return run_unit
 
-    monkeypatch.setattr(executors, "unit_runner", broken)
+    monkeypatch.setattr(scaling, "unit_runner", broken)
     with pytest.raises(executors.UnitsFailed, match="out of luck"):
         task(["fraction=0.5,seed=0"])
     fake_submission(task, {"fraction=0.5,seed=0": "7_1", "fraction=1.0,seed=0": "7_2"})

@@ -1,14 +1,16 @@
 """Where a study's units run: in this process, a pool of local processes, or a Slurm job array.
 
-    task = StudyTask("dataset-size", sc, base, "/shared/runs/studies/dataset-size-1a2b3c4d5e")
+    task = study_task(plan, "/shared/runs/studies/dataset-size-1a2b3c4d5e")
     run_pool(task, unit_ids, workers=4)        # local processes, one unit at a time each
     check_slurm(base.slurm)                    # before anything is written or submitted
     submit(task, unit_ids, base.slurm)         # one array task per unit, ids kept in the folder
     wait_for(folder, study_units)              # a progress bar over units until none is running
     follow(folder, study_units)                # done, running, failed (and why), missing
 
-Every executor runs a unit through the same `StudyTask`, which opens the study folder and calls
-`run_units` on its units, so a unit's file is the same wherever it ran. A Slurm study keeps its
+A study says what its units are and how one runs through a `StudyPlan` (the scaling studies'
+`ScalingPlan`, the language study's `LMPlan`). Every executor runs a unit through the same
+`StudyTask`, which opens the study folder and calls `run_units` on the plan's units, so a unit's
+file is the same wherever it ran. A Slurm study keeps its
 submissions in `<folder>/slurm/`: `jobs.json` (each array task's job id and unit), submitit's
 pickles and logs per submission, and `failed/<unit>.json` (the error of a unit that raised). The
 study folder must be on a file system the compute nodes share with the submitting machine.
@@ -26,18 +28,17 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json
-from tttlab.config import Config, SlurmConfig
-from tttlab.studies.scaling import StudyConfig, unit_runner, units
+from tttlab.config import SlurmConfig
 from tttlab.studies.units import CONFIG_FILE, RunReport, Unit, UnitsFailed, run_units, status
 
 SLURM_DIR = "slurm"
@@ -54,15 +55,32 @@ ACTIVE_STATES = frozenset(
 # ---------------------------------------------------------------- the task every executor runs
 
 
+class StudyPlan(Protocol):
+    """What a study's units are and how one runs: all a local worker or a Slurm task needs.
+    Picklable; `remote()` is the copy a task receives (absolute paths, no progress bars)."""
+
+    name: str
+    """The study ("dataset-size", "lm-size"): the Slurm job's name."""
+
+    def units(self) -> list[Unit]: ...
+
+    def runner(self) -> Callable[[Unit], dict[str, Any]]: ...
+
+    def remote(self) -> StudyPlan: ...
+
+    def paths(self) -> dict[str, str | None]:
+        """Where results and the cache go ({"out": ..., "cache_dir": ...}), recorded with each
+        Slurm submission so that `resume` finds them."""
+        ...
+
+
 @dataclass
 class StudyTask:
     """Runs units of one study folder through `run_units`; picklable, so it is what a local worker
     or a Slurm array task receives. After a time-out or preemption submitit calls `checkpoint`,
     which re-queues the same call: finished units are found written and skipped."""
 
-    study: str
-    sc: StudyConfig
-    base: Config
+    plan: StudyPlan
     folder: str
     """Absolute path of the study folder (the node's working directory may differ)."""
 
@@ -75,11 +93,11 @@ class StudyTask:
                 "nodes; pass --folder or --out on one (e.g. your home or project space, not /tmp)"
             )
         wanted = set(unit_ids)
-        todo = [unit for unit in units(self.study, self.sc, self.base) if unit.id in wanted]
+        todo = [unit for unit in self.plan.units() if unit.id in wanted]
         unknown = wanted - {unit.id for unit in todo}
         if unknown:
-            raise ValueError(f"{self.study} study has no unit(s) {sorted(unknown)}")
-        runner = unit_runner(self.study, self.sc, self.base)
+            raise ValueError(f"{self.plan.name} study has no unit(s) {sorted(unknown)}")
+        runner = self.plan.runner()
         task = _this_task()
         if task is not None:  # the task's log says what it runs (tests wait for this line)
             print(f"tttlab: task {task} runs {', '.join(unit_ids)} of {folder}", flush=True)
@@ -99,14 +117,9 @@ class StudyTask:
         return DelayedSubmission(self, *args, **kwargs)
 
 
-def study_task(study: str, sc: StudyConfig, base: Config, folder: Path) -> StudyTask:
+def study_task(plan: StudyPlan, folder: Path) -> StudyTask:
     """The task for a study folder, with every path absolute (a node starts elsewhere)."""
-    run = base.run
-    cache_dir = None if run.cache_dir is None else str(Path(run.cache_dir).expanduser().resolve())
-    run = dataclasses.replace(
-        run, out=str(Path(run.out).expanduser().resolve()), cache_dir=cache_dir, progress=False
-    )
-    return StudyTask(study, sc, dataclasses.replace(base, run=run), str(folder.resolve()))
+    return StudyTask(plan.remote(), str(Path(folder).resolve()))
 
 
 def _this_task() -> str | None:
@@ -299,7 +312,7 @@ def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[s
     logs = folder / SLURM_DIR / f"submit-{len(submissions) + 1}"
     executor = submitit.AutoExecutor(folder=logs, cluster="slurm")
     params: dict[str, Any] = {
-        "name": f"tttlab-{task.study}",
+        "name": f"tttlab-{task.plan.name}",
         "timeout_min": cfg.time_min,
         "cpus_per_task": cfg.cpus_per_task,
         "slurm_array_parallelism": cfg.array_parallelism,
@@ -325,9 +338,7 @@ def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[s
         "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {unit_id: job.job_id for unit_id, job in zip(unit_ids, jobs, strict=True)},
         "slurm": dataclasses.asdict(cfg),
-        "out": task.base.run.out,
-        "cache_dir": task.base.run.cache_dir,
-    }
+    } | task.plan.paths()
     path = folder / SLURM_DIR / JOBS_FILE
     atomic_write_json(path, {"submissions": [*submissions, record]})
     return record

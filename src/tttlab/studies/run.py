@@ -32,6 +32,7 @@ from tttlab.results import (
 from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.executors import (
     Progress,
+    StudyPlan,
     check_slurm,
     follow,
     read_jobs,
@@ -42,12 +43,12 @@ from tttlab.studies.executors import (
 )
 from tttlab.studies.scaling import (
     STUDIES,
+    ScalingPlan,
     StudyConfig,
     size_axis,
     study_folder,
     study_record,
     unit_config,
-    unit_runner,
     units,
 )
 from tttlab.studies.units import (
@@ -133,27 +134,27 @@ def run_study(
     load_data(unit_config(study, sc, base, strictest))
     folder = study_folder(study, sc, base)
     open_study(folder, study_record(study, sc, base))
-    return _run(study, sc, base, folder, shard_id, num_shards)
+    plan = ScalingPlan(study, sc, base)
+    return run_plan(plan, folder, base.slurm, base.run.progress, shard_id, num_shards)
 
 
-def _run(
-    study: str,
-    sc: StudyConfig,
-    base: Config,
+def run_plan(
+    plan: StudyPlan,
     folder: Path,
+    ex: SlurmConfig,
+    progress: bool = True,
     shard_id: int | None = None,
     num_shards: int | None = None,
 ) -> StudyDone:
-    """Run the unfinished units of an opened study folder where `base.slurm` says."""
-    study_units = units(study, sc, base)
-    ex, progress = base.slurm, base.run.progress
+    """Run the unfinished units of an opened study folder where `ex` says: here (this shard),
+    in `ex.workers` local processes, or as a Slurm job array; report once none is missing."""
+    study_units = plan.units()
     job = None
     if ex.executor == "slurm":
         before = follow(folder, study_units)
         skipped = before.done
         if before.todo:
-            task = study_task(study, sc, base, folder)
-            job = submit(task, before.todo, ex)["job"]
+            job = submit(study_task(plan, folder), before.todo, ex)["job"]
             print(f"submitted {len(before.todo)} unit(s) as Slurm job array {job}")
         elif before.running:
             print(f"{len(before.running)} unit(s) already queued or running: following them")
@@ -166,12 +167,9 @@ def _run(
         missing = status(folder, study_units).missing
         todo = [unit_id for unit_id in missing if unit_id in mine]
         skipped = [unit.id for unit in study_units if unit.id in mine and unit.id not in todo]
-        ran = run_pool(study_task(study, sc, base, folder), todo, ex.workers, progress)
+        ran = run_pool(study_task(plan, folder), todo, ex.workers, progress)
     else:
-        done = run_units(
-            folder, study_units, unit_runner(study, sc, base), shard_id, num_shards,
-            progress=progress,
-        )  # fmt: skip
+        done = run_units(folder, study_units, plan.runner(), shard_id, num_shards, progress)
         ran, skipped = done.ran, done.skipped
     missing = status(folder, study_units).missing
     report = report_study(folder) if not missing else None
@@ -253,7 +251,7 @@ def resume_study(folder: str | Path, slurm: SlurmConfig | None = None) -> StudyD
     if base.slurm.executor == "slurm":
         check_slurm(base.slurm)
     open_study(folder, study_record(study, sc, base))  # the record still matches: resume
-    return _run(study, sc, base, folder)
+    return run_plan(ScalingPlan(study, sc, base), folder, base.slurm, base.run.progress)
 
 
 def report_study(folder: str | Path) -> Path:

@@ -237,6 +237,31 @@ def unit_runner(study: str, sc: StudyConfig, base: Config) -> Callable[[Unit], d
     return run_unit
 
 
+@dataclass
+class ScalingPlan:
+    """A scaling study as executors run it (`tttlab.studies.executors.StudyPlan`)."""
+
+    name: str
+    sc: StudyConfig
+    base: Config
+
+    def units(self) -> list[Unit]:
+        return units(self.name, self.sc, self.base)
+
+    def runner(self) -> Callable[[Unit], dict[str, Any]]:
+        return unit_runner(self.name, self.sc, self.base)
+
+    def remote(self) -> ScalingPlan:
+        run = self.base.run
+        cache = None if run.cache_dir is None else str(Path(run.cache_dir).expanduser().resolve())
+        out = str(Path(run.out).expanduser().resolve())
+        run = dataclasses.replace(run, out=out, cache_dir=cache, progress=False)
+        return dataclasses.replace(self, base=dataclasses.replace(self.base, run=run))
+
+    def paths(self) -> dict[str, str | None]:
+        return {"out": self.base.run.out, "cache_dir": self.base.run.cache_dir}
+
+
 def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, Any]:
     """The unit's study row (`tttlab.results.plots.study_row`'s schema) and the settings used."""
     row = study_row(unit.settings, metrics, gain_of="ttt" if "ttt" in metrics["methods"] else None)
