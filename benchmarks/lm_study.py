@@ -50,7 +50,8 @@ def main() -> None:
         DocRetrievalConfig(encoder=a.encoder),
     )  # fmt: skip
     start = time.perf_counter()
-    folder, report = run_lm_study(study)
+    done = run_lm_study(study)
+    folder, report = done.folder, done.report
     wall = time.perf_counter() - start
     rows = collect(folder, units(study))
     print(f"# lm-size study: {folder}  ({platform.processor() or platform.machine()}, "

@@ -22,7 +22,8 @@ from tttlab.config import Config, RunConfig, SlurmConfig
 from tttlab.pipeline import run
 from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
 from tttlab.studies import UnitsFailed
-from tttlab.studies.run import load_study, report_study, resume_study, run_study, study_progress
+from tttlab.studies.executors import last_slurm
+from tttlab.studies.run import report_study, resume_study, run_study, study_progress
 from tttlab.studies.scaling import StudyConfig
 
 COMMANDS = {
@@ -158,9 +159,7 @@ def _lm_study(argv: list[str]) -> int:
     parser.add_arguments(LMStudy, dest="cfg")
     _shard_flags(parser)
     args = parse_flags(parser, argv)
-    folder, report = run_lm_study(args.cfg, args.shard_id, args.num_shards)
-    print(f"study: {folder}")
-    print(f"report: {report}" if report else "units still missing (other shards): rerun to finish")
+    print(run_lm_study(args.cfg, args.shard_id, args.num_shards).summary)
     return 0
 
 
@@ -198,7 +197,7 @@ def _study_resume(argv: list[str]) -> int:
     if known.config:
         defaults = Config.from_file(known.config).slurm
     elif known.folder and not {"-h", "--help"} & set(argv):
-        defaults = load_study(known.folder)[2].slurm
+        defaults = last_slurm(known.folder)
     else:
         defaults = SlurmConfig()
     parser = flag_parser("tttlab study resume", STUDY_HELP["resume"])

@@ -2,6 +2,7 @@
 steps, TF-IDF neighbours, two TTT steps per document; units, resume, shards and the report."""
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -10,6 +11,7 @@ from tttlab.cli import main
 from tttlab.lm.corpus import load_corpus
 from tttlab.lm.retrieve import DocRetrievalConfig
 from tttlab.lm.study import (
+    LMPlan,
     LMStudy,
     LMStudyConfig,
     load_lm_study,
@@ -20,7 +22,9 @@ from tttlab.lm.study import (
 )
 from tttlab.lm.train import LMTrainConfig
 from tttlab.lm.ttt import LMTTTConfig
-from tttlab.studies.units import collect
+from tttlab.studies.executors import study_task
+from tttlab.studies.run import resume_study, study_progress
+from tttlab.studies.units import collect, unit_file
 
 TOPICS = {
     "kernel": "the kernel schedules tasks and the driver maps memory pages for the device",
@@ -61,8 +65,14 @@ def tiny_study(tmp_path, **study):
 
 def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     study = tiny_study(tmp_path)
-    folder, report = run_lm_study(study)
-    assert report is not None and report.is_file() and (folder / "plot.png").is_file()
+    done = run_lm_study(study)
+    folder, report = done.folder, done.report
+    assert (
+        done.ran == ["model=gpt-0.4m"]
+        and report is not None
+        and report.is_file()
+        and (folder / "plot.png").is_file()
+    )
     (row,) = collect(folder, units(study))
     assert row["model"] == "gpt-0.4m" and row["n_docs"] == 4
     for m in ("base", "ttt", "control"):
@@ -73,13 +83,14 @@ def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     text = report.read_text()
     assert "gpt-0.4m" in text and "0.07 bits per byte" in text
     # a second run finds the unit written and the model cached
-    assert run_lm_study(study) == (folder, report)
+    again = run_lm_study(study)
+    assert (again.folder, again.report, again.ran) == (folder, report, [])
     assert load_lm_study(folder).ttt == study.ttt
 
 
 def test_the_learning_rate_is_chosen_on_documents_never_scored(tmp_path):
     study = tiny_study(tmp_path, lr_grid=(1e-5, 3e-2), select_docs=2)
-    folder, _ = run_lm_study(study)
+    folder = run_lm_study(study).folder
     (row,) = collect(folder, units(study))
     assert set(row["lr_selection"]) == {"1e-05", "0.03"}
     best = min(row["lr_selection"], key=row["lr_selection"].get)
@@ -95,7 +106,7 @@ def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
             "--vocab", "300", "--k", "2", "--encoder", "tfidf", "--tfidf-dims", "4",
             "--n-boot", "50", "--progress", "false", "--pretrained", "--lr-grid"]  # fmt: skip
     assert main([*args, "--shard-id", "1", "--num-shards", "2"]) == 0  # shard 1 holds no unit
-    assert "units still missing" in capsys.readouterr().out
+    assert "still missing (other shards): 1" in capsys.readouterr().out
     assert main(args) == 0
     out = capsys.readouterr().out
     assert "report:" in out
@@ -103,6 +114,38 @@ def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
     assert main(["study", "status", folder]) == 0
     assert "done: 1" in capsys.readouterr().out
     assert main(["study", "report", folder]) == 0
+    assert main(["study", "resume", folder]) == 0
+    assert "units run now: 0, already done: 1" in capsys.readouterr().out
+
+
+def test_a_task_elsewhere_writes_the_unit_a_local_run_writes(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
+    study = tiny_study(tmp_path)
+    study.study.corpus, study.study.out = "corpus", "runs"
+    local = run_lm_study(study)
+    (row,) = collect(local.folder, units(study))
+    unit_file(local.folder, units(study)[0]).unlink()
+    # A worker or a Slurm task gets a pickled copy and starts in another folder.
+    task = pickle.loads(pickle.dumps(study_task(LMPlan(study), local.folder)))
+    monkeypatch.chdir(tmp_path / "corpus")
+    assert task(["model=gpt-0.4m"]) == ["model=gpt-0.4m"]
+    monkeypatch.chdir(tmp_path)
+    (again,) = collect(local.folder, units(study))
+    assert again["per_doc"] == row["per_doc"] and again["lr"] == row["lr"]
+
+
+def test_resume_runs_only_the_missing_units_in_local_workers(tmp_path):
+    study = tiny_study(tmp_path, sizes=("0.4m", "1.5m"))
+    done = run_lm_study(study)
+    rows = {r["model"]: r for r in collect(done.folder, units(study))}
+    unit_file(done.folder, units(study)[1]).unlink()
+    assert study_progress(done.folder).missing == ["model=gpt-1.5m"]
+    from tttlab.config import SlurmConfig
+
+    resumed = resume_study(done.folder, SlurmConfig(workers=2))
+    assert resumed.ran == ["model=gpt-1.5m"] and resumed.report is not None
+    again = {r["model"]: r for r in collect(done.folder, units(study))}
+    assert again["gpt-1.5m"]["per_doc"] == rows["gpt-1.5m"]["per_doc"]
 
 
 def test_bad_settings_fail_before_any_training(tmp_path):
@@ -116,6 +159,11 @@ def test_bad_settings_fail_before_any_training(tmp_path):
         run_lm_study(study)
     with pytest.raises(ValueError, match="size"):
         LMStudyConfig(sizes=("7b",))
+    study.ttt.k = 2
+    study.slurm.executor = "slurm"
+    with pytest.raises(ValueError, match="drop one of the two"):
+        run_lm_study(study, shard_id=0, num_shards=2)
+    assert not (tmp_path / "runs").exists()
     with pytest.raises(FileNotFoundError, match="tttlab lm corpus --out"):
         run_lm_study(LMStudy(LMStudyConfig(corpus=str(tmp_path / "nowhere"))))
 

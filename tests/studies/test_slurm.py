@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from tests.lm.test_study import tiny_study
 from tttlab.cli import main
+from tttlab.config import SlurmConfig
+from tttlab.lm import study as lm
 from tttlab.studies.executors import read_jobs, task_states, wait_for
 from tttlab.studies.run import run_study, study_progress
 from tttlab.studies.scaling import StudyConfig, units
+from tttlab.studies.units import collect
 
 from .test_executors import quick_base, results
 
@@ -88,6 +92,20 @@ def test_a_job_array_survives_a_killed_and_a_cancelled_task_and_matches_the_loca
     assert "submitted 2 unit(s)" in out and "report:" in out
     assert sorted(read_jobs(folder)[1]["tasks"]) == sorted([ids[0], ids[-1]])
     assert results(folder, sc) == results(local.folder, sc), "Slurm and local units agree"
+
+
+def test_the_language_study_runs_as_a_job_array_and_matches_the_local_run(tmp_path, capsys):
+    local = lm.run_lm_study(tiny_study(tmp_path / "local", sizes=("0.4m", "1.5m")))
+    study = tiny_study(tmp_path / "slurm", sizes=("0.4m", "1.5m"))
+    study.slurm = SlurmConfig(executor="slurm")
+    done = lm.run_lm_study(study)
+    assert done.job is not None and done.ran == ["model=gpt-0.4m", "model=gpt-1.5m"]
+    assert done.report is not None and done.report.is_file()
+    assert list(read_jobs(done.folder)[0]["tasks"]) == done.ran
+    rows = [r["per_doc"] for r in collect(done.folder, lm.units(study))]
+    assert rows == [r["per_doc"] for r in collect(local.folder, lm.units(study))]
+    assert main(["study", "status", str(done.folder)]) == 0
+    assert "done: 2, running: 0, failed: 0, missing: 0" in capsys.readouterr().out
 
 
 def test_a_preempted_task_requeues_itself_and_finishes_its_unit(tmp_path):

@@ -4,7 +4,8 @@ models as their own points. Each unit scores the same held-out documents before 
 their retrieved neighbours, and after the same TTT on random pool documents (the control).
 
     tttlab study lm-size --corpus corpora/debian --sizes 0.4m 1.5m 4m --docs 300
-    sbatch --array=0-3 --wrap "tttlab study lm-size --corpus ... "   # shards from SLURM_ARRAY_*
+    tttlab study lm-size --corpus ... --executor slurm --cpus-per-task 8   # a Slurm job array
+    sbatch --array=0-3 --wrap "tttlab study lm-size --corpus ... "   # or shards by hand
 
 Units are written once each (resumable; any shard split gives the same files); the report
 (`units.csv`, `plot.png`, `report.md`) is written once none is missing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from tttlab.checks import check_choice, check_int
+from tttlab.config import SlurmConfig
 from tttlab.lm.corpus import Corpus, load_corpus
 from tttlab.lm.gpt import LADDER
 from tttlab.lm.model import LanguageModel
@@ -30,7 +33,9 @@ from tttlab.lm.ttt import LMTTTConfig, bits_per_byte, doc_bits, ttt_bits
 from tttlab.pipeline.cache import StageCache, settings_key
 from tttlab.results.report import write_report, write_rows_csv
 from tttlab.results.stats import bootstrap_ci, paired_bootstrap_diff
-from tttlab.studies.units import CONFIG_FILE, Unit, collect, open_study, run_units, status
+from tttlab.studies.executors import check_executor, last_slurm, read_jobs
+from tttlab.studies.run import StudyDone, run_plan
+from tttlab.studies.units import CONFIG_FILE, Unit, collect, open_study
 
 STUDY = "lm-size"
 PAPER = (
@@ -96,6 +101,8 @@ class LMStudy:
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
     ttt: LMTTTConfig = field(default_factory=LMTTTConfig)
     retrieval: DocRetrievalConfig = field(default_factory=DocRetrievalConfig)
+    slurm: SlurmConfig = field(default_factory=SlurmConfig)
+    """Where units run: here, --workers local processes, or --executor slurm (a job array)."""
 
     def record(self, corpus: Corpus) -> dict[str, Any]:
         train = asdict(self.train) | {"device": None}
@@ -134,10 +141,34 @@ def scored_documents(corpus: Corpus, s: LMStudyConfig) -> tuple[list[int], list[
     return order[: s.docs], order[s.docs :]
 
 
+@dataclass
+class LMPlan:
+    """The study as executors run it (`tttlab.studies.executors.StudyPlan`)."""
+
+    study: LMStudy
+    name: str = STUDY
+
+    def units(self) -> list[Unit]:
+        return units(self.study)
+
+    def runner(self) -> Callable[[Unit], dict[str, Any]]:
+        return unit_runner(self.study, load_corpus(self.study.study.corpus))
+
+    def remote(self) -> LMPlan:
+        s = self.study.study
+        paths = {"corpus": s.corpus, "out": s.out, "cache_dir": s.cache_dir}
+        absolute = {k: str(Path(v).expanduser().resolve()) for k, v in paths.items() if v}
+        return LMPlan(replace(self.study, study=replace(s, **absolute, progress=False)))
+
+    def paths(self) -> dict[str, str | None]:
+        return {"out": self.study.study.out, "cache_dir": self.study.study.cache_dir}
+
+
 def run_lm_study(
     study: LMStudy, shard_id: int | None = None, num_shards: int | None = None
-) -> tuple[Path, Path | None]:
-    """Run this shard's unfinished units; write the report once none is missing."""
+) -> StudyDone:
+    """Run the unfinished units (this shard's, or all as a Slurm job array); write the report
+    once none is missing."""
     s = study.study
     corpus = load_corpus(s.corpus)
     scored_documents(corpus, s)  # too many docs fails here, before any training
@@ -146,15 +177,13 @@ def run_lm_study(
             f"k={study.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
             f"documents: choose --k <= {len(corpus.pool)}, or build a larger corpus"
         )
-    study_units = units(study)
+    check_executor(study.slurm, shard_id, num_shards)  # before the folder is written
     folder = study_folder(study, corpus)
     open_study(folder, study.record(corpus))
-    run_units(folder, study_units, unit_runner(study, corpus), shard_id, num_shards, s.progress)
-    missing = status(folder, study_units).missing
-    return folder, (report_lm_study(folder, study, corpus) if not missing else None)
+    return run_plan(LMPlan(study), folder, study.slurm, s.progress, shard_id, num_shards)
 
 
-def unit_runner(study: LMStudy, corpus: Corpus):
+def unit_runner(study: LMStudy, corpus: Corpus) -> Callable[[Unit], dict[str, Any]]:
     def run(unit: Unit) -> dict[str, Any]:
         return score_model(study, corpus, unit.settings["model"])
 
@@ -250,14 +279,27 @@ def summarise(
 # ---------------------------------------------------------------- report
 
 
-def load_lm_study(folder: str | Path) -> LMStudy:
-    """The study's settings as its folder's config.json records them."""
-    record = json.loads((Path(folder) / CONFIG_FILE).read_text(encoding="utf-8"))
+def load_lm_study(folder: str | Path, slurm: SlurmConfig | None = None) -> LMStudy:
+    """The study's settings as its folder's config.json records them; its results and cache
+    where its last Slurm submission put them (else beside the folder), and `slurm` (default:
+    that submission's)."""
+    folder = Path(folder)
+    record = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
+    submissions = read_jobs(folder)
+    last = submissions[-1] if submissions else None
+    paths = (
+        {"out": last["out"], "cache_dir": last["cache_dir"]}
+        if last
+        else {"out": str(folder.parent)}
+    )
+    if slurm is None:
+        slurm = last_slurm(folder)
     return LMStudy(
-        LMStudyConfig(**record["settings"]),
+        LMStudyConfig(**record["settings"] | paths),
         LMTrainConfig(**record["train"] | {"device": "cpu"}),
         LMTTTConfig(**record["ttt"]),
         DocRetrievalConfig(**record["retrieval"]),
+        slurm,
     )
 
 

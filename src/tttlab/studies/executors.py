@@ -292,6 +292,21 @@ def check_slurm(cfg: SlurmConfig, nodes: list[Node] | None = None) -> str:
     return partition
 
 
+def check_executor(
+    cfg: SlurmConfig, shard_id: int | None = None, num_shards: int | None = None
+) -> None:
+    """Before a study writes anything: --executor slurm is not mixed with shards by hand, and the
+    cluster can run what it asks for (`check_slurm`)."""
+    if cfg.executor != "slurm":
+        return
+    if shard_id is not None or num_shards is not None:
+        raise ValueError(
+            "--shard-id/--num-shards split the units by hand, and --executor slurm makes a "
+            "job array of them itself: drop one of the two"
+        )
+    check_slurm(cfg)
+
+
 # ---------------------------------------------------------------- Slurm: submitting
 
 
@@ -301,6 +316,12 @@ def read_jobs(folder: str | Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return json.loads(path.read_text(encoding="utf-8"))["submissions"]
+
+
+def last_slurm(folder: str | Path) -> SlurmConfig:
+    """Where the study's units last ran: its last submission's Slurm settings, else local."""
+    submissions = read_jobs(folder)
+    return SlurmConfig(**submissions[-1]["slurm"]) if submissions else SlurmConfig()
 
 
 def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[str, Any]:

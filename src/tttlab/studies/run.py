@@ -33,8 +33,9 @@ from tttlab.results.plots import mean_over_seeds
 from tttlab.studies.executors import (
     Progress,
     StudyPlan,
-    check_slurm,
+    check_executor,
     follow,
+    last_slurm,
     read_jobs,
     run_pool,
     study_task,
@@ -111,13 +112,7 @@ def run_study(
             f"a study compares TTT with the global head, but --methods is "
             f"{list(base.methods.methods)}: include global and ttt"
         )
-    if base.slurm.executor == "slurm":
-        if shard_id is not None or num_shards is not None:
-            raise ValueError(
-                "--shard-id/--num-shards split the units by hand, and --executor slurm makes a "
-                "job array of them itself: drop one of the two"
-            )
-        check_slurm(base.slurm)  # a bad request fails here, before the folder is written
+    check_executor(base.slurm, shard_id, num_shards)  # before the folder is written
     study_units = units(study, sc, base)
     on_file = base.data.features is not None
     if study == "model-size":  # a parameter file missing a width fails here, before any training
@@ -211,7 +206,7 @@ def load_study(
         cache_dir=last["cache_dir"] if last else None,
     )
     if slurm is None:
-        slurm = SlurmConfig(**_tuples(last["slurm"])) if last else SlurmConfig()
+        slurm = last_slurm(folder)
     return record["study"], sc, dataclasses.replace(base, run=run, slurm=slurm)
 
 
@@ -222,11 +217,9 @@ def _tuples(values: dict[str, Any]) -> dict[str, Any]:
 def study_progress(folder: str | Path) -> Progress:
     """Each unit of a study folder: done, queued or running on Slurm, failed (why), or missing."""
     if _read_record(Path(folder))["study"] == "lm-size":
-        from tttlab.lm.study import load_lm_study
-        from tttlab.lm.study import units as lm_units
+        from tttlab.lm.study import LMPlan, load_lm_study
 
-        now = status(folder, lm_units(load_lm_study(folder)))
-        return Progress(done=now.done, missing=now.missing)
+        return follow(folder, LMPlan(load_lm_study(folder)).units())
     study, sc, base = load_study(folder)
     return follow(folder, units(study, sc, base))
 
@@ -235,21 +228,15 @@ def resume_study(folder: str | Path, slurm: SlurmConfig | None = None) -> StudyD
     """Run a study folder's failed and missing units again (on Slurm: submit only those), then
     report once none is missing. `slurm` defaults to the last submission's settings."""
     folder = Path(folder)
-    if _read_record(folder)["study"] == "lm-size":  # its units run here; the cache beside it
-        from tttlab.lm.study import load_lm_study, run_lm_study
-        from tttlab.lm.study import units as lm_units
+    if _read_record(folder)["study"] == "lm-size":
+        from tttlab.lm.study import LMPlan, load_lm_study
 
-        lm = load_lm_study(folder)
-        lm.study.out = str(folder.parent)
-        before = status(folder, lm_units(lm))
-        _, report = run_lm_study(lm)
-        after = status(folder, lm_units(lm))
-        ran = [u for u in after.done if u in before.missing]
-        return StudyDone(folder, ran, before.done, after.missing, report)
+        lm = load_lm_study(folder, slurm)
+        check_executor(lm.slurm)
+        return run_plan(LMPlan(lm), folder, lm.slurm, lm.study.progress)
     study, sc, base = load_study(folder, slurm)
     base.check_environment()
-    if base.slurm.executor == "slurm":
-        check_slurm(base.slurm)
+    check_executor(base.slurm)
     open_study(folder, study_record(study, sc, base))  # the record still matches: resume
     return run_plan(ScalingPlan(study, sc, base), folder, base.slurm, base.run.progress)
 
