@@ -122,3 +122,22 @@ def check_choice(value: object, name: str, choices: tuple) -> None:
         raise ValueError(
             f"{name}={value!r} is not supported; use one of {', '.join(map(str, choices))}"
         )
+
+
+DEVICES: tuple[str, ...] = ("cpu", "cuda")
+
+
+def check_device(device: object, name: str = "device") -> None:
+    """ "cpu", or "cuda" (or "cuda:N") where this torch sees a CUDA device: refused before any
+    work, naming the setting (a flag such as "--device" or an argument such as "device")."""
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, TypeError):
+        kind = device
+    check_choice(kind, name, DEVICES)
+    if kind == "cuda" and not torch.cuda.is_available():
+        fix = f"{name} cpu" if name.startswith("--") else f"{name}='cpu'"
+        raise ValueError(
+            f"{name}={device!r} but this torch ({torch.__version__}) sees no CUDA device: use "
+            f"{fix}, or install a CUDA build of torch on a GPU machine"
+        )

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from tttlab.checks import check_choice, check_int, check_number
+from tttlab.checks import check_choice, check_device, check_int, check_number
 from tttlab.data.images import check_fraction
 from tttlab.models import TrainConfig, scale_for_width
 from tttlab.retrieval import RetrievalConfig
@@ -341,14 +341,7 @@ class Config:
         for what, value in (("out", self.run.out), ("cache_dir", self.run.cache_dir)):
             if value is not None:
                 _check_writable_dir(Path(value).expanduser(), what)
-        if self.run.device == "cuda":
-            import torch
-
-            if not torch.cuda.is_available():
-                raise ValueError(
-                    f"device='cuda' but this torch ({torch.__version__}) sees no CUDA device: "
-                    "use --device cpu, or install a CUDA build of torch on a GPU machine"
-                )
+        check_device(self.run.device, "--device")
 
     @property
     def majority_k(self) -> int:

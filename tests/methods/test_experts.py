@@ -109,7 +109,7 @@ def data():
         (dict(lr=0.0), "lr must be a number > 0"),
         pytest.param(
             dict(device="cuda"),
-            "CUDA is not available",
+            "sees no CUDA device",
             marks=pytest.mark.skipif(torch.cuda.is_available(), reason="CUDA is available here"),
         ),
     ],

@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_int
+from tttlab.checks import check_device, check_int
 from tttlab.methods.base import (
     Classifier,
     check_k,
@@ -102,9 +102,8 @@ class ExpertsClassifier(Classifier):
                 f"choose 0 <= random_state <= {MAX_SEED}"
             )
         cfg = self.config  # TTTConfig validates the other hyper-parameters before any work
+        check_device(self.device)
         device = torch.device(self.device)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device!r} but CUDA is not available: use device='cpu'")
         X, y = validate_X(self, X, y, model=self.head, reset=True)
         if self.n_experts > len(X):
             raise ValueError(

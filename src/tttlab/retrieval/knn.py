@@ -26,13 +26,12 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tttlab.checks import as_matrix, check_choice, check_int
+from tttlab.checks import as_matrix, check_choice, check_device, check_int
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 Backend = Literal["faiss", "torch"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
-DEVICES: tuple[str, ...] = ("cpu", "cuda")
 
 # Block sizes of the exact search (queries x pool rows per GEMM), the fastest measured on 2 AVX-512
 # cores with a 512-d pool: FAISS 4096 x 8192 (its default 4096 x 1024 is 1.35x slower), torch
@@ -112,12 +111,7 @@ class KNNIndex:
         """Keep the pool (a view when it is already contiguous float32, e.g. a read-only
         `np.load(..., mmap_mode="r")`) and build the index over it."""
         self.config()  # validates the parameters before any work
-        check_choice(self.device, "device", DEVICES)
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise ValueError(
-                f"device='cuda' but this torch ({torch.__version__}) sees no CUDA device: "
-                "use device='cpu', or install a CUDA build of torch on a GPU machine"
-            )
+        check_device(self.device)
         self.pool_ = as_matrix(pool, "pool")
         rows = max(1, CHUNK_BYTES // (8 * self.pool_.shape[1]))  # float64 rows per chunk
         self.pool_sq_ = np.concatenate(

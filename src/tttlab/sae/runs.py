@@ -17,9 +17,8 @@ import os
 import shutil
 from pathlib import Path
 
-import torch
-
 from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
+from tttlab.checks import check_device
 from tttlab.data.features import read_features
 from tttlab.results import write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
@@ -67,11 +66,7 @@ def train_run(
     cfg.json + sae.safetensors, settings.json, history.csv (per epoch), metrics.json (the
     last epoch and an eval-mode pass over all rows), training.png and report.md.
     Returns (folder, whether it already existed)."""
-    if train.device == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device='cuda' but this torch ({torch.__version__}) sees no CUDA device: use "
-            "--device cpu, or install a CUDA build of torch on a GPU machine"
-        )
+    check_device(train.device, "--device")
     X, _ = read_features(features, normalize)
     try:
         cfg = dataclasses.replace(cfg, d_in=X.shape[1])
