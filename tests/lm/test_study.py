@@ -160,6 +160,10 @@ def test_bad_settings_fail_before_any_training(tmp_path):
     with pytest.raises(ValueError, match="size"):
         LMStudyConfig(sizes=("7b",))
     study.ttt.k = 2
+    study.study.device = "tpu"
+    with pytest.raises(ValueError, match="--device='tpu' is not supported"):
+        run_lm_study(study)
+    study.study.device = "cpu"
     study.slurm.executor = "slurm"
     with pytest.raises(ValueError, match="drop one of the two"):
         run_lm_study(study, shard_id=0, num_shards=2)

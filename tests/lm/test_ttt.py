@@ -85,3 +85,17 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="lr"):
         LMTTTConfig(lr=-1)
     assert bits_per_byte(np.array([8.0]), np.array([4]))[0] == 2.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("copies", [1, 3])
+def test_ttt_on_cuda_gives_the_numbers_of_the_cpu(copies):
+    lm = tiny_lm()
+    queries, ns = docs(5, 2), [docs(4, 10 + i) for i in range(5)]
+    cfg = LMTTTConfig(k=4, lr=3e-3, copies=copies)
+    cpu = ttt_bits(lm, queries, ns, cfg, progress=False)
+    lm.module.to("cuda")
+    gpu = ttt_bits(lm, queries, ns, cfg, progress=False)
+    np.testing.assert_allclose(gpu, cpu, rtol=1e-3)
+    np.testing.assert_allclose(doc_bits(lm, queries), doc_bits(tiny_lm(), queries), rtol=1e-3)
+    assert next(lm.module.parameters()).is_cuda  # TTT left the model where it was

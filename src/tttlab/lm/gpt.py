@@ -116,7 +116,11 @@ def forward(
     if T > model.cfg.context:
         raise ValueError(f"{T} tokens exceed the model's context window of {model.cfg.context}")
     wte, wpe = p["wte"], p["wpe"]
-    tok = F.embedding(ids_CT, wte) if wte.dim() == 2 else wte[torch.arange(C)[:, None], ids_CT]
+    tok = (
+        F.embedding(ids_CT, wte)
+        if wte.dim() == 2
+        else wte[torch.arange(C, device=ids_CT.device)[:, None], ids_CT]
+    )
     x = tok + wpe[..., :T, :]
     for i in range(model.cfg.layers):
         pre = f"blocks.{i}."

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tttlab.checks import check_choice, check_int
+from tttlab.checks import check_choice, check_device, check_int
 from tttlab.config import SlurmConfig
 from tttlab.lm.corpus import Corpus, load_corpus
 from tttlab.lm.gpt import LADDER
@@ -69,6 +69,9 @@ class LMStudyConfig:
     """The study folder is <out>/lm-size-<hash of the settings>."""
     cache_dir: str | None = None
     """Stage cache (tokenizer, checkpoints, embeddings); default <out>/cache."""
+    device: str = "cpu"
+    """cpu or cuda: where the ladder trains and every model is scored and fine-tuned (document
+    retrieval stays on the CPU). Not part of the results' key: devices agree to rounding."""
     progress: bool = True
     """Progress bars."""
 
@@ -88,7 +91,7 @@ class LMStudyConfig:
     def settings(self) -> dict[str, Any]:
         """What the results depend on (not where they are written)."""
         s = asdict(self)
-        for mechanics in ("out", "cache_dir", "progress"):
+        for mechanics in ("out", "cache_dir", "device", "progress"):
             s.pop(mechanics)
         return s
 
@@ -105,9 +108,8 @@ class LMStudy:
     """Where units run: here, --workers local processes, or --executor slurm (a job array)."""
 
     def record(self, corpus: Corpus) -> dict[str, Any]:
-        train = asdict(self.train) | {"device": None}
         return {"study": STUDY, "settings": self.study.settings(), "corpus": corpus.key,
-                "train": train, "ttt": asdict(self.ttt),
+                "train": asdict(self.train), "ttt": asdict(self.ttt),
                 "retrieval": asdict(self.retrieval)}  # fmt: skip
 
     @property
@@ -161,7 +163,8 @@ class LMPlan:
         return LMPlan(replace(self.study, study=replace(s, **absolute, progress=False)))
 
     def paths(self) -> dict[str, str | None]:
-        return {"out": self.study.study.out, "cache_dir": self.study.study.cache_dir}
+        s = self.study.study
+        return {"out": s.out, "cache_dir": s.cache_dir, "device": s.device}
 
 
 def run_lm_study(
@@ -177,6 +180,8 @@ def run_lm_study(
             f"k={study.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
             f"documents: choose --k <= {len(corpus.pool)}, or build a larger corpus"
         )
+    if study.slurm.executor == "local":  # a Slurm job checks where it runs
+        check_device(s.device, "--device")
     check_executor(study.slurm, shard_id, num_shards)  # before the folder is written
     folder = study_folder(study, corpus)
     open_study(folder, study.record(corpus))
@@ -191,14 +196,19 @@ def unit_runner(study: LMStudy, corpus: Corpus) -> Callable[[Unit], dict[str, An
 
 
 def load_model(study: LMStudy, corpus: Corpus, name: str) -> tuple[LanguageModel, float]:
-    """A ladder GPT (trained now if not cached) or a pretrained model; and seconds to get it."""
+    """A ladder GPT (trained now if not cached) or a pretrained model, on the study's device;
+    and seconds to get it."""
+    s = study.study
     start = time.perf_counter()
+    check_device(s.device, "--device")
     if name.startswith("gpt-"):
-        lm, _ = ladder_model(corpus, name[4:], study.train, study.cache, study.study.progress)
+        lm, _ = ladder_model(corpus, name[4:], study.train, study.cache, s.progress,
+                             device=s.device)  # fmt: skip
     else:
         from tttlab.lm.pretrained import load_pretrained
 
         lm = load_pretrained(name)
+    lm.module.to(s.device)
     return lm, time.perf_counter() - start
 
 
@@ -280,15 +290,15 @@ def summarise(
 
 
 def load_lm_study(folder: str | Path, slurm: SlurmConfig | None = None) -> LMStudy:
-    """The study's settings as its folder's config.json records them; its results and cache
-    where its last Slurm submission put them (else beside the folder), and `slurm` (default:
-    that submission's)."""
+    """The study's settings as its folder's config.json records them; its results, cache and
+    device where its last Slurm submission put them (else beside the folder, on the CPU), and
+    `slurm` (default: that submission's)."""
     folder = Path(folder)
     record = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     submissions = read_jobs(folder)
     last = submissions[-1] if submissions else None
     paths = (
-        {"out": last["out"], "cache_dir": last["cache_dir"]}
+        {"out": last["out"], "cache_dir": last["cache_dir"], "device": last.get("device", "cpu")}
         if last
         else {"out": str(folder.parent)}
     )
@@ -296,7 +306,7 @@ def load_lm_study(folder: str | Path, slurm: SlurmConfig | None = None) -> LMStu
         slurm = last_slurm(folder)
     return LMStudy(
         LMStudyConfig(**record["settings"] | paths),
-        LMTrainConfig(**record["train"] | {"device": "cpu"}),
+        LMTrainConfig(**record["train"]),
         LMTTTConfig(**record["ttt"]),
         DocRetrievalConfig(**record["retrieval"]),
         slurm,

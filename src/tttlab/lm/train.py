@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice, check_int, check_number
+from tttlab.checks import check_choice, check_device, check_int, check_number
 from tttlab.lm.corpus import Corpus
 from tttlab.lm.gpt import GPT, LADDER, GPTConfig
 from tttlab.lm.model import LanguageModel
@@ -53,8 +53,6 @@ class LMTrainConfig:
     """bfloat16 autocast on CPU or CUDA (fp32 master weights); helps on CPUs with AVX512-BF16."""
     seed: int = 0
     """Seeds the initial weights and the windows read."""
-    device: str = "cpu"
-    """cpu or cuda."""
 
     def __post_init__(self):
         for name in ("vocab", "tokens", "seq", "batch"):
@@ -63,7 +61,6 @@ class LMTrainConfig:
         check_number(self.weight_decay, "weight_decay", min=0)
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
-        check_choice(self.device, "device", ("cpu", "cuda"))
         if self.tokens < self.seq * self.batch:
             raise ValueError(
                 f"tokens={self.tokens} is less than one step of {self.batch} x {self.seq}: raise "
@@ -102,8 +99,10 @@ def ladder_model(
     cache: StageCache,
     progress: bool = True,
     shape: GPTConfig | None = None,
+    device: str = "cpu",
 ) -> tuple[LanguageModel, Entry]:
-    """The ladder's `size` trained on the corpus pool (cached), as a LanguageModel."""
+    """The ladder's `size` trained on the corpus pool (cached), as a LanguageModel on the CPU.
+    `device` is where it trains; a checkpoint from either device serves both (not in its key)."""
     if shape is None:
         check_choice(size, "size", tuple(LADDER))
         shape = GPTConfig(**{**asdict(LADDER[size]), "vocab": cfg.vocab})
@@ -111,12 +110,12 @@ def ladder_model(
     settings = {
         "tokenizer": tok_entry.key,
         "shape": asdict(shape),
-        "train": asdict(cfg) | {"device": None},
+        "train": asdict(cfg),
     }
 
     def make(folder: Path) -> dict:
         stream = np.load(tok_entry.file("stream.npy"), mmap_mode="r")
-        model, history, seconds = train_gpt(shape, stream, cfg, progress, desc=f"train {size}")
+        model, history, seconds = train_gpt(shape, stream, cfg, progress, f"train {size}", device)
         from safetensors.torch import save_file
 
         save_file(
@@ -134,10 +133,15 @@ def model_parameters(model: torch.nn.Module) -> int:
 
 
 def train_gpt(
-    shape: GPTConfig, stream: np.ndarray, cfg: LMTrainConfig, progress: bool = True, desc: str = ""
+    shape: GPTConfig,
+    stream: np.ndarray,
+    cfg: LMTrainConfig,
+    progress: bool = True,
+    desc: str = "",
+    device: str = "cpu",
 ) -> tuple[GPT, list[dict], float]:
-    """Train a GPT of `shape` on random windows of `stream`; returns it, the loss every ~1% of
-    the steps, and the seconds it took."""
+    """Train a GPT of `shape` on random windows of `stream` on `device`; returns it (on the CPU),
+    the loss every ~1% of the steps, and the seconds it took."""
     if stream.size <= cfg.seq + 1:
         raise ValueError(f"the pool has {stream.size} tokens, fewer than one window of {cfg.seq}")
     if int(stream.max()) >= shape.vocab:
@@ -145,7 +149,8 @@ def train_gpt(
             f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}"
         )
     torch.manual_seed(cfg.seed)
-    device = torch.device(cfg.device)
+    check_device(device)
+    device = torch.device(device)
     model = GPT(shape).to(device)
     decay = [p for p in model.parameters() if p.dim() == 2 and p is not model.wpe]
     rest = [p for p in model.parameters() if not (p.dim() == 2 and p is not model.wpe)]

@@ -9,8 +9,10 @@ byte: per test document, fine-tune a fresh copy on its k neighbours, score the d
 `queries` are token-id lists (BOS first, `lm.encode`); `neighbours[i]` are the token-id lists of
 query i's neighbours, nearest first. Schedules: "sequential" is TTT-NN's and the paper's, one
 gradient step per neighbour from the nearest; "epochs" takes `epochs` full-batch steps on all k.
+Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
 A ladder GPT fine-tunes `copies` documents at once as stacked copies of its weights (one forward
-and backward for all): the same numbers as one document at a time, many times faster.
+and backward for all): the same numbers as one document at a time, faster where per-step overhead
+dominates (a GPU; see `benchmarks/lm_batched_ttt.py` for both devices).
 """
 
 from __future__ import annotations
@@ -58,10 +60,11 @@ class LMTTTConfig:
     """Blocks tuned with tune="last" (with the final norm and an untied head)."""
     copies: int = 1
     """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time. Pays
-    where per-step overhead dominates (small models, short texts, GPUs), not on a CPU already
+    where per-step overhead dominates (a GPU, small models, short texts), not on a CPU already
     busy with ~1 KB documents (benchmarks/lm_batched_ttt.py)."""
     bf16: bool = False
-    """bfloat16 autocast for forward and backward (fp32 weights and Adam state)."""
+    """bfloat16 autocast for forward and backward (fp32 weights and Adam state), on the CPU or
+    CUDA."""
 
     def __post_init__(self):
         check_int(self.k, "k", min=1)
@@ -82,15 +85,18 @@ class LMTTTConfig:
 # ---------------------------------------------------------------- scoring
 
 
-def _pad(seqs: Sequence[Sequence[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids_BT and a mask of the real tokens (causal attention never sees the pad)."""
+def _pad(
+    seqs: Sequence[Sequence[int]], pad: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids_BT and a mask of the real tokens (causal attention never sees the pad),
+    built on the CPU and moved to `device` in one copy each."""
     T = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), T), pad, dtype=torch.long)
     mask = torch.zeros((len(seqs), T), dtype=torch.bool)
     for i, s in enumerate(seqs):
         ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
         mask[i, : len(s)] = True
-    return ids, mask
+    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
 
 
 def _nll_sums(
@@ -108,8 +114,12 @@ def _nll_sums(
     return (nll.view(B, T) * keep).sum(1)
 
 
-def _autocast(on: bool):
-    return torch.autocast("cpu", torch.bfloat16, enabled=on)
+def _device(lm: LanguageModel) -> torch.device:
+    return next(lm.module.parameters()).device
+
+
+def _autocast(on: bool, device: torch.device):
+    return torch.autocast(device.type, torch.bfloat16, enabled=on)
 
 
 @torch.no_grad()
@@ -117,13 +127,13 @@ def doc_bits(
     lm: LanguageModel, docs: Sequence[Sequence[int]], batch: int = 8, bf16: bool = False
 ) -> np.ndarray:
     """Bits (summed over tokens) each document costs under `lm`, as it stands."""
-    out = []
+    out, device = [], _device(lm)
     for i in range(0, len(docs), batch):
-        ids, mask = _pad(docs[i : i + batch], lm.bos_id)
-        with _autocast(bf16):
+        ids, mask = _pad(docs[i : i + batch], lm.bos_id, device)
+        with _autocast(bf16, device):
             logits = lm.module(ids)
         out.append(_nll_sums(logits, ids, mask) / LN2)
-    return torch.cat(out).double().numpy()
+    return torch.cat(out).double().cpu().numpy()
 
 
 def bits_per_byte(bits: np.ndarray, n_bytes: np.ndarray) -> np.ndarray:
@@ -191,15 +201,15 @@ def _ttt_one(
     cfg: LMTTTConfig,
 ) -> float:
     """One document: Adam on `params` of the model itself, score, then put the weights back."""
-    saved = snapshot(params)
+    saved, device = snapshot(params), _device(lm)
     freeze_all_but(lm, params)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     for step in cfg.steps():
         opt.zero_grad(set_to_none=True)
         total = sum(len(ns[j]) - 1 for j in step)
         for j in step:  # token-weighted accumulation: the full-batch mean over the step's tokens
-            ids, mask = _pad([ns[j]], lm.bos_id)
-            with _autocast(cfg.bf16):
+            ids, mask = _pad([ns[j]], lm.bos_id, device)
+            with _autocast(cfg.bf16, device):
                 logits = lm.module(ids)
             (_nll_sums(logits, ids, mask).sum() / total).backward()
         opt.step()
@@ -218,6 +228,7 @@ def _ttt_stacked(
     """C documents at once: C stacked copies of the trainable weights, copy c trained on query
     c's neighbours; each copy's loss reaches only its own weights, and Adam is elementwise."""
     model: GPT = lm.module
+    device = _device(lm)
     names = [n for n, p in model.named_parameters() if any(p is q for q in params)]
     for p in model.parameters():
         p.requires_grad_(False)
@@ -228,14 +239,14 @@ def _ttt_stacked(
         opt.zero_grad(set_to_none=True)
         totals = torch.tensor(
             [sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32
-        )
+        ).to(device)
         for j in step:
-            ids, mask = _pad([ns[c][j] for c in range(C)], lm.bos_id)
-            with _autocast(cfg.bf16):
+            ids, mask = _pad([ns[c][j] for c in range(C)], lm.bos_id, device)
+            with _autocast(cfg.bf16, device):
                 logits = forward(model, ids, copies)
             (_nll_sums(logits, ids, mask) / totals).sum().backward()
         opt.step()
-    with torch.no_grad(), _autocast(cfg.bf16):
-        ids, mask = _pad(queries, lm.bos_id)
+    with torch.no_grad(), _autocast(cfg.bf16, device):
+        ids, mask = _pad(queries, lm.bos_id, device)
         logits = forward(model, ids, copies)
     return (_nll_sums(logits, ids, mask) / LN2).double().tolist()

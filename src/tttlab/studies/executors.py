@@ -69,8 +69,8 @@ class StudyPlan(Protocol):
     def remote(self) -> StudyPlan: ...
 
     def paths(self) -> dict[str, str | None]:
-        """Where results and the cache go ({"out": ..., "cache_dir": ...}), recorded with each
-        Slurm submission so that `resume` finds them."""
+        """Where results and the cache go ({"out": ..., "cache_dir": ...}, and the lm-size
+        study's device), recorded with each Slurm submission so that `resume` finds them."""
         ...
 
 
