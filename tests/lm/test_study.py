@@ -6,6 +6,7 @@ import pickle
 
 import numpy as np
 import pytest
+import torch
 
 from tttlab.cli import main
 from tttlab.lm.corpus import load_corpus
@@ -185,3 +186,13 @@ def test_summary_gains_are_paired_differences_in_bits_per_byte():
     assert row["control_gain"] == pytest.approx(np.mean([0.1, 0.0, 0.0]))
     assert row["ttt_vs_control"] == pytest.approx(row["gain"] - row["control_gain"])
     assert row["gain_low"] <= row["gain"] <= row["gain_high"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_study_on_cuda_gives_the_cpu_numbers(tmp_path):
+    rows = {}
+    for device in ("cpu", "cuda"):
+        study = tiny_study(tmp_path / device, device=device)
+        (rows[device],) = collect(run_lm_study(study).folder, units(study))
+    for m in ("base", "ttt", "control"):
+        np.testing.assert_allclose(rows["cuda"]["per_doc"][m], rows["cpu"]["per_doc"][m], rtol=1e-3)

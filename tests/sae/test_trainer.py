@@ -70,3 +70,16 @@ def test_a_width_mismatch_is_named():
     with pytest.raises(ValueError, match=r"x\.npz has features of width d=5"):
         evaluate(train_sae(np.random.rand(20, 8), SaeConfig(d_in=8, expansion_factor=1, k=2),
                            SaeTrainConfig(epochs=1, batch_size=10))[0], X, "x.npz")  # fmt: skip
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("sparse", [True, False])
+def test_training_on_cuda_gives_the_cpu_weights(sparse):
+    X, _ = sparse_features(n=400)
+    cfg = SaeConfig(d_in=16, expansion_factor=4, k=3)
+    train = SaeTrainConfig(epochs=2, batch_size=100, lr=1e-3, k_start=6, k_warmup_steps=4,
+                           lr_warmup_steps=1, dead_after=50, sparse=sparse)  # fmt: skip
+    cpu, _ = train_sae(X, cfg, train)
+    gpu, _ = train_sae(X, cfg, SaeTrainConfig(**{**vars(train), "device": "cuda"}))
+    torch.testing.assert_close(gpu.W_enc.cpu(), cpu.W_enc, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(gpu.W_dec.cpu(), cpu.W_dec, rtol=1e-3, atol=1e-4)

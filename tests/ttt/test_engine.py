@@ -431,3 +431,14 @@ def test_a_diverging_learning_rate_names_itself():
         NonFiniteError, match=r"1 of 9 test points .* diverged with lr in \[1e\+38\]"
     ):
         ttt_logits(W, b, pool_x, pool_y, query_x, nbr, TTTConfig(k=10, epochs=5), lr_B=lr_B)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["erm", "sequential"])
+def test_the_engine_on_cuda_gives_the_cpu_numbers(method):
+    W, b, pool_x, pool_y, query_x, nbr = linear_problem()
+    cfg = TTTConfig(k=10, epochs=20, lr=0.05, method=method)
+    cpu = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg)
+    gpu = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, device="cuda")
+    assert gpu.device.type == "cpu"  # logits come back to the host
+    torch.testing.assert_close(gpu, cpu, rtol=1e-4, atol=1e-4)
