@@ -6,7 +6,7 @@
 1. Language-model TTT (`tttlab.lm.ttt`): the ladder GPTs trained on the device (1.5M tokens
    each), then TTT on held-out documents with k TF-IDF neighbours, one Adam step per neighbour:
    the CPU one document at a time (on fewer documents), the device one at a time, as stacked
-   copies (many documents per forward and backward), and stacked in bf16 autocast.
+   copies (many documents per forward and backward), and both in bf16 autocast.
 2. The TTT engine (`tttlab.ttt.ttt_logits`): a small head (d = 25, 10 classes, k = 200) and a
    CLIP-sized one (512 -> 1000, k = 50), 50 epochs each, CPU against the device.
 3. Exact kNN (`KNNIndex`): a 1,231,167 x 512 pool (ImageNet's size), k = 50; FAISS on the CPU
@@ -98,12 +98,15 @@ def lm_row(a, lm, q: list, ns: list, n_bytes: np.ndarray) -> dict:
         return bits_per_byte(bits, n_bytes[:n]), s
 
     n_cpu = min(a.cpu_docs, len(q))
+    run(n=1)  # warm-up
     cpu, cpu_s = run(n=n_cpu)
     lm.module.to(a.device)
     base = bits_per_byte(doc_bits(lm, q), n_bytes)
     run(n=2)  # warm-up: kernels, allocator
     one, one_s = run()
     many = {c: run(copies=c) for c in a.copies}
+    n_bf = min(a.bf16_docs, len(q))
+    bf_one, bf_one_s = run(bf16=True, n=n_bf)
     top = max(a.copies)
     bf, bf_s = run(copies=top, bf16=True)
     lm.module.to("cpu")
@@ -112,10 +115,11 @@ def lm_row(a, lm, q: list, ns: list, n_bytes: np.ndarray) -> dict:
         "CPU one at a time docs/s": n_cpu / cpu_s,
         f"{a.device} one at a time docs/s": len(q) / one_s,
         **{f"{a.device} {c} copies docs/s": len(q) / s for c, (_, s) in many.items()},
+        f"{a.device} one at a time bf16 docs/s": n_bf / bf_one_s,
         f"{a.device} {top} copies bf16 docs/s": len(q) / bf_s,
         f"max bpb diff {a.device} vs CPU": float(np.abs(one[:n_cpu] - cpu).max()),
         "copies vs one": float(max(np.abs(b - one).max() for b, _ in many.values())),
-        "bf16 vs fp32": float(np.abs(bf - one).max()),
+        "bf16 vs fp32": float(max(np.abs(bf - one).max(), np.abs(bf_one - one[:n_bf]).max())),
         "TTT gain bpb (fp32)": float((base - one).mean()),
         "TTT gain bpb (bf16)": float((base - bf).mean()),
     }  # fmt: skip
@@ -236,6 +240,7 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=1_500_000, help="training tokens per size")
     p.add_argument("--docs", type=int, default=64)
     p.add_argument("--cpu-docs", type=int, default=8)
+    p.add_argument("--bf16-docs", type=int, default=16, help="bf16 one at a time")
     p.add_argument("--k", type=int, default=20)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--copies", nargs="*", type=int, default=[16, 64])
@@ -246,7 +251,7 @@ def main() -> None:
     p.add_argument("--sae-rows", type=int, default=262_144)
     a = p.parse_args()
     if a.quick:
-        a.sizes, a.tokens, a.docs, a.cpu_docs, a.copies = ["0.4m"], 8192, 6, 2, [3]
+        a.sizes, a.tokens, a.docs, a.cpu_docs, a.bf16_docs, a.copies = ["0.4m"], 8192, 6, 2, 2, [3]
         a.engine_points, a.pool, a.queries, a.cpu_queries, a.sae_rows = 200, 20_000, 500, 100, 16384
     from tttlab.checks import check_device
 
