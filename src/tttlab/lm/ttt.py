@@ -12,7 +12,7 @@ gradient step per neighbour from the nearest; "epochs" takes `epochs` full-batch
 Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
 A ladder GPT fine-tunes `copies` documents at once as stacked copies of its weights (one forward
 and backward for all): the same numbers as one document at a time, faster where per-step overhead
-dominates (a GPU; see `benchmarks/lm_batched_ttt.py` for both devices).
+dominates (on an H200, 28x for the 0.4M GPT with 64 copies: `benchmarks/cuda_paths.py`).
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class LMTTTConfig:
     """Blocks tuned with tune="last" (with the final norm and an untied head)."""
     copies: int = 1
     """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time. Pays
-    where per-step overhead dominates (a GPU, small models, short texts), not on a CPU already
+    where per-step overhead dominates (a GPU: benchmarks/cuda_paths.py), not on a CPU already
     busy with ~1 KB documents (benchmarks/lm_batched_ttt.py)."""
     bf16: bool = False
     """bfloat16 autocast for forward and backward (fp32 weights and Adam state), on the CPU or
@@ -121,7 +121,7 @@ def _device(lm: LanguageModel) -> torch.device:
 
 # Attention backends for CUDA: all but cuDNN's, which torch 2.11 tries first for bf16 on Hopper
 # and which builds a plan for each new sequence length. Documents all differ in length, so with
-# it bf16 TTT ran 13x slower than fp32 one document at a time on an H200 (measured).
+# it bf16 TTT ran 5 to 13x slower than fp32 one document at a time on an H200 (measured).
 _CUDA_ATTENTION = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 
 
