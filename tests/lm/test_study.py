@@ -83,6 +83,8 @@ def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     assert set(row["seconds"]) == {"model_s", "retrieval_s", "base_s", "ttt_s", "control_s"}
     text = report.read_text()
     assert "gpt-0.4m" in text and "0.07 bits per byte" in text
+    gain = f"{row['gain']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}]"
+    assert f"| {gain} |" in text and "points" not in text  # bits per byte, not accuracy points
     # a second run finds the unit written and the model cached
     again = run_lm_study(study)
     assert (again.folder, again.report, again.ran) == (folder, report, [])

@@ -327,28 +327,33 @@ def report_lm_study(
     write_rows_csv(folder / "units.csv", flat)
     plot = plot_lm_study(rows, folder / "plot.png")
     ladder = [r for r in rows if r["model"].startswith("gpt-")]
+    table = [_table_row(r) for r in sorted(rows, key=lambda r: r["parameters"])]
     write_report(
         folder / "report.md",
         title="tttlab lm-size study",
         summary=_summary(ladder, rows) + "\n\n" + PAPER,
-        table_rows=flat,
-        columns=[
-            "model",
-            "parameters",
-            "n_docs",
-            "lr",
-            "bpb_base",
-            "bpb_ttt",
-            "bpb_control",
-            "gain",
-            "control_gain",
-            "ttt_vs_control",
-            "ttt_s",
-        ],  # fmt: skip
+        table_rows=table,
+        columns=list(table[0]),
         plot=plot,
         settings=study.record(corpus) | {"corpus_record": corpus.record.get("totals", {})},
     )
     return folder / "report.md"
+
+
+def _table_row(r: dict) -> dict[str, Any]:
+    """The report's row of a unit: bits per byte and gains with their 95% CIs, as text (the
+    shared table reads a bare `gain` as accuracy points)."""
+
+    def ci(key: str, sign: str = "") -> str:
+        return f"{r[key]:{sign}.3f} [{r[f'{key}_low']:{sign}.3f}, {r[f'{key}_high']:{sign}.3f}]"
+
+    return {
+        "model": r["model"], "parameters": f"{r['parameters']:,}", "docs": r["n_docs"],
+        "lr": r["lr"], "base bpb": ci("bpb_base"), "TTT bpb": ci("bpb_ttt"),
+        "control bpb": ci("bpb_control"), "TTT gain": ci("gain", "+"),
+        "control gain": ci("control_gain", "+"), "TTT - control": ci("ttt_vs_control", "+"),
+        "TTT s/doc": round(r["seconds"]["ttt_s"] / r["n_docs"], 2),
+    }  # fmt: skip
 
 
 def _summary(ladder: list[dict], rows: list[dict]) -> str:
