@@ -50,6 +50,7 @@ bench: install data
 	$(PYTHON) benchmarks/theory_bridge.py --out runs
 	$(PYTHON) -m tttlab lm corpus --out corpora/debian --no-progress
 	$(PYTHON) benchmarks/lm_study.py --corpus corpora/debian --sizes 0.4m 1.5m 4m 12m
+	$(PYTHON) benchmarks/lm_ladder.py --corpus corpora/debian --seeds 0 1
 	$(PYTHON) benchmarks/lm_study.py --corpus corpora/debian --sizes --pretrained smollm2-135m \
 	    --docs 100 --k 10 --tune last --last-layers 2 --bf16
 	$(PYTHON) benchmarks/lm_batched_ttt.py --corpus corpora/debian
