@@ -18,7 +18,9 @@ from dataclasses import replace
 import numpy as np
 import torch
 
+from tttlab.checks import check_choice
 from tttlab.lm.corpus import load_corpus
+from tttlab.lm.gpt import LADDER
 from tttlab.lm.study import LMStudyConfig, scored_documents
 from tttlab.lm.train import LMTrainConfig, ladder_model
 from tttlab.lm.ttt import bits_per_byte, doc_bits
@@ -36,6 +38,9 @@ def main() -> None:
     p.add_argument("--tokens", type=int, default=LMTrainConfig.tokens)
     p.add_argument("--warmup", type=float, default=LMTrainConfig.warmup)
     a = p.parse_args()
+    for size in a.sizes:  # before the corpus loads; then smallest first, so "falls" reads in order
+        check_choice(size, "--sizes", tuple(LADDER))
+    sizes = sorted(set(a.sizes), key=list(LADDER).index)
     corpus, cache = load_corpus(a.corpus), StageCache(a.cache)
     base = LMTrainConfig(batch=a.batch, tokens=a.tokens, warmup=a.warmup)
     chosen, _ = scored_documents(corpus, LMStudyConfig(corpus=a.corpus, docs=a.docs))
@@ -47,7 +52,7 @@ def main() -> None:
     print("| size | params | seed | train s | train loss (last 10% of steps) | held-out bpb |")
     print("|---|---|---|---|---|---|")
     means = {}
-    for size in a.sizes:
+    for size in sizes:
         bpbs = []
         for seed in a.seeds:
             lm, entry = ladder_model(corpus, size, replace(base, seed=seed), cache, progress=False)
