@@ -253,7 +253,7 @@ def main() -> None:
     if a.quick:
         a.sizes, a.tokens, a.docs, a.cpu_docs, a.bf16_docs, a.copies = ["0.4m"], 8192, 6, 2, 2, [3]
         a.engine_points, a.pool, a.queries, a.cpu_queries, a.sae_rows = 200, 20_000, 500, 100, 16384
-    from tttlab.checks import check_device
+    from tttlab.tensors import check_device
 
     check_device(a.device, "--device")
     gpu = torch.cuda.get_device_name() if a.device.startswith("cuda") else "none"

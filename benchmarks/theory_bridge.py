@@ -20,7 +20,7 @@ import numpy as np
 from tttlab.config import Config, RunConfig
 from tttlab.data.features import read_features
 from tttlab.pipeline import run
-from tttlab.pipeline.run import prepare
+from tttlab.pipeline.runner import prepare
 from tttlab.theory import Sim
 from tttlab.theory.bridge import bridge_report, read_ttt_gain
 from tttlab.theory.sweeps import SimulateConfig, run_simulation

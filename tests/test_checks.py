@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tttlab.checks import check_device
+from tttlab.tensors import check_device
 
 
 def test_cpu_and_cuda_pass_where_they_exist():

@@ -7,6 +7,7 @@ import pytest
 from tttlab.cli import parse_config
 from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
+from tttlab.pipeline.stages import check_environment
 from tttlab.ttt import TTTConfig
 
 
@@ -59,7 +60,6 @@ def test_bad_settings_name_the_key(values, message):
         (lambda: ModelConfig(dropout=1.0), r"dropout must be a number in \[0, 1\)"),
         (lambda: Config(data=DataConfig(dataset="digits")), "the CNN needs 28x28 images"),
         (lambda: Config(data=DataConfig(limit=20)), "k=50 but limit=20"),
-        (lambda: MethodsConfig(methods=("ttt", "knn")), "methods='knn' is not supported"),
         (lambda: MethodsConfig(methods=()), "methods is empty"),
         (lambda: RunConfig(name="a/b"), "must be a plain folder name"),
         (lambda: RunConfig(n_boot=0), "n_boot must be an integer >= 1"),
@@ -75,11 +75,11 @@ def test_paths_are_checked_before_any_work(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     with pytest.raises(ValueError, match="is a file, not a folder"):
-        Config(run=RunConfig(out=str(blocker))).check_environment()
+        check_environment(Config(run=RunConfig(out=str(blocker))))
     with pytest.raises(ValueError, match="so no folder can be made"):
-        Config(run=RunConfig(out=str(blocker / "runs"))).check_environment()
+        check_environment(Config(run=RunConfig(out=str(blocker / "runs"))))
     with pytest.raises(ValueError, match="no such file"):
-        Config(model=ModelConfig(checkpoint=str(tmp_path / "nope.pt"))).check_environment()
+        check_environment(Config(model=ModelConfig(checkpoint=str(tmp_path / "nope.pt"))))
 
 
 def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch):
@@ -87,4 +87,9 @@ def test_cuda_without_cuda_is_refused_before_any_work(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ValueError, match="sees no CUDA device: use --device cpu"):
-        Config(run=RunConfig(device="cuda")).check_environment()
+        check_environment(Config(run=RunConfig(device="cuda")))
+
+
+def test_an_unregistered_method_is_refused_before_any_work():
+    with pytest.raises(ValueError, match="methods='knn' is not supported"):
+        check_environment(Config(methods=MethodsConfig(methods=("ttt", "knn"))))

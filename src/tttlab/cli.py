@@ -223,7 +223,7 @@ def _simulate(argv: list[str]) -> int:
     and with --bridge a features file placed on the regime map."""
     from tttlab.data.features import read_features
     from tttlab.theory.bridge import bridge_report, read_ttt_gain
-    from tttlab.theory.generate import Sim
+    from tttlab.theory.concepts import Sim
     from tttlab.theory.sweeps import SimulateConfig, run_simulation
 
     parser = flag_parser("tttlab simulate", COMMANDS["simulate"])

@@ -1,48 +1,32 @@
 """Data: IDX files, the image datasets (MNIST, Fashion-MNIST, digits) and feature files, with
 their splits."""
 
-from tttlab.data.features import (
-    FeatureFileError,
-    FeatureSpec,
-    FeatureSplits,
-    open_features,
-    prepare_features,
-)
-from tttlab.data.idx import IDXError, read_idx, write_idx
-from tttlab.data.images import (
-    CLASSES,
-    DATASETS,
-    DatasetContentError,
-    DatasetNotFoundError,
-    DownloadError,
-    ImageSplits,
-    cache_dir,
-    download_dataset,
-    find_dataset_dir,
-    load_splits,
-    nested_subset,
-    stratified_split,
-)
+from tttlab._lazy import exports
 
-__all__ = [
-    "CLASSES",
-    "DATASETS",
-    "DatasetContentError",
-    "DatasetNotFoundError",
-    "DownloadError",
-    "FeatureFileError",
-    "FeatureSpec",
-    "FeatureSplits",
-    "IDXError",
-    "ImageSplits",
-    "cache_dir",
-    "download_dataset",
-    "find_dataset_dir",
-    "load_splits",
-    "nested_subset",
-    "open_features",
-    "prepare_features",
-    "read_idx",
-    "stratified_split",
-    "write_idx",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.data.features": [
+            "FeatureFileError",
+            "FeatureSpec",
+            "FeatureSplits",
+            "open_features",
+            "prepare_features",
+        ],
+        "tttlab.data.idx": ["IDXError", "read_idx", "write_idx"],
+        "tttlab.data.images": [
+            "CLASSES",
+            "DATASETS",
+            "DatasetContentError",
+            "DatasetNotFoundError",
+            "DownloadError",
+            "ImageSplits",
+            "cache_dir",
+            "download_dataset",
+            "find_dataset_dir",
+            "load_splits",
+            "nested_subset",
+            "stratified_split",
+        ],
+    },
+)

@@ -22,7 +22,7 @@ from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path, file_sha256
-from tttlab.checks import check_int, check_number
+from tttlab.checks import check_fraction, check_int
 from tttlab.data.idx import GZIP_MAGIC, decode_idx, idx_bytes
 
 DATASETS = ("mnist", "fashion-mnist", "digits")
@@ -199,11 +199,6 @@ def stratified_split(
         np.arange(n), test_size=n_second, stratify=labels, random_state=seed, shuffle=True
     )
     return np.sort(first).astype(np.int64), np.sort(second).astype(np.int64)
-
-
-def check_fraction(fraction: float) -> None:
-    """A share of the training set: a number in (0, 1]."""
-    check_number(fraction, "fraction", min=0, max=1, strict_min=True)
 
 
 def nested_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:

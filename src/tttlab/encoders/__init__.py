@@ -4,25 +4,19 @@ enc = efficientnet_lite0(resolution=128)
 embed(mnist_source("fashion-mnist"), enc, "features/fmnist-lite0")
 """
 
-from tttlab.encoders.backbones import (
-    ENCODERS,
-    Encoder,
-    WeightsError,
-    build_encoder,
-    clip_vit,
-    efficientnet_lite0,
-)
-from tttlab.encoders.extract import ImageError, embed, folder_source, mnist_source
+from tttlab._lazy import exports
 
-__all__ = [
-    "ENCODERS",
-    "Encoder",
-    "ImageError",
-    "WeightsError",
-    "build_encoder",
-    "clip_vit",
-    "efficientnet_lite0",
-    "embed",
-    "folder_source",
-    "mnist_source",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.encoders.backbones": [
+            "ENCODERS",
+            "Encoder",
+            "WeightsError",
+            "build_encoder",
+            "clip_vit",
+            "efficientnet_lite0",
+        ],
+        "tttlab.encoders.extract": ["ImageError", "embed", "folder_source", "mnist_source"],
+    },
+)

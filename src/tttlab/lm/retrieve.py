@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path
 from tttlab.checks import check_choice, check_int
-from tttlab.retrieval.knn import KNNIndex
+from tttlab.retrieval.index import KNNIndex
 
 DocEncoder = Literal["minilm", "tfidf"]
 DOC_ENCODERS: tuple[str, ...] = get_args(DocEncoder)

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tttlab.checks import check_choice, check_device, check_int
+from tttlab.checks import check_choice, check_int
 from tttlab.config import SlurmConfig
 from tttlab.lm.corpus import Corpus, load_corpus
 from tttlab.lm.gpt import LADDER
@@ -36,6 +36,7 @@ from tttlab.results.stats import bootstrap_ci, paired_bootstrap_diff
 from tttlab.studies.executors import check_executor, last_slurm, read_jobs
 from tttlab.studies.run import StudyDone, run_plan
 from tttlab.studies.units import CONFIG_FILE, Unit, collect, open_study
+from tttlab.tensors import check_device
 
 STUDY = "lm-size"
 PAPER = (

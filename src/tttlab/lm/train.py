@@ -23,12 +23,13 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice, check_device, check_int, check_number
+from tttlab.checks import check_choice, check_int, check_number
 from tttlab.lm.corpus import Corpus
 from tttlab.lm.gpt import GPT, LADDER, GPTConfig
 from tttlab.lm.model import LanguageModel
 from tttlab.lm.tokenizer import BOS, load_tokenizer, save_tokenizer, train_tokenizer
 from tttlab.pipeline.cache import Entry, StageCache
+from tttlab.tensors import check_device
 
 
 @dataclass

@@ -4,15 +4,13 @@ All of them take (N, d) feature rows, or a model's own inputs when given a model
 `features`/`classifier`; without a head, GlobalHead and TTTClassifier train a linear one in fit.
 """
 
-from tttlab.methods.baselines import GlobalHead, MajorityVote, vote_fractions
-from tttlab.methods.experts import ExpertsClassifier
-from tttlab.methods.ttt import TTTClassifier, global_eval
+from tttlab._lazy import exports
 
-__all__ = [
-    "ExpertsClassifier",
-    "GlobalHead",
-    "MajorityVote",
-    "TTTClassifier",
-    "global_eval",
-    "vote_fractions",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.methods.baselines": ["GlobalHead", "MajorityVote", "vote_fractions"],
+        "tttlab.methods.experts": ["ExpertsClassifier"],
+        "tttlab.methods.ttt": ["TTTClassifier", "global_eval"],
+    },
+)

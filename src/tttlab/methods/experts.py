@@ -19,7 +19,7 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_device, check_int
+from tttlab.checks import check_int
 from tttlab.methods.base import (
     Classifier,
     check_k,
@@ -31,6 +31,7 @@ from tttlab.methods.base import (
 from tttlab.models import TrainConfig
 from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
+from tttlab.tensors import check_device
 from tttlab.ttt import TTTConfig, auto_chunk_size, finetune
 
 MAX_SEED = 2**31 - 1

@@ -1,24 +1,19 @@
 """Runs as a pipeline of cached stages: data -> model -> features -> neighbours -> methods."""
 
-from tttlab.pipeline.cache import StageCache, settings_key
-from tttlab.pipeline.run import (
-    Evaluation,
-    Prepared,
-    RunResult,
-    evaluate,
-    prepare,
-    run,
-    run_folder_name,
-)
+from tttlab._lazy import exports
 
-__all__ = [
-    "Evaluation",
-    "Prepared",
-    "RunResult",
-    "StageCache",
-    "evaluate",
-    "prepare",
-    "run",
-    "run_folder_name",
-    "settings_key",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.pipeline.cache": ["StageCache", "settings_key"],
+        "tttlab.pipeline.runner": [
+            "Evaluation",
+            "Prepared",
+            "RunResult",
+            "evaluate",
+            "prepare",
+            "run",
+            "run_folder_name",
+        ],
+    },
+)

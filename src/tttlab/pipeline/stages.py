@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from tttlab.atomic import file_sha256
-from tttlab.checks import NonFiniteError, check_choice
+from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
 from tttlab.config import Config
 from tttlab.data import ImageSplits, load_splits, nested_subset
 from tttlab.data.features import FeatureSpec, FeatureSplits, load_prepared, open_features
@@ -39,6 +39,7 @@ from tttlab.models import (
 )
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
+from tttlab.tensors import check_device
 
 SPLITS = ("train", "val", "test")
 FEATURE_BLOCK = 65536
@@ -216,6 +217,25 @@ def model_meta(cfg: Config, model: nn.Module) -> dict[str, Any]:
     elif cfg.model.model == "mlp":
         meta |= {"hidden": cfg.model.hidden, "dropout": cfg.model.dropout}
     return meta
+
+
+def check_environment(cfg: Config) -> None:
+    """What the values alone cannot tell: the methods are registered, the checkpoint and feature
+    files exist, output is writable, CUDA is there. Called before any work (the data layer checks
+    data_dir as it loads), so a config stays buildable on any machine."""
+    for name in cfg.methods.methods:
+        check_choice(name, "methods", tuple(METHODS))
+    ckpt = cfg.model.checkpoint
+    if ckpt is not None and not Path(ckpt).expanduser().is_file():
+        raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")
+    for name in ("features", "val_features", "test_features"):
+        path = getattr(cfg.data, name)
+        if path is not None and not Path(path).expanduser().exists():
+            raise ValueError(f"{name}={path!r}: no such file or folder; check the path")
+    for what, value in (("out", cfg.run.out), ("cache_dir", cfg.run.cache_dir)):
+        if value is not None:
+            check_writable_dir(value, what)
+    check_device(cfg.run.device, "--device")
 
 
 def check_checkpoint(cfg: Config) -> None:

@@ -1,5 +1,11 @@
 """Retrieval: the k nearest training points of each test point in feature space."""
 
-from tttlab.retrieval.knn import KNNIndex, RetrievalConfig, knn, search_memory_bytes
+from tttlab._lazy import exports
 
-__all__ = ["KNNIndex", "RetrievalConfig", "knn", "search_memory_bytes"]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.retrieval.index": ["KNNIndex", "knn", "search_memory_bytes"],
+        "tttlab.retrieval.config": ["RetrievalConfig"],
+    },
+)

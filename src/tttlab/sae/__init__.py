@@ -3,16 +3,12 @@
 sae, history = train_sae(X_ND, SaeConfig(d_in=X_ND.shape[1]), SaeTrainConfig(epochs=10))
 """
 
-from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig, paper_configs
-from tttlab.sae.model import EncoderOutput, ForwardOutput, SaeLoadError, SparseCoder
+from tttlab._lazy import exports
 
-__all__ = [
-    "PAPER_DEFECTS",
-    "EncoderOutput",
-    "ForwardOutput",
-    "SaeConfig",
-    "SaeLoadError",
-    "SaeTrainConfig",
-    "SparseCoder",
-    "paper_configs",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.sae.config": ["PAPER_DEFECTS", "SaeConfig", "SaeTrainConfig", "paper_configs"],
+        "tttlab.sae.model": ["EncoderOutput", "ForwardOutput", "SaeLoadError", "SparseCoder"],
+    },
+)

@@ -37,7 +37,8 @@ from tqdm.auto import tqdm
 
 from tttlab.checks import check_int, check_number
 from tttlab.data.features import carve_out
-from tttlab.models.train import TrainConfig, fit, predict_logits
+from tttlab.models.config import TrainConfig
+from tttlab.models.train import fit, predict_logits
 from tttlab.results import bootstrap_ci
 from tttlab.retrieval import KNNIndex
 from tttlab.sae.model import SparseCoder, check_width

@@ -18,12 +18,12 @@ import shutil
 from pathlib import Path
 
 from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
-from tttlab.checks import check_device
 from tttlab.data.features import read_features
 from tttlab.results import write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder
 from tttlab.sae.trainer import evaluate, train_sae
+from tttlab.tensors import check_device
 
 SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"

@@ -18,9 +18,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tttlab.checks import NonFiniteError, as_matrix
+from tttlab.checks import NonFiniteError
 from tttlab.sae.config import SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder, check_width
+from tttlab.tensors import as_matrix
 
 EVAL_BATCH = 4096
 

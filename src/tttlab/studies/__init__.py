@@ -1,33 +1,24 @@
 """Studies: lists of small work units over the pipeline, run once each in any shard, collected."""
 
-from tttlab.studies.units import (
-    RunReport,
-    Status,
-    Unit,
-    UnitsFailed,
-    collect,
-    grid,
-    open_study,
-    resolve_shard,
-    run_units,
-    select_shard,
-    status,
-    unit_file,
-    unit_id,
-)
+from tttlab._lazy import exports
 
-__all__ = [
-    "RunReport",
-    "Status",
-    "Unit",
-    "UnitsFailed",
-    "collect",
-    "grid",
-    "open_study",
-    "resolve_shard",
-    "run_units",
-    "select_shard",
-    "status",
-    "unit_file",
-    "unit_id",
-]
+__getattr__, __dir__, __all__ = exports(
+    __name__,
+    {
+        "tttlab.studies.units": [
+            "RunReport",
+            "Status",
+            "Unit",
+            "UnitsFailed",
+            "collect",
+            "grid",
+            "open_study",
+            "resolve_shard",
+            "run_units",
+            "select_shard",
+            "status",
+            "unit_file",
+            "unit_id",
+        ],
+    },
+)

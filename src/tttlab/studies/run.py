@@ -20,7 +20,7 @@ import numpy as np
 
 from tttlab.config import Config, SlurmConfig
 from tttlab.methods.registry import METHODS
-from tttlab.pipeline.stages import load_data
+from tttlab.pipeline.stages import check_environment, load_data
 from tttlab.results import (
     bootstrap_ci,
     paper_references,
@@ -106,7 +106,7 @@ def run_study(
     num_shards: int | None = None,
 ) -> StudyDone:
     """Run this shard's unfinished units of `study` on `base`; report once none is missing."""
-    base.check_environment()
+    check_environment(base)
     if not {"global", "ttt"} <= set(base.methods.methods):
         raise ValueError(
             f"a study compares TTT with the global head, but --methods is "
@@ -235,7 +235,7 @@ def resume_study(folder: str | Path, slurm: SlurmConfig | None = None) -> StudyD
         check_executor(lm.slurm)
         return run_plan(LMPlan(lm), folder, lm.slurm, lm.study.progress)
     study, sc, base = load_study(folder, slurm)
-    base.check_environment()
+    check_environment(base)
     check_executor(base.slurm)
     open_study(folder, study_record(study, sc, base))  # the record still matches: resume
     return run_plan(ScalingPlan(study, sc, base), folder, base.slurm, base.run.progress)

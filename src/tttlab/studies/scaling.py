@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from tttlab.checks import check_choice, check_int, check_number
+from tttlab.checks import check_choice, check_fraction, check_int, check_number
 from tttlab.config import Config
-from tttlab.data.images import check_fraction
 from tttlab.models import scale_for_width
 from tttlab.pipeline import evaluate, settings_key
 from tttlab.presets import (

@@ -22,10 +22,11 @@ from typing import Any
 import numpy as np
 
 from tttlab.atomic import atomic_write_json, atomic_write_text
-from tttlab.checks import as_matrix, check_int
+from tttlab.checks import check_int
 from tttlab.results import markdown_table
 from tttlab.retrieval import KNNIndex
 from tttlab.studies.units import collect
+from tttlab.tensors import as_matrix
 from tttlab.theory.sweeps import effective_rank, plot_map, read_record, units
 
 NEAREST = 3

@@ -37,7 +37,7 @@ from threadpoolctl import ThreadpoolController
 
 from tttlab.checks import check_int, check_number
 from tttlab.retrieval import KNNIndex
-from tttlab.theory.generate import Draw, Points, Sim
+from tttlab.theory.concepts import Draw, Points, Sim
 
 RIDGE = 0.1
 """Ridge penalty in units of the mean squared norm of a fit's centred points. A fit whose data fill

@@ -35,11 +35,12 @@ from tttlab.checks import check_choice, check_int, check_number
 from tttlab.results import markdown_table, method_color, write_rows_csv
 from tttlab.studies.run import StudyDone
 from tttlab.studies.units import Unit, collect, open_study, run_units, status
+from tttlab.theory.concepts import Sim, generate
 from tttlab.theory.estimators import RIDGE, check_k, evaluate, neighbours
-from tttlab.theory.generate import Sim, generate
 
 SWEEPS: tuple[str, ...] = ("d2", "k", "s", "tightness", "map")
-METHODS: tuple[str, ...] = ("global", "ttt", "concept_ttt", "oracle")
+ESTIMATORS: tuple[str, ...] = ("global", "ttt", "concept_ttt", "oracle")
+"""The theory's estimators, in report order."""
 GLOBAL_TOLERANCE = 0.05
 """The global head's error should match 1 - d2/d1 within this relative gap."""
 SLOPE_TOLERANCE = 0.25
@@ -311,7 +312,7 @@ def report_simulation(folder: str | Path) -> Path:
     base, sc = read_record(folder)
     rows = collect(folder, units(sc))
     write_rows_csv(folder / "units.csv", rows)
-    methods = [m for m in METHODS if f"err_{m}" in rows[0]]
+    methods = [m for m in ESTIMATORS if f"err_{m}" in rows[0]]
     parts = [
         "# tttlab simulate: when does specialisation pay?",
         _summary(rows, base),

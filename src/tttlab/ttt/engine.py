@@ -41,8 +41,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
-from typing import Literal, get_args
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -50,59 +49,9 @@ import torch.nn.functional as F
 from torch.optim.adam import adam
 from tqdm.auto import tqdm
 
-from tttlab.checks import (
-    NonFiniteError,
-    as_class_indices,
-    as_matrix,
-    check_choice,
-    check_int,
-    check_number,
-)
-
-Method = Literal["erm", "sequential"]
-METHODS: tuple[str, ...] = get_args(Method)
-
-
-@dataclass
-class TTTConfig:
-    """Hyper-parameters of test-time training on a neighbourhood."""
-
-    k: int = 50
-    """Neighbours fine-tuned on per test point: the first k columns of the neighbour indices."""
-    epochs: int = 50
-    """Full-batch Adam steps for "erm"; passes over the neighbours for "sequential"."""
-    lr: float = 0.01
-    """Adam learning rate."""
-    method: Method = "erm"
-    """"erm": full-batch Adam on all K neighbours; "sequential": one step per neighbour, nearest
-    first."""
-    l2: float = 0.0
-    """Pull toward the global weights: loss += l2 / 2 * ||theta - theta_global||^2."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """Adam's moment decay rates (torch defaults)."""
-    eps: float = 1e-8
-    """Adam's denominator epsilon (torch default)."""
-    chunk_size: int | None = None
-    """Test points fine-tuned together, for memory and speed only (on CPU, results are bit-identical
-    for every chunk size: see the module doc); None: `auto_chunk_size` of k, head and device."""
-
-    def __post_init__(self):
-        check_choice(self.method, "method", METHODS)
-        check_int(self.k, "k", min=1)
-        check_int(self.epochs, "epochs", min=0)
-        check_number(self.lr, "lr", min=0, strict_min=True)
-        check_number(self.l2, "l2", min=0)
-        check_number(self.eps, "eps", min=0)
-        if self.chunk_size is not None:
-            check_int(self.chunk_size, "chunk_size", min=1)
-        if len(tuple(self.betas)) != 2:
-            raise ValueError(f"betas must be two numbers (beta1, beta2), got {self.betas!r}")
-        self.betas = tuple(self.betas)
-        for i, beta in enumerate(self.betas):
-            check_number(beta, f"betas[{i}]", min=0)
-            if beta >= 1:
-                raise ValueError(f"betas[{i}] must be in [0, 1), got {beta!r}")
-
+from tttlab.checks import NonFiniteError, check_int
+from tttlab.tensors import as_class_indices, as_matrix
+from tttlab.ttt.config import TTTConfig
 
 CLASSES_LAST_FROM = 32
 """From this many classes on, logits are laid out (B, K, C) so softmax runs over a contiguous class

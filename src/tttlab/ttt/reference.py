@@ -13,10 +13,12 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from tttlab.checks import as_class_indices
+from tttlab.checks import NonFiniteError
 from tttlab.models.heads import head_parts
 from tttlab.retrieval import KNNIndex
-from tttlab.ttt.engine import NonFiniteError, TTTConfig, _check_finite_rows, _diverged
+from tttlab.tensors import as_class_indices
+from tttlab.ttt.config import TTTConfig
+from tttlab.ttt.engine import _check_finite_rows, _diverged
 
 
 def reference_ttt(

@@ -19,19 +19,14 @@ import contextlib
 import dataclasses
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from tttlab.checks import as_matrix, check_choice, check_device, check_int
-
-IndexKind = Literal["flat", "ivf", "hnsw"]
-Backend = Literal["faiss", "torch"]
-KINDS: tuple[str, ...] = get_args(IndexKind)
-BACKENDS: tuple[str, ...] = get_args(Backend)
+from tttlab.checks import check_int
+from tttlab.retrieval.config import RetrievalConfig
+from tttlab.tensors import as_matrix, check_device
 
 # Block sizes of the exact search (queries x pool rows per GEMM), the fastest measured on 2 AVX-512
 # cores with a 512-d pool: FAISS 4096 x 8192 (its default 4096 x 1024 is 1.35x slower), torch
@@ -43,33 +38,6 @@ RERANK_BYTES = 2**26
 """Cap of the float64 candidate rows gathered at once for the exact re-rank."""
 CHUNK_BYTES = 2**24
 """Float64 copy of pool rows made at once by fit's norms (the NaN check reads 2**25 bytes)."""
-
-
-@dataclass
-class RetrievalConfig:
-    """How neighbours are searched; `KNNIndex` takes these as its parameters."""
-
-    kind: IndexKind = "flat"
-    """Index: flat (exact), ivf (inverted lists) or hnsw (graph); the last two are approximate."""
-    backend: Backend = "faiss"
-    """Exact search on the CPU: faiss (its blocked BLAS search), or torch (blocked GEMM plus
-    top-k, no FAISS needed); with --device cuda exact search runs in torch on the GPU."""
-    nlist: int = 256
-    """ivf: number of cells (capped so each has >= 39 training points)."""
-    nprobe: int = 16
-    """ivf: cells probed per query."""
-    hnsw_m: int = 32
-    """hnsw: links per node."""
-    batch_size: int = 4096
-    """Queries searched at once (the float64 re-rank is further capped at ~64 MB)."""
-
-    def __post_init__(self):
-        check_choice(self.kind, "kind", KINDS)
-        check_choice(self.backend, "backend", BACKENDS)
-        if self.backend == "torch" and self.kind != "flat":
-            raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
-        for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):
-            check_int(getattr(self, name), name, min=1)
 
 
 class KNNIndex:

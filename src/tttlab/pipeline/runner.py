@@ -85,7 +85,7 @@ class Prepared:
 def prepare(cfg: Config, k: int | None = None) -> Prepared:
     """Data -> model -> features -> neighbours (k: default the most any chosen method reads),
     each from the cache where it was made before."""
-    cfg.check_environment()
+    stages.check_environment(cfg)
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
     splits = stages.load_data(cfg, cache)

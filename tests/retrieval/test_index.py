@@ -8,7 +8,7 @@ from sklearn.neighbors import NearestNeighbors
 
 from tttlab.retrieval import KNNIndex, RetrievalConfig, knn, search_memory_bytes
 
-knn_module = importlib.import_module("tttlab.retrieval.knn")  # the function shadows it
+knn_module = importlib.import_module("tttlab.retrieval.index")  # the function shadows it
 
 
 @pytest.fixture
