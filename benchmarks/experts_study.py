@@ -16,12 +16,13 @@ import dataclasses
 import tempfile
 import time
 
-from tttlab.config import Config, DataConfig, RunConfig
+from tttlab.config import Config, DataConfig
 from tttlab.models import TrainConfig
 from tttlab.pipeline import evaluate
 from tttlab.studies import collect
-from tttlab.studies.run import run_study
-from tttlab.studies.scaling import StudyConfig, unit_config, units
+from tttlab.studies.config import ExpertsStudyConfig, StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.studies.scaling import ExpertsPlan
 
 
 def main() -> None:
@@ -30,22 +31,23 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="results root (default: a temp folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = Config(run=RunConfig(out=args.out or tmp, progress=False))
-        sc = StudyConfig(experts=(1, 10, 100, 1000, 10000, 50000))
+        base = Config()
+        sc = ExpertsStudyConfig(experts=(1, 10, 100, 1000, 10000, 50000))
         if args.quick:
             base = dataclasses.replace(
                 base, data=DataConfig(limit=2000), train=TrainConfig(epochs=2)
             )
-            sc = StudyConfig(experts=(1, 10, 100), params="config")
+            sc = ExpertsStudyConfig(experts=(1, 10, 100), params="config")
+        plan = ExpertsPlan(sc, base, StudyOptions(out=args.out or tmp, progress=False))
         start = time.perf_counter()
-        done = run_study("experts", sc, base)
+        done = run_study(plan)
         wall = time.perf_counter() - start
-        rows = collect(done.folder, units("experts", sc))
+        rows = collect(done.folder, plan.units())
         print(f"experts study, d = {rows[0]['feature_width']}: {wall / 60:.1f} min; {done.report}")
         print(f"global {100 * rows[0]['acc_global']:.2f}%, TTT {100 * rows[0]['acc_ttt']:.2f}%")
         print(f"{'experts':>8} {'k':>4} {'fit s':>8} {'accuracy':>9} {'95% CI':>16}")
-        for unit, row in zip(units("experts", sc), rows, strict=True):
-            stages = evaluate(unit_config("experts", sc, base, unit)).metrics["stages"]
+        for unit, row in zip(plan.units(), rows, strict=True):
+            stages = evaluate(plan.unit_config(unit)).metrics["stages"]
             fit = stages["method:experts"]["seconds"]
             ci = f"[{100 * row['ci_low_experts']:.2f}, {100 * row['ci_high_experts']:.2f}]"
             print(

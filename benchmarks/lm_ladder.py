@@ -19,9 +19,10 @@ import numpy as np
 import torch
 
 from tttlab.checks import check_choice
+from tttlab.lm.config import LMStudyConfig
 from tttlab.lm.corpus import load_corpus
 from tttlab.lm.gpt import LADDER
-from tttlab.lm.study import LMStudyConfig, scored_documents
+from tttlab.lm.study import scored_documents
 from tttlab.lm.train import LMTrainConfig, ladder_model
 from tttlab.lm.ttt import bits_per_byte, doc_bits
 from tttlab.pipeline.cache import StageCache

@@ -17,10 +17,12 @@ import time
 
 import torch
 
-from tttlab.lm.retrieve import DocRetrievalConfig
-from tttlab.lm.study import LMStudy, LMStudyConfig, run_lm_study, units
-from tttlab.lm.train import LMTrainConfig
-from tttlab.lm.ttt import LMTTTConfig
+from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
+from tttlab.lm.corpus import load_corpus
+from tttlab.lm.study import LMPlan
+from tttlab.lm.train import ladder_model
+from tttlab.studies.config import StudyOptions
+from tttlab.studies.plan import run_study
 from tttlab.studies.units import collect
 
 
@@ -41,19 +43,19 @@ def main() -> None:
     p.add_argument("--encoder", default="minilm")
     p.add_argument("--tokens", type=int, default=LMTrainConfig.tokens)
     a = p.parse_args()
-    study = LMStudy(
+    study = LMPlan(
         LMStudyConfig(corpus=a.corpus, sizes=tuple(a.sizes), pretrained=tuple(a.pretrained),
-                      docs=a.docs, lr_grid=tuple(a.lr_grid), select_docs=a.select_docs,
-                      out=a.out),
+                      docs=a.docs, lr_grid=tuple(a.lr_grid), select_docs=a.select_docs),
         LMTrainConfig(tokens=a.tokens),
         LMTTTConfig(k=a.k, tune=a.tune, last_layers=a.last_layers, bf16=a.bf16, copies=a.copies),
         DocRetrievalConfig(encoder=a.encoder),
+        StudyOptions(out=a.out),
     )  # fmt: skip
     start = time.perf_counter()
-    done = run_lm_study(study)
+    done = run_study(study)
     folder, report = done.folder, done.report
     wall = time.perf_counter() - start
-    rows = collect(folder, units(study))
+    rows = collect(folder, study.units())
     print(f"# lm-size study: {folder}  ({platform.processor() or platform.machine()}, "
           f"torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"this run {wall:.0f} s)")  # fmt: skip
@@ -86,12 +88,9 @@ def main() -> None:
     print(f"report: {report}")
 
 
-def _train_seconds(study: LMStudy, model: str) -> str:
+def _train_seconds(study: LMPlan, model: str) -> str:
     if not model.startswith("gpt-"):
         return "-"
-    from tttlab.lm.corpus import load_corpus
-    from tttlab.lm.train import ladder_model
-
     _, entry = ladder_model(load_corpus(study.study.corpus), model[4:], study.train, study.cache,
                             progress=False)  # fmt: skip
     return f"{entry.info['seconds']:.0f}"

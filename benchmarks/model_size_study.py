@@ -17,13 +17,14 @@ import dataclasses
 import tempfile
 import time
 
-from tttlab.config import Config, DataConfig, RunConfig
+from tttlab.config import Config, DataConfig
 from tttlab.models import TrainConfig
 from tttlab.pipeline import evaluate
 from tttlab.presets import LAPTOP_WIDTHS
 from tttlab.studies import collect
-from tttlab.studies.run import run_study
-from tttlab.studies.scaling import StudyConfig, unit_config, units
+from tttlab.studies.config import ModelSizeConfig, StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.studies.scaling import ModelSizePlan
 
 
 def main() -> None:
@@ -32,21 +33,22 @@ def main() -> None:
     parser.add_argument("--out", default=None, help="keep the study here (default: a temp folder)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = Config(run=RunConfig(out=args.out or tmp, progress=False))
-        sc = StudyConfig(widths=LAPTOP_WIDTHS, params="paper")
+        base = Config()
+        sc = ModelSizeConfig(widths=LAPTOP_WIDTHS, params="paper")
         if args.quick:
             base = dataclasses.replace(base, data=DataConfig(limit=2000))
-            sc = StudyConfig(widths=(25, 192), params="config")
+            sc = ModelSizeConfig(widths=(25, 192), params="config")
             base = dataclasses.replace(base, train=TrainConfig(epochs=2))
+        plan = ModelSizePlan(sc, base, StudyOptions(out=args.out or tmp, progress=False))
         start = time.perf_counter()
-        done = run_study("model-size", sc, base)
+        done = run_study(plan)
         wall = time.perf_counter() - start
-        rows = collect(done.folder, units("model-size", sc))
+        rows = collect(done.folder, plan.units())
         print(f"model-size study, {len(rows)} widths: {wall / 60:.1f} min wall; {done.report}")
         print(f"{'d':>5} {'params':>8} {'train s':>8} {'feat s':>7} {'knn s':>6} {'ttt s':>7}"
               f" {'global':>7} {'ttt':>7} {'majority':>8} {'gain':>7}")  # fmt: skip
-        for unit, row in zip(units("model-size", sc), rows, strict=True):
-            stages = evaluate(unit_config("model-size", sc, base, unit)).metrics["stages"]
+        for unit, row in zip(plan.units(), rows, strict=True):
+            stages = evaluate(plan.unit_config(unit)).metrics["stages"]
             s = {name: info["seconds"] or 0.0 for name, info in stages.items()}
             print(
                 f"{row['width']:>5} {row['parameters']:>8} {s['model']:>8.1f} {s['features']:>7.1f}"

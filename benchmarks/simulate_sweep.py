@@ -18,8 +18,10 @@ import time
 
 import torch
 
-from tttlab.theory import Sim
-from tttlab.theory.sweeps import SimulateConfig, run_simulation
+from tttlab.studies.config import StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.theory.config import Sim, SimulateConfig
+from tttlab.theory.sweeps import SimulatePlan
 
 
 def main() -> None:
@@ -29,16 +31,16 @@ def main() -> None:
     args = parser.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="tttlab-simulate-")
     base = Sim()
-    sc = SimulateConfig(out=out)
+    sc = SimulateConfig()
     if args.quick:
         base = Sim(d1=200, s=4, d2=20, n_train=5000, n_test=100, clusters=50)
-        sc = SimulateConfig(out=out, k=20, ks=(8, 16, 32, 64, 128, 200), ss=(2, 4, 8, 16, 32),
+        sc = SimulateConfig(k=20, ks=(8, 16, 32, 64, 128, 200), ss=(2, 4, 8, 16, 32),
                             map_ss=(2, 4, 8, 16))  # fmt: skip
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores, "
           f"{platform.processor() or platform.machine()}")  # fmt: skip
     load = os.getloadavg()[0]
     t, cpu = time.perf_counter(), time.process_time()
-    done = run_simulation(base, sc)
+    done = run_study(SimulatePlan(base, sc, StudyOptions(out=out)))
     wall, cpu = time.perf_counter() - t, time.process_time() - cpu
     print(done.summary)
     report = done.report.read_text(encoding="utf-8").split("\n\n")

@@ -19,25 +19,25 @@ import tempfile
 import time
 from pathlib import Path
 
-from tttlab.config import Config, DataConfig, ModelConfig, RunConfig, SlurmConfig
+from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
-from tttlab.studies.executors import read_jobs
-from tttlab.studies.run import run_study
-from tttlab.studies.scaling import StudyConfig, units
-from tttlab.studies.units import unit_file
+from tttlab.studies.config import DatasetSizeConfig, SlurmConfig, StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.studies.scaling import DatasetSizePlan
+from tttlab.studies.units import read_jobs, unit_file
 from tttlab.ttt import TTTConfig
 
 
-def base(out: Path, slurm: SlurmConfig) -> Config:
+def plan(out: Path, sc: DatasetSizeConfig) -> DatasetSizePlan:
     """Digits and a linear head: units of about a second, so the per-unit overhead shows."""
-    return Config(
+    base = Config(
         data=DataConfig(dataset="digits"),
         model=ModelConfig(model="linear"),
         train=TrainConfig(epochs=5, lr=0.05),
         ttt=TTTConfig(k=10, epochs=10, lr=0.05),
-        run=RunConfig(n_boot=100, progress=False, out=str(out)),
-        slurm=slurm,
+        run=RunConfig(n_boot=100),
     )
+    return DatasetSizePlan(sc, base, StudyOptions(out=str(out), progress=False))
 
 
 def task_seconds(folder: Path) -> list[int]:
@@ -57,8 +57,8 @@ def main() -> None:
     parser.add_argument("--partition", default=None)
     args = parser.parse_args()
     cpus = os.cpu_count() or 1
-    sc = StudyConfig(fractions=(0.1, 0.2, 0.3, 0.5, 0.7, 1.0), seeds=tuple(args.seeds))
-    study_units = units("dataset-size", sc)
+    sc = DatasetSizeConfig(fractions=(0.1, 0.2, 0.3, 0.5, 0.7, 1.0), seeds=tuple(args.seeds))
+    study_units = plan(Path("."), sc).units()
     executors = {
         "this process": SlurmConfig(),
         f"local pool, {cpus} workers": SlurmConfig(workers=cpus),
@@ -70,7 +70,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=Path.cwd()) as tmp:  # under cwd: visible to the nodes
         for i, (label, slurm) in enumerate(executors.items()):
             start = time.perf_counter()
-            done = run_study("dataset-size", sc, base(Path(tmp) / str(i), slurm))
+            done = run_study(plan(Path(tmp) / str(i), sc), slurm)
             walls[label] = time.perf_counter() - start
             unit_results[label] = [
                 json.loads(unit_file(done.folder, u).read_text())["result"] for u in study_units

@@ -21,9 +21,11 @@ from tttlab.config import Config, RunConfig
 from tttlab.data.features import read_features
 from tttlab.pipeline import run
 from tttlab.pipeline.runner import prepare
-from tttlab.theory import Sim
+from tttlab.studies.config import StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.studies.units import collect
 from tttlab.theory.bridge import bridge_report, read_ttt_gain
-from tttlab.theory.sweeps import SimulateConfig, run_simulation
+from tttlab.theory.sweeps import SimulatePlan
 
 
 def main() -> None:
@@ -38,8 +40,10 @@ def main() -> None:
     path = Path(args.out) / "fmnist-cnn-d25.npz"
     np.savez(path, embeddings=np.asarray(prep.features.train), labels=prep.splits.train_y)
     X, y = read_features(path)
-    done = run_simulation(Sim(), SimulateConfig(out=args.out, progress=False))
-    report = bridge_report(done.folder, X, y, path.stem, args.k, read_ttt_gain(demo.run_dir))
+    plan = SimulatePlan(options=StudyOptions(out=args.out, progress=False))
+    done = run_study(plan)
+    rows = collect(done.folder, plan.units())
+    report = bridge_report(done.folder, rows, X, y, path.stem, args.k, read_ttt_gain(demo.run_dir))
     found = json.loads(report.with_suffix(".json").read_text(encoding="utf-8"))
     print(f"run: {demo.run_dir}\nfeatures: {path} ({X.shape[0]} x {X.shape[1]})")
     for key, value in found["measured"].items():

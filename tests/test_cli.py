@@ -80,12 +80,12 @@ def test_a_full_disk_is_explained_and_leaves_nothing_half_written(tmp_path, caps
         return real_save(path, *args, **kwargs)
 
     monkeypatch.setattr(np, "save", full)
-    code, err = cli(f"{QUICK} --noprogress --out {tmp_path}", capsys)
+    code, err = cli(f"{QUICK} --no-progress --out {tmp_path}", capsys)
     assert code == 1 and "no space left" in err.lower() and "Traceback" not in err
     assert not any(p.name.startswith(".tmp") for p in tmp_path.rglob("*"))
     assert not (tmp_path / "runs.csv").exists()
     monkeypatch.setattr(np, "save", real_save)
-    assert main(f"{QUICK} --noprogress --out {tmp_path}".split()) == 0, "the rerun resumes"
+    assert main(f"{QUICK} --no-progress --out {tmp_path}".split()) == 0, "the rerun resumes"
 
 
 def test_interrupted_after_the_commit_says_where_the_run_is(tmp_path, capsys, monkeypatch):
@@ -102,13 +102,62 @@ def test_interrupted_after_the_commit_says_where_the_run_is(tmp_path, capsys, mo
         return out
 
     monkeypatch.setattr(store, "_rename_exact", rename_then_ctrl_c)
-    code, err = cli(f"{QUICK} --noprogress --out {tmp_path}", capsys)
+    code, err = cli(f"{QUICK} --no-progress --out {tmp_path}", capsys)
     assert code == 130 and "interrupted after the run was written" in err
     assert len(list(tmp_path.glob("ttt-*"))) == 1 and (tmp_path / "runs.csv").is_file()
 
 
-def test_help_shows_each_settings_docstring(capsys):
-    with pytest.raises(SystemExit):
-        main(["ttt", "--help"])
+def test_help_shows_each_settings_docstring_under_plain_headings(capsys):
+    assert main(["ttt", "--help"]) == 0
     out = capsys.readouterr().out
     assert "Neighbours fine-tuned on per test point" in " ".join(out.split()) and "--ttt.lr" in out
+    assert "\nTTT:\n" in out and "\nData:\n" in out and "(default: 50)" in out
+    assert "--executor" not in out and "--shard-id" not in out, "no flag ttt does not read"
+    assert "cfg.data" not in out
+
+
+def test_every_command_parses_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from tttlab.cli import COMMANDS, parse, _all_commands\n"
+        "for prog, command in _all_commands():\n"
+        "    command.parser(prog, []).format_help()\n"
+        "parse(['ttt', '--k', '5']); parse(['study', 'model-size', '--widths', '25'])\n"
+        "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ("ttt --noprogress", "booleans are switched off with --no-progress"),
+        ("ttt --progress false", "--progress takes no value"),
+        ("ttt --progress=false", "--progress takes no value"),
+        ("ttt --normalize true", "--normalize takes no value"),
+        ("ttt --epochs 3", "did you mean --train.epochs or --ttt.epochs?"),
+        ("ttt --workers 2", "--workers is a flag of `tttlab simulate`, `tttlab study <kind>`"),
+        ("study model-size --widths 25 --shard-id x", "invalid int value: 'x'"),
+        ("sae train --features f.npy --epochs 0", "epochs must be an integer >= 1"),
+        ("ttx", "did you mean `tttlab ttt`?"),
+        ("study modelsize", "did you mean `tttlab study model-size`?"),
+    ],
+)
+def test_a_mistyped_command_line_names_the_fix(args, message, capsys):
+    assert main(args.split()) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_the_commands_are_listed_without_arguments(capsys):
+    assert main([]) == 0
+    out = capsys.readouterr().out
+    assert "commands:" in out and "study" in out and "simulate" in out
+
+
+def test_feature_files_use_the_linear_head_by_default():
+    from tttlab.cli import parse
+
+    assert parse(["ttt", "--features", "f.npy"])["cfg"].model.model == "linear"
+    assert parse(["ttt"])["cfg"].model.model == "cnn"

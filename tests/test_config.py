@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from tttlab.cli import parse_config
+from tttlab.cli import parse
 from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
 from tttlab.pipeline.stages import check_environment
@@ -21,7 +21,7 @@ def test_defaults_are_declared_once_and_round_trip_through_json():
 def test_flags_override_a_config_file(tmp_path):
     path = tmp_path / "run.json"
     path.write_text(json.dumps({"data": {"dataset": "digits"}, "model": {"model": "linear"}}))
-    cfg = parse_config("ttt", ["--config", str(path), "--k", "7", "--ttt.lr", "0.5"])
+    cfg = parse(["ttt", "--config", str(path), "--k", "7", "--ttt.lr", "0.5"])["cfg"]
     assert (cfg.data.dataset, cfg.model.model) == ("digits", "linear")
     assert (cfg.ttt.k, cfg.ttt.lr) == (7, 0.5)
 

@@ -223,6 +223,10 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM arrived inside `terminate_as_interrupt`; it unwinds like Ctrl-C so cleanup runs."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a command; the message says what was kept and how to go on."""
+
+
 @contextmanager
 def terminate_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM into a `Terminated` exception (a KeyboardInterrupt) in the block, so `finally`

@@ -1,355 +1,321 @@
-"""The `tttlab` command line, generated from the config tree (`tttlab.config.Config`).
+"""The `tttlab` command line: one table of commands, each a config and an entry point.
 
-tttlab demo                          # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
-tttlab ttt --width 192 --k 100       # any setting is a flag; `tttlab ttt --help` lists them all
-tttlab ttt --config run.json         # or a JSON file of settings (a run's config.json works)
-tttlab runs                          # the run log as a table
-tttlab study model-size --executor slurm --partition gpu   # a study as a Slurm job array
+    tttlab demo                          # Fashion-MNIST, the smallest CNN (d = 25): global vs TTT
+    tttlab ttt --width 192 --k 100       # any setting is a flag; `tttlab ttt --help` lists them
+    tttlab ttt --config run.json         # or a JSON file of settings (a run's config.json works)
+    tttlab study model-size --executor slurm --partition gpu   # a study as a Slurm job array
+
+Every parser is generated from config dataclasses (`tttlab.flags`); an entry point
+("module:function") is imported only once its command line has parsed, so `tttlab --help`, a
+typo and `tttlab runs` answer without loading torch.
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import importlib
 import sys
 import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-import simple_parsing
-
-from tttlab.atomic import explain_os_error, terminate_as_interrupt
-from tttlab.config import Config, RunConfig, SlurmConfig
-from tttlab.pipeline import run
-from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
-from tttlab.studies import UnitsFailed
-from tttlab.studies.executors import last_slurm
-from tttlab.studies.run import report_study, resume_study, run_study, study_progress
-from tttlab.studies.scaling import StudyConfig
-
-COMMANDS = {
-    "demo": "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
-    "ttt": "one run: global head, TTT and baselines on a test set; every setting is a flag",
-    "study": "a study (model-size, dataset-size, experts, global-eval) as shardable work units",
-    "runs": "print the run log",
-    "sae": "sparse autoencoder on a feature file: `sae train`, `sae analyse` (concept analyses)",
-    "embed": "images (MNIST-format set or class folders) -> a cached feature file, by an encoder",
-    "simulate": "the paper's theory as a simulator: when does specialisation beat a global model?",
-    "lm": "the language task: `lm corpus` (Debian documentation -> a Pile-like text corpus)",
-}
-STUDY_HELP = {
-    "model-size": "global head, TTT and majority vote across CNN widths (the paper's settings)",
-    "dataset-size": "the same across nested per-class fractions of the training set",
-    "experts": "a mixture of experts from 1 to many experts, beside TTT and the global head",
-    "global-eval": "local TTT heads scored on their neighbourhood and on the whole test set",
-    "lm-size": "language models (a GPT ladder, SmolLM2): TTT's gain in bits per byte vs size",
-    "report": "rebuild a study folder's table, plot and report (refuses while units are missing)",
-    "status": "a study folder's units: done, queued or running on Slurm, failed (and why), missing",
-    "resume": "run (or submit to Slurm) only a study folder's failed and missing units; report",
-}
-
-
-def flag_parser(prog: str, description: str) -> simple_parsing.ArgumentParser:
-    """A parser that turns dataclass fields into flat `--dash-case` flags, as every tttlab
-    command does."""
-    return simple_parsing.ArgumentParser(
-        prog=prog,
-        description=description,
-        add_option_string_dash_variants=simple_parsing.DashVariant.DASH,
-        argument_generation_mode=simple_parsing.ArgumentGenerationMode.FLAT,
-        add_config_path_arg=False,
-        allow_abbrev=False,  # `--lr` must not silently mean `--lr-schedule`
-    )
-
-
-def _config_parser(
-    command: str, defaults: Config, description: str
-) -> simple_parsing.ArgumentParser:
-    parser = flag_parser(f"tttlab {command}", description)
-    parser.add_argument(
-        "--config",
-        default=None,
-        metavar="FILE",
-        help="JSON file of settings, nested by section as in a run's config.json; flags override",
-    )
-    parser.add_arguments(Config, dest="cfg", default=defaults)
-    return parser
-
-
-def parse_config(command: str, argv: list[str]) -> Config:
-    """The run's Config from `--config FILE` (if any), then the flags on top, all validated."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    base = Config.from_file(known.config) if known.config else Config()
-    if command == "demo" and not known.config:
-        base = Config(run=RunConfig(name="demo"))
-    parser = _config_parser(command, base, COMMANDS[command])
-    args = parse_flags(parser, argv)
-    if (args.cfg.slurm.executor, args.cfg.slurm.workers) != ("local", 1):
-        raise ValueError(
-            f"tttlab {command} is one pipeline run in this process: --executor and --workers "
-            "apply to `tttlab study` (its work units)"
-        )
-    return args.cfg
-
-
-def parse_flags(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
-    """Parse `argv`, refusing unknown flags with the flags they probably meant."""
-    args, unknown = parser.parse_known_args(argv)
-    if unknown:
-        raise ValueError(_unknown_flags_message(parser, unknown))
-    return args
-
-
-def _unknown_flags_message(parser: argparse.ArgumentParser, unknown: list[str]) -> str:
-    """Name the unknown flags, with the section-prefixed flags they probably meant."""
-    options = [o for action in parser._actions for o in action.option_strings]
-    hints = []
-    for flag in (u for u in unknown if u.startswith("--")):
-        same = [o for o in options if o.endswith("." + flag[2:])]
-        close = same or difflib.get_close_matches(flag, options, n=2)
-        if close:
-            hints.append(f"{flag}: did you mean {' or '.join(close)}?")
-    hint = ("; " + "; ".join(hints)) if hints else ""
-    return f"unrecognized arguments: {' '.join(unknown)}{hint} (`tttlab ... --help` lists all)"
-
-
-def _study(argv: list[str]) -> int:
-    """`tttlab study STUDY [flags]`: run this shard's unfinished units, then report if complete."""
-    if not argv or argv[0] not in STUDY_HELP:
-        lines = "\n".join(f"  {name:<13} {text}" for name, text in STUDY_HELP.items())
-        print(f"usage: tttlab study {{{','.join(STUDY_HELP)}}} ...\n\n{lines}")
-        return 0 if argv and argv[0] in ("-h", "--help") else 2
-    study, rest = argv[0], argv[1:]
-    if study == "report":
-        parser = argparse.ArgumentParser(prog="tttlab study report", description=STUDY_HELP[study])
-        parser.add_argument("folder", help="the study folder")
-        folder = Path(parser.parse_args(rest).folder)
-        print(f"report: {report_study(folder)}")
-        return 0
-    if study == "status":
-        return _study_status(rest)
-    if study == "resume":
-        return _study_resume(rest)
-    if study == "lm-size":
-        return _lm_study(rest)
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(rest)
-    base = Config.from_file(known.config) if known.config else Config()
-    parser = _config_parser(f"study {study}", base, STUDY_HELP[study])
-    parser.add_arguments(StudyConfig, dest="study")
-    _shard_flags(parser)
-    args = parse_flags(parser, rest)
-    done = run_study(study, args.study, args.cfg, args.shard_id, args.num_shards)
-    print(done.summary)
-    return 0
-
-
-def _shard_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--shard-id", type=int, default=None, help=SHARD_HELP)
-    parser.add_argument("--num-shards", type=int, default=None, help=SHARD_HELP)
-
-
-def _lm_study(argv: list[str]) -> int:
-    """`tttlab study lm-size [flags]`: this shard's unfinished models, the report once complete."""
-    from tttlab.lm.study import LMStudy, run_lm_study
-
-    parser = flag_parser("tttlab study lm-size", STUDY_HELP["lm-size"])
-    parser.add_arguments(LMStudy, dest="cfg")
-    _shard_flags(parser)
-    args = parse_flags(parser, argv)
-    print(run_lm_study(args.cfg, args.shard_id, args.num_shards).summary)
-    return 0
-
-
-def _study_status(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tttlab study status", description=STUDY_HELP["status"])
-    parser.add_argument("folder", help="the study folder")
-    folder = Path(parser.parse_args(argv).folder)
-    now = study_progress(folder)
-    total = len(now.done) + len(now.running) + len(now.failed) + len(now.missing)
-    print(f"study: {folder} ({total} units)")
-    print(
-        f"done: {len(now.done)}, running: {len(now.running)}, failed: {len(now.failed)}, "
-        f"missing: {len(now.missing)}"
-    )
-    for unit_id, where in now.running.items():
-        print(f"  running  {unit_id}: {where}")
-    for unit_id, why in now.failed.items():
-        print(f"  failed   {unit_id}: {why}")
-    for unit_id in now.missing:
-        print(f"  missing  {unit_id}")
-    if now.todo:
-        print(f"next: tttlab study resume {folder}")
-    elif not now.running:
-        print(f"complete: tttlab study report {folder}")
-    return 0
-
-
-def _study_resume(argv: list[str]) -> int:
-    """`tttlab study resume DIR [--executor ...]`: where units run defaults to the last Slurm
-    submission's settings (or --config FILE's slurm section); flags override."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("folder", nargs="?")
-    pre.add_argument("--config", default=None)
-    known, _ = pre.parse_known_args(argv)
-    if known.config:
-        defaults = Config.from_file(known.config).slurm
-    elif known.folder and not {"-h", "--help"} & set(argv):
-        defaults = last_slurm(known.folder)
-    else:
-        defaults = SlurmConfig()
-    parser = flag_parser("tttlab study resume", STUDY_HELP["resume"])
-    parser.add_argument("folder", help="the study folder")
-    parser.add_argument("--config", default=None, metavar="FILE", help="take its slurm section")
-    parser.add_arguments(SlurmConfig, dest="slurm", default=defaults)
-    args = parse_flags(parser, argv)
-    print(resume_study(Path(args.folder), args.slurm).summary)
-    return 0
-
-
-SHARD_HELP = (
-    "run one slice of the units (round-robin); default from SLURM_ARRAY_TASK_ID and "
-    "SLURM_ARRAY_TASK_COUNT when set, else all units"
+from tttlab.atomic import Interrupted, explain_os_error, terminate_as_interrupt
+from tttlab.catalog import STUDY_KINDS
+from tttlab.checks import NonFiniteError
+from tttlab.config import Config, ConfigFile, RunConfig, RunLogConfig
+from tttlab.encoders.config import EmbedConfig
+from tttlab.flags import FlagError, FlagParser
+from tttlab.lm.config import CorpusOutput
+from tttlab.lm.corpus import CorpusConfig
+from tttlab.sae.config import (
+    AnalyseConfig,
+    SaeAnalyseInput,
+    SaeConfig,
+    SaePreset,
+    SaeRunConfig,
+    SaeTrainConfig,
+    paper_configs,
 )
+from tttlab.studies.config import ShardConfig, SlurmConfig, StudyFolder, StudyOptions
+from tttlab.studies.units import UnitsFailed, read_jobs
+from tttlab.theory.config import BridgeConfig
+
+STUDY_MECHANICS = ("base.run.out", "base.run.name", "base.run.cache_dir", "base.run.progress")
+"""A study's base run config fields that its options set instead (where results go)."""
 
 
-# ---- tttlab simulate (tttlab.theory) ------------------------------------------------------
+@dataclass(frozen=True)
+class Command:
+    """One command: its help line, its sections' defaults, and its entry point."""
+
+    help: str
+    sections: Callable[[list[str]], dict[str, Any]]
+    """argv -> section name -> default instance or config class (may read --config FILE)."""
+    run: str
+    """"module:function" called with the parsed sections (and `bound`), returning an exit code."""
+    bound: dict[str, Any] = field(default_factory=dict)
+    hide: tuple[str, ...] = ()
+    positional: tuple[str, ...] = ()
+
+    def parser(self, prog: str, argv: list[str]) -> FlagParser:
+        return FlagParser(
+            prog, self.help, self.sections(argv), hide=self.hide, positional=self.positional
+        )
 
 
-def _simulate(argv: list[str]) -> int:
-    """`tttlab simulate [flags]`: this shard's unfinished sweep units, the report once complete,
-    and with --bridge a features file placed on the regime map."""
-    from tttlab.data.features import read_features
-    from tttlab.theory.bridge import bridge_report, read_ttt_gain
-    from tttlab.theory.concepts import Sim
-    from tttlab.theory.sweeps import SimulateConfig, run_simulation
-
-    parser = flag_parser("tttlab simulate", COMMANDS["simulate"])
-    parser.add_arguments(Sim, dest="sim")
-    parser.add_arguments(SimulateConfig, dest="sweep")
-    _shard_flags(parser)
-    parser.add_argument(
-        "--bridge", default=None, metavar="FEATURES",
-        help="features to place on the regime map: a feature file or folder (as --features)",
-    )  # fmt: skip
-    parser.add_argument("--bridge-k", type=int, default=50, help="--bridge: neighbours per point")
-    parser.add_argument(
-        "--bridge-run", default=None, metavar="RUN_DIR",
-        help="--bridge: a tttlab run folder on the same features, for TTT's measured gain",
-    )  # fmt: skip
-    args = parse_flags(parser, argv)
-    if args.bridge is not None:  # a bad features file fails before any unit runs
-        X, y = read_features(args.bridge)
-        gain = read_ttt_gain(args.bridge_run) if args.bridge_run else None
-    done = run_simulation(args.sim, args.sweep, args.shard_id, args.num_shards)
-    print(done.summary)
-    if args.bridge is not None:
-        if done.report is None:
-            print("bridge: waiting for the other shards (rerun with --bridge once all are done)")
-        else:
-            name = Path(args.bridge).stem
-            print(f"bridge: {bridge_report(done.folder, X, y, name, args.bridge_k, gain)}")
-    return 0
+def _config_file(argv: list[str]) -> str | None:
+    """The value of --config FILE, if given."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--config", default=None)
+    return pre.parse_known_args(argv)[0].config
 
 
-def _runs(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="tttlab runs", description=COMMANDS["runs"])
-    parser.add_argument("--out", default="runs", help="results folder holding runs.csv")
-    parser.add_argument("--last", type=int, default=0, help="only the last N runs")
-    args = parser.parse_args(argv)
-    rows = read_run_log(args.out)
-    if not rows:
-        print(f"no runs logged in {args.out}/runs.csv yet: run `tttlab demo` or `tttlab ttt`")
-        return 0
-    print(format_table(rows[-args.last :] if args.last else rows))
-    return 0
+def _run_config(argv: list[str], default: Config | None = None) -> Config | type[Config]:
+    """The run config a --config FILE gives, else `default`, else the class (its field
+    defaults, so an unset --model still follows --features)."""
+    path = _config_file(argv)
+    return Config.from_file(path) if path else default or Config
 
 
-def _sae(argv: list[str]) -> int:
-    """`tttlab sae train|analyse`: its parser lives with the SAE (tttlab.sae.cli)."""
-    from tttlab.sae.cli import main as sae_main
-
-    return sae_main(argv)
+def _ttt_sections(default: Config | None = None) -> Callable[[list[str]], dict[str, Any]]:
+    return lambda argv: {"cfg": _run_config(argv, default), "file": ConfigFile}
 
 
-def _embed(argv: list[str]) -> int:
-    """`tttlab embed`: its parser lives with the encoders (tttlab.encoders.cli)."""
-    from tttlab.encoders.cli import main as embed_main
-
-    return embed_main(argv)
-
-
-def _lm(argv: list[str]) -> int:
-    """`tttlab lm ...`: its parsers live with the language task (tttlab.lm.cli)."""
-    from tttlab.lm.cli import main as lm_main
-
-    return lm_main(argv)
+def _sae_train_sections(argv: list[str]) -> dict[str, Any]:
+    """The SAE's shape and training: defaults, or the paper's recipe with --preset paper."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default=None)
+    preset = pre.parse_known_args(argv)[0].preset
+    sae, train = paper_configs() if preset == "paper" else (SaeConfig, SaeTrainConfig)
+    return {"input": SaeRunConfig, "preset": SaePreset, "sae": sae, "train": train}
 
 
-def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="tttlab",
-        description="Test-time training on frozen features (arXiv 2509.24510).",
-        epilog="`tttlab COMMAND --help` lists a command's settings.",
+def _study_sections(kind: str) -> Callable[[list[str]], dict[str, Any]]:
+    spec = STUDY_KINDS[kind]
+
+    def sections(argv: list[str]) -> dict[str, Any]:
+        out: dict[str, Any] = dict(spec.sections)
+        if spec.run_config is not None:
+            out[spec.run_config] = _run_config(argv)
+            out["file"] = ConfigFile
+        return out | {"options": StudyOptions, "executor": SlurmConfig, "shard": ShardConfig}
+
+    return sections
+
+
+def _resume_sections(argv: list[str]) -> dict[str, Any]:
+    """The folder, and where units run: by default as the study's last Slurm submission ran
+    them."""
+    folder = next((a for a in argv if not a.startswith("-")), None)
+    executor: Any = SlurmConfig
+    submissions = read_jobs(folder) if folder and Path(folder).is_dir() else []
+    if submissions:
+        executor = SlurmConfig(**submissions[-1]["slurm"])
+    return {"where": StudyFolder, "executor": executor}
+
+
+def _simulate_sections(argv: list[str]) -> dict[str, Any]:
+    return _study_sections("simulate")(argv) | {"bridge": BridgeConfig}
+
+
+def _sections(**values: Any) -> Callable[[list[str]], dict[str, Any]]:
+    return lambda argv: dict(values)
+
+
+FOLDER = ("where.folder",)
+STUDY_COMMANDS: dict[str, Command] = {
+    kind: Command(
+        spec.help,
+        _study_sections(kind),
+        "tttlab.commands:study",
+        {"kind": kind},
+        hide=(STUDY_MECHANICS if spec.run_config else ()) + spec.hide,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name, text in COMMANDS.items():
-        sub.add_parser(name, help=text, add_help=False)
-    return parser
+    for kind, spec in STUDY_KINDS.items()
+} | {
+    "status": Command(
+        "a study folder's units: done, queued or running on Slurm, failed (and why), missing",
+        _sections(where=StudyFolder), "tttlab.commands:study_status", positional=FOLDER,
+    ),
+    "report": Command(
+        "rebuild a study folder's table, plot and report (refuses while units are missing)",
+        _sections(where=StudyFolder), "tttlab.commands:study_report", positional=FOLDER,
+    ),
+    "resume": Command(
+        "run (or submit to Slurm) only a study folder's failed and missing units; report",
+        _resume_sections, "tttlab.commands:study_resume", positional=FOLDER,
+    ),
+}  # fmt: skip
+
+COMMANDS: dict[str, Command | dict[str, Command]] = {
+    "demo": Command(
+        "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
+        _ttt_sections(Config(run=RunConfig(name="demo"))),
+        "tttlab.commands:ttt",
+    ),
+    "ttt": Command(
+        "one run: global head, TTT and baselines on a test set; every setting is a flag",
+        _ttt_sections(),
+        "tttlab.commands:ttt",
+    ),
+    "runs": Command("print the run log", _sections(log=RunLogConfig), "tttlab.commands:runs"),
+    "study": STUDY_COMMANDS,
+    "simulate": Command(
+        STUDY_KINDS["simulate"].help, _simulate_sections, "tttlab.commands:simulate",
+        {"kind": "simulate"},
+    ),
+    "sae": {
+        "train": Command(
+            "train a top-k sparse autoencoder on a feature file; writes a run folder",
+            _sae_train_sections,
+            "tttlab.sae.cli:train",
+        ),
+        "analyse": Command(
+            "the paper's three concept analyses of an SAE on a feature file",
+            _sections(input=SaeRunConfig, sae=SaeAnalyseInput, analyse=AnalyseConfig),
+            "tttlab.sae.cli:analyse",
+        ),
+    },
+    "embed": Command(
+        "images (MNIST-format set or class folders) -> a cached feature file, by an encoder",
+        _sections(embed=EmbedConfig), "tttlab.encoders.cli:main",
+    ),
+    "lm": {
+        "corpus": Command(
+            "Debian documentation packages -> a Pile-like corpus of ~1 KB documents, test held "
+            "out by source file",
+            _sections(corpus=CorpusConfig, output=CorpusOutput), "tttlab.lm.cli:corpus",
+        ),
+    },
+}  # fmt: skip
+"""Every command; a dict is a group of subcommands (`tttlab study model-size`)."""
+
+
+def _usage(prog: str, table: dict[str, Any]) -> str:
+    width = max(len(name) for name in table) + 2
+    lines = []
+    for name, entry in table.items():
+        text = entry.help if isinstance(entry, Command) else ", ".join(entry)
+        lines.append(f"  {name:<{width}}{text}")
+    return (
+        f"usage: {prog} COMMAND [flags]\n\ncommands:\n"
+        + "\n".join(lines)
+        + (f"\n\n`{prog} COMMAND --help` lists a command's flags.")
+    )
+
+
+def find(argv: list[str]) -> tuple[str, Command | None, list[str], dict[str, Any]]:
+    """(prog, the command named by argv's first words or None, the rest, the table searched)."""
+    prog, table, rest = "tttlab", COMMANDS, list(argv)
+    while rest and isinstance(table.get(rest[0]), dict):
+        prog, table, rest = f"{prog} {rest[0]}", table[rest[0]], rest[1:]
+    if rest and isinstance(table.get(rest[0]), Command):
+        return f"{prog} {rest[0]}", table[rest[0]], rest[1:], table
+    return prog, None, rest, table
+
+
+def parse(argv: list[str]) -> dict[str, Any]:
+    """The parsed sections a command line gives its entry point (nothing runs): for tests, and
+    for checking a recipe's command line."""
+    prog, command, rest, table = find(argv)
+    if command is None:
+        raise FlagError(_unknown_command(prog, rest[0] if rest else "", table))
+    return command.parser(prog, rest).parse(rest)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS:
-        _top_parser().parse_args(argv)  # prints usage or help, and exits
+    prog, command, rest, table = find(argv)
+    if command is None:
+        if rest and rest[0] not in ("-h", "--help"):
+            print(f"tttlab: error: {_unknown_command(prog, rest[0], table)}", file=sys.stderr)
+            return 2
+        print(_usage(prog, table))
+        return 0
     shown = warnings.formatwarning
     warnings.formatwarning = lambda message, *_args, **_kw: f"tttlab: warning: {message}\n"
     try:
-        return _dispatch(argv[0], argv[1:])
+        return _dispatch(prog, command, rest)
     finally:
         warnings.formatwarning = shown
 
 
-def _dispatch(command: str, rest: list[str]) -> int:
-    """Run one command; every expected failure becomes a one-line message and an exit code."""
+def _unknown_command(prog: str, word: str, table: dict[str, Any]) -> str:
+    close = difflib.get_close_matches(word, list(table), n=1)
+    hint = f": did you mean `{prog} {close[0]}`?" if close else ""
+    return f"`{prog} {word}` is no command{hint} (`{prog} --help` lists them)"
+
+
+def _dispatch(prog: str, command: Command, rest: list[str]) -> int:
+    """Parse, then run one command; every expected failure becomes one line and an exit code."""
     try:
+        parser = command.parser(prog, [a for a in rest if a not in ("-h", "--help")])
+        if "-h" in rest or "--help" in rest:
+            print(parser.format_help())
+            return 0
+        parsed = parser.parse(rest)
+        module, _, name = command.run.partition(":")
         with terminate_as_interrupt():  # SIGTERM (a scheduler's kill) cleans up like Ctrl-C
-            if command == "runs":
-                return _runs(rest)
-            if command == "study":
-                return _study(rest)
-            if command == "sae":
-                return _sae(rest)
-            if command == "embed":
-                return _embed(rest)
-            if command == "simulate":
-                return _simulate(rest)
-            if command == "lm":
-                return _lm(rest)
-            result = run(parse_config(command, rest))
-    except (ValueError, FileNotFoundError, ArithmeticError, MemoryError, UnitsFailed) as err:
+            entry = getattr(importlib.import_module(module), name)
+            return entry(parsed, **command.bound)
+    except FlagError as err:
+        print(f"tttlab: error: {_elsewhere(err, prog)}", file=sys.stderr)
+        return 2
+    except (ValueError, FileNotFoundError, NonFiniteError, MemoryError, UnitsFailed) as err:
         print(f"tttlab: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:
         print(f"tttlab: error: {explain_os_error(err)}", file=sys.stderr)
         return 1
-    except InterruptedAfterCommit as err:
-        print(f"tttlab: interrupted after the run was written: {err.path}", file=sys.stderr)
+    except Interrupted as err:
+        print(f"tttlab: {err}", file=sys.stderr)
         return 130
     except KeyboardInterrupt:
-        print(
-            "tttlab: interrupted; no run folder was written (finished stages stay cached, "
-            "so running the same command again resumes from them)",
-            file=sys.stderr,
-        )
+        print("tttlab: interrupted", file=sys.stderr)
         return 130
-    if result.reused.get("run"):
-        print(f"(already run with these settings: reporting {result.run_dir})")
-    print(result.table)
-    print(f"results: {result.run_dir}")
-    return 0
+
+
+def _elsewhere(err: FlagError, prog: str) -> str:
+    """The message, with the other commands that do take a flag this one does not."""
+    text = str(err)
+    if "unrecognized arguments" not in text:
+        return text
+    flags = {t.split("=")[0] for t in text.split(":", 1)[1].split("(")[0].split() if t[:2] == "--"}
+    where: dict[str, list[str]] = {}
+    for other, command in _all_commands():
+        if other == prog:
+            continue
+        try:
+            known = {f.name for f in command.parser(other, []).flags.values()}
+        except Exception:  # a command whose defaults cannot be built here: skip it
+            continue
+        for flag in flags & known:
+            where.setdefault(flag, []).append(other)
+    notes = []
+    for flag, commands in sorted(where.items()):
+        studies = [c for c in commands if c.startswith("tttlab study ")]
+        named = [c for c in commands if c not in studies] + (
+            ["tttlab study <kind>"] if len(studies) > 1 else studies
+        )
+        notes.append(f"{flag} is a flag of {', '.join(f'`{c}`' for c in named)}, not of `{prog}`")
+    return text + ("; " + "; ".join(notes) if notes else "")
+
+
+def _all_commands() -> list[tuple[str, Command]]:
+    out = []
+
+    def walk(prefix: str, table: dict[str, Any]) -> None:
+        for name, entry in table.items():
+            if isinstance(entry, Command):
+                out.append((f"{prefix} {name}", entry))
+            else:
+                walk(f"{prefix} {name}", entry)
+
+    walk("tttlab", COMMANDS)
+    return out
 
 
 if __name__ == "__main__":

@@ -13,25 +13,22 @@ when the tree is built, so a bad setting fails before any data is loaded or mode
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
-import re
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_fraction, check_int, check_number
-from tttlab.models import TrainConfig, scale_for_width
-from tttlab.retrieval import RetrievalConfig
-from tttlab.ttt import TTTConfig
+from tttlab.models.config import TrainConfig
+from tttlab.models.shapes import scale_for_width
+from tttlab.retrieval.config import RetrievalConfig
+from tttlab.tree import from_values
+from tttlab.ttt.config import TTTConfig
 
 Dataset = Literal["mnist", "fashion-mnist", "digits"]
 ModelKind = Literal["cnn", "linear", "mlp"]
 Device = Literal["cpu", "cuda"]
-Executor = Literal["local", "slurm"]
 
 
 @dataclass
@@ -89,8 +86,9 @@ class DataConfig:
 class ModelConfig:
     """The global model, a CNN on images or a head on flattened pixels; TTT tunes its last layer."""
 
-    model: ModelKind = "cnn"
-    """cnn (images), or linear / mlp (a head on flattened pixels)."""
+    model: ModelKind | None = None
+    """cnn (images), or linear / mlp (a head on flattened pixels or a feature file's rows);
+    default: cnn on images, linear (the paper's head) on --features."""
     width: int = 25
     """CNN feature width d, the paper's model-size axis (25 ... 1152)."""
     hidden: int = 256
@@ -101,13 +99,14 @@ class ModelConfig:
     """Load the global model from this .safetensors / .pt file instead of training it."""
 
     def __post_init__(self):
-        check_choice(self.model, "model", get_args(ModelKind))
+        if self.model is not None:
+            check_choice(self.model, "model", get_args(ModelKind))
         check_int(self.width, "width", min=1)
         check_int(self.hidden, "hidden", min=1)
         check_number(self.dropout, "dropout", min=0)
         if self.dropout >= 1:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
-        if self.model == "cnn" and self.checkpoint is None:
+        if self.model in (None, "cnn") and self.checkpoint is None:
             scale_for_width(self.width)  # raises naming the reachable widths nearby
 
 
@@ -191,88 +190,6 @@ class RunConfig:
         return Path(self.cache_dir or Path(self.out) / "cache").expanduser()
 
 
-SBATCH_SET_BY_TTTLAB = {
-    "array": "--array-parallelism",
-    "partition": "--partition",
-    "time": "--time-min",
-    "cpus-per-task": "--cpus-per-task",
-    "mem": "--mem-gb",
-    "gpus-per-node": "--gpus",
-    "job-name": "(tttlab names the job after the study)",
-    "output": "(logs go to <study folder>/slurm/)",
-    "error": "(logs go to <study folder>/slurm/)",
-    "signal": "(submitit signals a task before its time limit to re-queue it)",
-    "open-mode": "(submitit appends to a re-queued task's log)",
-}
-"""sbatch options tttlab sets itself, and the flag that sets each."""
-_SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
-
-
-@dataclass
-class SlurmConfig:
-    """Where a study's units run: here (in this process or a pool of processes) or as a Slurm job
-    array. Mechanics only: a unit's result is the same wherever it ran."""
-
-    executor: Executor = "local"
-    """local (this machine) or slurm (a job array through submitit: pip install 'tttlab[slurm]')."""
-    workers: int = 1
-    """local: processes running units side by side (1: every unit in this process)."""
-    partition: str | None = None
-    """slurm: partition to submit to; default: the cluster's default partition."""
-    time_min: int = 60
-    """slurm: time limit of one array task in minutes; a task that reaches it is re-queued and
-    resumes (finished units are never redone)."""
-    cpus_per_task: int = 1
-    """slurm: CPUs of one array task."""
-    mem_gb: float | None = None
-    """slurm: memory of one array task in GB; default: the partition's default."""
-    gpus: int = 0
-    """slurm: GPUs of one array task (use with --device cuda)."""
-    array_parallelism: int = 64
-    """slurm: array tasks running at once (one task runs one unit)."""
-    sbatch: tuple[str, ...] = ()
-    """slurm: extra sbatch options as key=value or key, e.g. account=proj qos=short exclusive."""
-    wait: bool = True
-    """slurm: follow the tasks with a progress bar, then report; with --wait false, submit and
-    return (then `tttlab study status DIR`)."""
-
-    def __post_init__(self):
-        check_choice(self.executor, "executor", get_args(Executor))
-        check_int(self.workers, "workers", min=1)
-        check_int(self.time_min, "time_min", min=1)
-        check_int(self.cpus_per_task, "cpus_per_task", min=1)
-        check_int(self.gpus, "gpus", min=0)
-        check_int(self.array_parallelism, "array_parallelism", min=1)
-        if self.mem_gb is not None:
-            check_number(self.mem_gb, "mem_gb", min=0, strict_min=True)
-        if self.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.partition):
-            raise ValueError(f"partition={self.partition!r} is not a Slurm partition name")
-        if self.executor == "slurm" and self.workers != 1:
-            raise ValueError(
-                f"workers={self.workers} is for --executor local; with --executor slurm each array "
-                "task runs one unit: drop --workers, or set --array-parallelism"
-            )
-        self.sbatch = tuple(self.sbatch)
-        self.sbatch_options()  # each option checked now, before anything is submitted
-
-    def sbatch_options(self) -> dict[str, str | bool]:
-        """The extra sbatch options as submitit's `slurm_additional_parameters`."""
-        options: dict[str, str | bool] = {}
-        for option in self.sbatch:
-            key, sep, value = str(option).removeprefix("--").partition("=")
-            if not _SBATCH_KEY.fullmatch(key) or (sep and not value):
-                raise ValueError(
-                    f"sbatch option {option!r}: give key=value or a bare key, as sbatch's long "
-                    "options without the dashes (e.g. account=proj, qos=short, exclusive)"
-                )
-            if key in SBATCH_SET_BY_TTTLAB:
-                raise ValueError(
-                    f"sbatch option {key!r} is set by tttlab: use {SBATCH_SET_BY_TTTLAB[key]}"
-                )
-            options[key.replace("-", "_")] = value if sep else True
-        return options
-
-
 @dataclass
 class Config:
     """Everything one run depends on; saved as the run folder's config.json."""
@@ -285,9 +202,11 @@ class Config:
     methods: MethodsConfig = field(default_factory=MethodsConfig)
     experts: ExpertsConfig = field(default_factory=ExpertsConfig)
     run: RunConfig = field(default_factory=RunConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
 
     def __post_init__(self):
+        if self.model.model is None:  # the default: the CNN on images, the linear head on rows
+            kind = "cnn" if self.data.features is None else "linear"
+            self.model = dataclasses.replace(self.model, model=kind)
         if self.data.features is not None and self.model.model == "cnn":
             raise ValueError(
                 "--features gives embeddings, not images, so there is no CNN to train: add "
@@ -334,13 +253,15 @@ class Config:
         settings = self.to_dict()
         for mechanics in ("out", "name", "cache_dir", "progress"):
             settings["run"].pop(mechanics)
-        settings.pop("slurm")
         return settings
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
-        """Build from nested dicts (a JSON file), naming any unknown key or wrong type."""
-        return _build(cls, values, "")
+        """Build from nested dicts (a JSON file), naming any unknown key or wrong type. A `slurm`
+        section, which run folders of tttlab 0.1 recorded, is dropped: no run ever read it."""
+        if isinstance(values, dict):
+            values = {key: value for key, value in values.items() if key != "slurm"}
+        return from_values(cls, values)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
@@ -358,70 +279,22 @@ class Config:
             raise ValueError(f"{path}: {err}") from err
 
 
-# ---- building a tree from plain values, with the key path in every message -------------------
+@dataclass
+class RunLogConfig:
+    """`tttlab runs`: which run log to print."""
+
+    out: str = "runs"
+    """Results folder holding runs.csv."""
+    last: int = 0
+    """Only the last N runs (0: all)."""
+
+    def __post_init__(self):
+        check_int(self.last, "last", min=0)
 
 
-def _build(cls: type, values: Any, path: str) -> Any:
-    where = f"config key {path!r}" if path else "the config"
-    if not isinstance(values, dict):
-        raise ValueError(f"{where} must be a JSON object of settings, got {values!r}")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in values.items():
-        dotted = f"{path}.{key}" if path else key
-        if key not in known:
-            raise ValueError(_unknown_key(cls, key, dotted, known))
-        kwargs[key] = _convert(value, hints[key], dotted)
-    try:
-        return cls(**kwargs)
-    except ValueError as err:
-        if path and not str(err).startswith("config key"):
-            raise ValueError(f"config section {path!r}: {err}") from err
-        raise
+@dataclass
+class ConfigFile:
+    """Settings read from a file first; flags given beside it override them."""
 
-
-def _unknown_key(cls: type, key: str, dotted: str, known: set[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
-    if cls is Config:  # a flat key of the old format: say which section holds it
-        for section, section_cls in typing.get_type_hints(Config).items():
-            if key in {f.name for f in dataclasses.fields(section_cls)}:
-                hint = f"; settings are nested by section: put it under {section!r}"
-                break
-    return f"unknown config key {dotted!r}{hint}. Known keys here: {', '.join(sorted(known))}"
-
-
-def _convert(value: Any, hint: Any, path: str) -> Any:
-    """`value` checked against the annotation `hint` (JSON lists become tuples)."""
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, value, path)
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, path)
-    if origin is Literal:
-        if value not in args:
-            raise ValueError(f"config key {path!r} must be one of {list(args)}, got {value!r}")
-        return value
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config key {path!r} must be a list, got {value!r}")
-        items = args[:1] * len(value) if args[-1:] == (Ellipsis,) else args
-        if len(items) != len(value):
-            raise ValueError(f"config key {path!r} must be a list of {len(items)}, got {value!r}")
-        return tuple(
-            _convert(v, t, f"{path}[{i}]")
-            for i, (v, t) in enumerate(zip(value, items, strict=True))
-        )
-    expected = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}.get(hint)
-    if expected is not None:
-        if isinstance(value, bool) and hint is not bool or not isinstance(value, expected):
-            raise ValueError(
-                f"config key {path!r} must be {hint.__name__}, got {value!r} "
-                f"({type(value).__name__})"
-            )
-        return float(value) if hint is float else value
-    raise TypeError(f"config key {path!r} has an annotation tttlab cannot read: {hint!r}")
+    config: str | None = None
+    """JSON file of settings, nested by section as in a run's config.json (one works as is)."""

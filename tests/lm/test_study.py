@@ -8,23 +8,13 @@ import numpy as np
 import pytest
 import torch
 
+from tttlab.catalog import load_plan
 from tttlab.cli import main
+from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
 from tttlab.lm.corpus import load_corpus
-from tttlab.lm.retrieve import DocRetrievalConfig
-from tttlab.lm.study import (
-    LMPlan,
-    LMStudy,
-    LMStudyConfig,
-    load_lm_study,
-    run_lm_study,
-    scored_documents,
-    summarise,
-    units,
-)
-from tttlab.lm.train import LMTrainConfig
-from tttlab.lm.ttt import LMTTTConfig
-from tttlab.studies.executors import study_task
-from tttlab.studies.run import resume_study, study_progress
+from tttlab.lm.study import LMPlan, scored_documents, summarise
+from tttlab.studies.config import ShardConfig, SlurmConfig, StudyOptions
+from tttlab.studies.plan import resume_study, run_study, study_progress, study_task
 from tttlab.studies.units import collect, unit_file
 
 TOPICS = {
@@ -52,21 +42,21 @@ def write_corpus(folder, per_topic=8, test_per_topic=2):
     return folder
 
 
-def tiny_study(tmp_path, **study):
+def tiny_study(tmp_path, **study) -> LMPlan:
     corpus = write_corpus(tmp_path / "corpus")
-    return LMStudy(
+    return LMPlan(
         LMStudyConfig(**{"corpus": str(corpus), "sizes": ("0.4m",), "pretrained": (), "docs": 4,
-                         "lr_grid": (), "out": str(tmp_path / "runs"), "progress": False,
-                         "n_boot": 200} | study),
+                         "lr_grid": (), "n_boot": 200} | study),
         LMTrainConfig(tokens=2048, seq=32, batch=4, vocab=300),
         LMTTTConfig(k=3, lr=3e-3, copies=2),
         DocRetrievalConfig(encoder="tfidf", tfidf_dims=8),
+        StudyOptions(out=str(tmp_path / "runs"), progress=False),
     )  # fmt: skip
 
 
 def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     study = tiny_study(tmp_path)
-    done = run_lm_study(study)
+    done = run_study(study)
     folder, report = done.folder, done.report
     assert (
         done.ran == ["model=gpt-0.4m"]
@@ -74,7 +64,7 @@ def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
         and report.is_file()
         and (folder / "plot.png").is_file()
     )
-    (row,) = collect(folder, units(study))
+    (row,) = collect(folder, study.units())
     assert row["model"] == "gpt-0.4m" and row["n_docs"] == 4
     for m in ("base", "ttt", "control"):
         assert row[f"bpb_{m}_low"] <= row[f"bpb_{m}"] <= row[f"bpb_{m}_high"]
@@ -86,15 +76,15 @@ def test_lm_size_study_scores_base_ttt_and_control_and_reports(tmp_path):
     gain = f"{row['gain']:+.3f} [{row['gain_low']:+.3f}, {row['gain_high']:+.3f}]"
     assert f"| {gain} |" in text and "points" not in text  # bits per byte, not accuracy points
     # a second run finds the unit written and the model cached
-    again = run_lm_study(study)
+    again = run_study(study)
     assert (again.folder, again.report, again.ran) == (folder, report, [])
-    assert load_lm_study(folder).ttt == study.ttt
+    assert load_plan(folder).ttt == study.ttt
 
 
 def test_the_learning_rate_is_chosen_on_documents_never_scored(tmp_path):
     study = tiny_study(tmp_path, lr_grid=(1e-5, 3e-2), select_docs=2)
-    folder = run_lm_study(study).folder
-    (row,) = collect(folder, units(study))
+    folder = run_study(study).folder
+    (row,) = collect(folder, study.units())
     assert set(row["lr_selection"]) == {"1e-05", "0.03"}
     best = min(row["lr_selection"], key=row["lr_selection"].get)
     assert row["lr"] == float(best) and row["lr"] in (1e-5, 3e-2)
@@ -107,7 +97,7 @@ def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
     args = ["study", "lm-size", "--corpus", str(corpus), "--sizes", "0.4m", "--docs", "2",
             "--out", str(tmp_path / "runs"), "--tokens", "1024", "--seq", "32", "--batch", "4",
             "--vocab", "300", "--k", "2", "--encoder", "tfidf", "--tfidf-dims", "4",
-            "--n-boot", "50", "--progress", "false", "--pretrained", "--lr-grid"]  # fmt: skip
+            "--n-boot", "50", "--no-progress", "--pretrained", "--lr-grid"]  # fmt: skip
     assert main([*args, "--shard-id", "1", "--num-shards", "2"]) == 0  # shard 1 holds no unit
     assert "still missing (other shards): 1" in capsys.readouterr().out
     assert main(args) == 0
@@ -124,30 +114,28 @@ def test_the_cli_runs_shards_and_reports(tmp_path, capsys):
 def test_a_task_elsewhere_writes_the_unit_a_local_run_writes(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # relative paths, as a user types them
     study = tiny_study(tmp_path)
-    study.study.corpus, study.study.out = "corpus", "runs"
-    local = run_lm_study(study)
-    (row,) = collect(local.folder, units(study))
-    unit_file(local.folder, units(study)[0]).unlink()
+    study.study.corpus, study.options.out = "corpus", "runs"
+    local = run_study(study)
+    (row,) = collect(local.folder, study.units())
+    unit_file(local.folder, study.units()[0]).unlink()
     # A worker or a Slurm task gets a pickled copy and starts in another folder.
-    task = pickle.loads(pickle.dumps(study_task(LMPlan(study), local.folder)))
+    task = pickle.loads(pickle.dumps(study_task(study, local.folder, threads=1)))
     monkeypatch.chdir(tmp_path / "corpus")
     assert task(["model=gpt-0.4m"]) == ["model=gpt-0.4m"]
     monkeypatch.chdir(tmp_path)
-    (again,) = collect(local.folder, units(study))
+    (again,) = collect(local.folder, study.units())
     assert again["per_doc"] == row["per_doc"] and again["lr"] == row["lr"]
 
 
 def test_resume_runs_only_the_missing_units_in_local_workers(tmp_path):
     study = tiny_study(tmp_path, sizes=("0.4m", "1.5m"))
-    done = run_lm_study(study)
-    rows = {r["model"]: r for r in collect(done.folder, units(study))}
-    unit_file(done.folder, units(study)[1]).unlink()
-    assert study_progress(done.folder).missing == ["model=gpt-1.5m"]
-    from tttlab.config import SlurmConfig
-
-    resumed = resume_study(done.folder, SlurmConfig(workers=2))
+    done = run_study(study)
+    rows = {r["model"]: r for r in collect(done.folder, study.units())}
+    unit_file(done.folder, study.units()[1]).unlink()
+    assert study_progress(study, done.folder).missing == ["model=gpt-1.5m"]
+    resumed = resume_study(load_plan(done.folder), done.folder, SlurmConfig(workers=2))
     assert resumed.ran == ["model=gpt-1.5m"] and resumed.report is not None
-    again = {r["model"]: r for r in collect(done.folder, units(study))}
+    again = {r["model"]: r for r in collect(done.folder, study.units())}
     assert again["gpt-1.5m"]["per_doc"] == rows["gpt-1.5m"]["per_doc"]
 
 
@@ -155,24 +143,21 @@ def test_bad_settings_fail_before_any_training(tmp_path):
     study = tiny_study(tmp_path)
     study.study.docs = 7
     with pytest.raises(ValueError, match="holds 6 test documents"):
-        run_lm_study(study)
+        run_study(study)
     assert not (tmp_path / "runs").exists()  # nothing trained, no folder opened
     study.study.docs, study.ttt.k = 2, 25
     with pytest.raises(ValueError, match="the pool has 24 documents"):
-        run_lm_study(study)
+        run_study(study)
     with pytest.raises(ValueError, match="size"):
         LMStudyConfig(sizes=("7b",))
     study.ttt.k = 2
-    study.study.device = "tpu"
-    with pytest.raises(ValueError, match="--device='tpu' is not supported"):
-        run_lm_study(study)
-    study.study.device = "cpu"
-    study.slurm.executor = "slurm"
+    with pytest.raises(ValueError, match="device='tpu' is not supported"):
+        LMStudyConfig(device="tpu")
     with pytest.raises(ValueError, match="drop one of the two"):
-        run_lm_study(study, shard_id=0, num_shards=2)
+        run_study(study, SlurmConfig(executor="slurm"), ShardConfig(0, 2))
     assert not (tmp_path / "runs").exists()
     with pytest.raises(FileNotFoundError, match="tttlab lm corpus --out"):
-        run_lm_study(LMStudy(LMStudyConfig(corpus=str(tmp_path / "nowhere"))))
+        run_study(LMPlan(LMStudyConfig(corpus=str(tmp_path / "nowhere"))))
 
 
 def test_summary_gains_are_paired_differences_in_bits_per_byte():
@@ -195,6 +180,6 @@ def test_a_study_on_cuda_gives_the_cpu_numbers(tmp_path):
     rows = {}
     for device in ("cpu", "cuda"):
         study = tiny_study(tmp_path / device, device=device)
-        (rows[device],) = collect(run_lm_study(study).folder, units(study))
+        (rows[device],) = collect(run_study(study).folder, study.units())
     for m in ("base", "ttt", "control"):
         np.testing.assert_allclose(rows["cuda"]["per_doc"][m], rows["cpu"]["per_doc"][m], rtol=1e-3)

@@ -79,17 +79,18 @@ def test_carve_out_from_one_file_on_the_command_line(tmp_path, capsys):
     np.save(tmp_path / "digits_embeddings.npy", x)
     np.save(tmp_path / "digits_labels.npy", y)
     argv = ["ttt", "--features", str(tmp_path / "digits_embeddings.npy"), "--model", "linear",
-            "--test-per-class", "20", "--val-per-class", "10", "--normalize", "true",
+            "--test-per-class", "20", "--val-per-class", "10", "--normalize",
             "--k", "10", "--ttt.epochs", "5", "--train.epochs", "5", "--n-boot", "50",
-            "--out", str(tmp_path / "runs"), "--noprogress"]  # fmt: skip
+            "--out", str(tmp_path / "runs"), "--no-progress"]  # fmt: skip
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "digits_embeddings.npy, linear d=64, 200 test points" in out
 
 
-def test_features_need_a_head_not_a_cnn(tmp_path):
+def test_features_take_the_linear_head_unless_told_and_never_a_cnn(tmp_path):
+    assert Config(data=DataConfig(features=str(tmp_path))).model.model == "linear"
     with pytest.raises(ValueError, match="add --model linear"):
-        Config(data=DataConfig(features=str(tmp_path)))
+        Config(data=DataConfig(features=str(tmp_path)), model=ModelConfig(model="cnn"))
     with pytest.raises(ValueError, match="test_features is set but features is not"):
         DataConfig(test_features="t.npz")
     cfg = quick(tmp_path, DataConfig(features=str(tmp_path / "missing.npz")))

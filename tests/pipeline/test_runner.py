@@ -113,7 +113,7 @@ def test_non_finite_scores_stop_the_run(tmp_path, monkeypatch):
 
 def test_cli_runs_and_lists_runs(tmp_path, capsys):
     args = "ttt --dataset digits --model mlp --k 15 --ttt.epochs 10 --train.epochs 5"
-    args += f" --n-boot 100 --noprogress --out {tmp_path}"
+    args += f" --n-boot 100 --no-progress --out {tmp_path}"
     assert main(args.split()) == 0
     out = capsys.readouterr().out
     assert "global" in out and "ttt" in out and "majority" in out
@@ -137,18 +137,9 @@ def test_cli_runs_and_lists_runs(tmp_path, capsys):
     ],
 )
 def test_cli_bad_input_names_the_problem_before_any_work(args, message, capsys, tmp_path):
-    with pytest.raises(SystemExit) if "invalid choice" in message else _no_raise():
-        assert main(["ttt", *args.split(), "--out", str(tmp_path)]) == 2
+    assert main(["ttt", *args.split(), "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir()), "nothing is written for a rejected config"
-
-
-class _no_raise:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_demo_pipeline_on_real_fashion_mnist(tmp_path):

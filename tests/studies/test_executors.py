@@ -4,33 +4,42 @@ a Slurm task leaves behind when a unit fails, and how a study folder's progress 
 import dataclasses
 import json
 import os
+import pathlib
 import sys
 
 import pytest
 
+from tttlab.catalog import load_plan
 from tttlab.cli import main
-from tttlab.config import Config, SlurmConfig
-from tttlab.studies import executors, scaling
-from tttlab.studies.executors import Node, StudyTask, check_slurm, follow, study_task
-from tttlab.studies.run import resume_study, run_study, study_progress
-from tttlab.studies.scaling import ScalingPlan, StudyConfig, study_folder, study_record, units
+from tttlab.config import Config
+from tttlab.studies import executors
+from tttlab.studies.config import ShardConfig, SlurmConfig
+from tttlab.studies.executors import Node, StudyTask, check_slurm, follow
+from tttlab.studies.plan import (
+    default_folder,
+    resume_study,
+    run_study,
+    study_progress,
+    study_record,
+    study_task,
+)
+from tttlab.studies.scaling import DatasetSizePlan
 from tttlab.studies.units import open_study, unit_file
 
-from .test_scaling import digits_base
+from .test_scaling import fractions
 
-STUDY = StudyConfig(fractions=(0.2, 0.5, 1.0), seeds=(0,))
-
-
-def quick_base(out, **slurm) -> Config:
-    """A digits study whose units take about a second each, run where `slurm` says."""
-    return dataclasses.replace(digits_base(out), slurm=SlurmConfig(**slurm))
+FRACTIONS = (0.2, 0.5, 1.0)
 
 
-def results(folder, sc=STUDY) -> dict[str, dict]:
+def quick(out) -> DatasetSizePlan:
+    """A digits study whose units take about a second each."""
+    return fractions(out, FRACTIONS)
+
+
+def results(folder) -> dict[str, dict]:
     """Each unit's recorded result, by unit id."""
     return {
-        u.id: json.loads(unit_file(folder, u).read_text())["result"]
-        for u in units("dataset-size", sc)
+        u.id: json.loads(unit_file(folder, u).read_text())["result"] for u in quick(folder).units()
     }
 
 
@@ -43,20 +52,20 @@ def no_slurm_array(monkeypatch):
 
 
 def test_a_pool_of_processes_writes_the_same_units_as_one_process_and_three_shards(tmp_path):
-    one = run_study("dataset-size", STUDY, quick_base(tmp_path / "one"))
-    pool = run_study("dataset-size", STUDY, quick_base(tmp_path / "pool", workers=2))
+    one = run_study(quick(tmp_path / "one"))
+    pool = run_study(quick(tmp_path / "pool"), SlurmConfig(workers=2))
     assert sorted(pool.ran) == sorted(one.ran) and pool.report is not None
     for shard in range(3):
-        shards = run_study("dataset-size", STUDY, quick_base(tmp_path / "three"), shard, 3)
+        shards = run_study(quick(tmp_path / "three"), shard=ShardConfig(shard, 3))
     assert results(pool.folder) == results(one.folder) == results(shards.folder)
-    again = run_study("dataset-size", STUDY, quick_base(tmp_path / "pool", workers=2))
+    again = run_study(quick(tmp_path / "pool"), SlurmConfig(workers=2))
     assert again.ran == [] and len(again.skipped) == 3
 
 
 def test_the_executor_is_not_part_of_a_study_s_or_a_run_s_identity(tmp_path):
-    local, slurm = quick_base(tmp_path), quick_base(tmp_path, executor="slurm", partition="x")
-    assert study_folder("dataset-size", STUDY, local) == study_folder("dataset-size", STUDY, slurm)
-    assert local.settings() == slurm.settings() and "slurm" not in local.settings()
+    assert "slurm" not in Config().settings() and "slurm" not in quick(tmp_path).settings()
+    legacy = Config().to_dict() | {"slurm": {"executor": "slurm", "workers": 1}}
+    assert Config.from_dict(legacy) == Config(), "a 0.1 run folder's slurm section is dropped"
 
 
 @pytest.mark.parametrize(
@@ -135,18 +144,20 @@ def test_without_submitit_or_sbatch_nothing_is_written_and_the_fix_is_named(
 
 
 def test_shard_flags_and_slurm_are_one_too_many_and_ttt_has_no_units(tmp_path, capsys):
-    base = quick_base(tmp_path, executor="slurm")
     with pytest.raises(ValueError, match="drop one of the two"):
-        run_study("dataset-size", STUDY, base, 0, 2)
+        run_study(quick(tmp_path), SlurmConfig(executor="slurm"), ShardConfig(0, 2))
     assert main(["ttt", "--dataset", "digits", "--model", "linear", "--workers", "2"]) == 2
-    assert "apply to `tttlab study`" in capsys.readouterr().err
+    assert (
+        "--workers is a flag of `tttlab simulate`, `tttlab study <kind>`, not of `tttlab ttt`"
+        in (capsys.readouterr().err)
+    )
 
 
 def opened(tmp_path) -> StudyTask:
-    base = quick_base(tmp_path)
-    folder = study_folder("dataset-size", STUDY, base)
-    open_study(folder, study_record("dataset-size", STUDY, base))
-    return study_task(ScalingPlan("dataset-size", STUDY, base), folder)
+    plan = quick(tmp_path)
+    folder = default_folder(plan)
+    open_study(folder, study_record(plan, threads=1))
+    return study_task(plan, folder, threads=1)
 
 
 def test_a_task_whose_node_cannot_see_the_study_folder_says_it_must_be_shared(tmp_path):
@@ -170,7 +181,7 @@ def fake_submission(task: StudyTask, tasks: dict[str, str]) -> None:
     for task_id in tasks.values():
         open(os.path.join(logs, f"{task_id}_0_log.out"), "w").close()
     record = {"job": "7", "logs": "slurm/submit-1", "tasks": tasks, "slurm": {}}
-    record |= task.plan.paths()
+    record |= {"options": dataclasses.asdict(task.plan.options)}
     with open(os.path.join(task.folder, "slurm", "jobs.json"), "w") as f:
         json.dump({"submissions": [record]}, f)
 
@@ -183,19 +194,16 @@ def test_status_shows_done_running_failed_with_its_error_and_missing_units(
     monkeypatch.setenv("SLURM_ARRAY_JOB_ID", "7")
     monkeypatch.setenv("SLURM_ARRAY_TASK_ID", "1")
 
-    def broken(*args):
-        def run_unit(unit):
-            raise RuntimeError("out of luck")
+    def broken(plan, unit):
+        raise RuntimeError("out of luck")
 
-        return run_unit
-
-    monkeypatch.setattr(scaling, "unit_runner", broken)
+    monkeypatch.setattr(DatasetSizePlan, "run_unit", broken)
     with pytest.raises(executors.UnitsFailed, match="out of luck"):
         task(["fraction=0.5,seed=0"])
     fake_submission(task, {"fraction=0.5,seed=0": "7_1", "fraction=1.0,seed=0": "7_2"})
     states = {"7_1": "FAILED", "7_2": "RUNNING"}
     monkeypatch.setattr(executors, "task_states", lambda ids: {i: states[i] for i in ids})
-    now = follow(task.folder, units("dataset-size", STUDY))
+    now = follow(task.folder, task.plan.units())
     assert now.done == ["fraction=0.2,seed=0"] and now.missing == []
     assert now.running == {"fraction=1.0,seed=0": "task 7_2 RUNNING"}
     assert "task 7_1 on " in now.failed["fraction=0.5,seed=0"]
@@ -206,7 +214,7 @@ def test_status_shows_done_running_failed_with_its_error_and_missing_units(
     assert f"next: tttlab study resume {task.folder}" in out
     states["7_2"] = "CANCELLED"
     assert (
-        study_progress(task.folder)
+        study_progress(task.plan, task.folder)
         .failed["fraction=1.0,seed=0"]
         .startswith("task 7_2 ended CANCELLED")
     )
@@ -215,6 +223,7 @@ def test_status_shows_done_running_failed_with_its_error_and_missing_units(
 def test_resume_runs_only_the_missing_units_here_when_told_local(tmp_path):
     task = opened(tmp_path)
     task(["fraction=0.5,seed=0"])
-    done = resume_study(task.folder, SlurmConfig())
+    folder = pathlib.Path(task.folder)
+    done = resume_study(load_plan(folder), folder, SlurmConfig())
     assert sorted(done.ran) == ["fraction=0.2,seed=0", "fraction=1.0,seed=0"]
     assert done.skipped == ["fraction=0.5,seed=0"] and done.report is not None

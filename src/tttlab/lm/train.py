@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,54 +23,14 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice, check_int, check_number
+from tttlab.checks import check_choice
+from tttlab.lm.config import LADDER, GPTConfig, LMTrainConfig
 from tttlab.lm.corpus import Corpus
-from tttlab.lm.gpt import GPT, LADDER, GPTConfig
+from tttlab.lm.gpt import GPT
 from tttlab.lm.model import LanguageModel
 from tttlab.lm.tokenizer import BOS, load_tokenizer, save_tokenizer, train_tokenizer
 from tttlab.pipeline.cache import Entry, StageCache
 from tttlab.tensors import check_device
-
-
-@dataclass
-class LMTrainConfig:
-    """How each size of the ladder is trained (the same for every size)."""
-
-    vocab: int = 4096
-    """Shared byte-level BPE vocabulary, learned on the pool."""
-    tokens: int = 1_500_000
-    """Training tokens per size (the same for all, so compute grows with parameters)."""
-    seq: int = 256
-    """Tokens per training window."""
-    batch: int = 16
-    """Windows per step."""
-    lr: float = 3e-3
-    """AdamW peak learning rate at width 128; a width-d model uses lr * sqrt(128 / d)."""
-    warmup: float = 0.05
-    """Fraction of the steps spent warming the learning rate up from 0."""
-    weight_decay: float = 0.1
-    """AdamW decay on matrices (not on norms, biases or positions)."""
-    bf16: bool = False
-    """bfloat16 autocast on CPU or CUDA (fp32 master weights); helps on CPUs with AVX512-BF16."""
-    seed: int = 0
-    """Seeds the initial weights and the windows read."""
-
-    def __post_init__(self):
-        for name in ("vocab", "tokens", "seq", "batch"):
-            check_int(getattr(self, name), name, min=1)
-        check_number(self.lr, "lr", min=0)
-        check_number(self.weight_decay, "weight_decay", min=0)
-        if not 0 <= self.warmup < 1:
-            raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
-        if self.tokens < self.seq * self.batch:
-            raise ValueError(
-                f"tokens={self.tokens} is less than one step of {self.batch} x {self.seq}: raise "
-                "--tokens or lower --batch/--seq"
-            )
-
-    @property
-    def steps(self) -> int:
-        return self.tokens // (self.seq * self.batch)
 
 
 def tokenizer_entry(corpus: Corpus, cache: StageCache, vocab: int = 4096) -> Entry:

@@ -20,20 +20,16 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice, check_int, check_number
+from tttlab.lm.config import LMTTTConfig
 from tttlab.lm.gpt import GPT, forward, stack_copies
 from tttlab.lm.model import (
-    TUNE_CHOICES,
     LanguageModel,
-    Tune,
     freeze_all_but,
     restore,
     snapshot,
@@ -41,46 +37,6 @@ from tttlab.lm.model import (
 )
 
 LN2 = math.log(2)
-
-
-@dataclass
-class LMTTTConfig:
-    """How each test document's copy of the model is fine-tuned on its neighbours."""
-
-    k: int = 20
-    """Neighbours per test document (TTT-NN uses 20 to 50)."""
-    lr: float = 1e-4
-    """Adam's learning rate."""
-    schedule: Literal["sequential", "epochs"] = "sequential"
-    """sequential: one step per neighbour, nearest first; epochs: full-batch steps on all k."""
-    epochs: int = 1
-    """Full-batch steps, with schedule="epochs"."""
-    tune: Tune = "all"
-    """all weights; no-embeddings (all but token/position embeddings); last (the last blocks)."""
-    last_layers: int = 1
-    """Blocks tuned with tune="last" (with the final norm and an untied head)."""
-    copies: int = 1
-    """Documents fine-tuned at once as stacked copies (ladder GPTs); 1: one at a time. Pays
-    where per-step overhead dominates (a GPU: benchmarks/cuda_paths.py), not on a CPU already
-    busy with ~1 KB documents (benchmarks/lm_batched_ttt.py)."""
-    bf16: bool = False
-    """bfloat16 autocast for forward and backward (fp32 weights and Adam state), on the CPU or
-    CUDA."""
-
-    def __post_init__(self):
-        check_int(self.k, "k", min=1)
-        check_number(self.lr, "lr", min=0)
-        check_choice(self.schedule, "schedule", ("sequential", "epochs"))
-        check_int(self.epochs, "epochs", min=1)
-        check_choice(self.tune, "tune", TUNE_CHOICES)
-        check_int(self.last_layers, "last_layers", min=1)
-        check_int(self.copies, "copies", min=1)
-
-    def steps(self) -> list[list[int]]:
-        """Each optimiser step's neighbours (positions in the nearest-first list)."""
-        if self.schedule == "sequential":
-            return [[j] for j in range(self.k)]
-        return [list(range(self.k))] * self.epochs
 
 
 # ---------------------------------------------------------------- scoring

@@ -1,19 +1,18 @@
 """Where a study's units run: in this process, a pool of local processes, or a Slurm job array.
 
-    task = study_task(plan, "/shared/runs/studies/dataset-size-1a2b3c4d5e")
+    task = StudyTask(plan, "/shared/runs/studies/dataset-size-1a2b3c4d5e", threads=2)
     run_pool(task, unit_ids, workers=4)        # local processes, one unit at a time each
-    check_slurm(base.slurm)                    # before anything is written or submitted
-    submit(task, unit_ids, base.slurm)         # one array task per unit, ids kept in the folder
+    check_slurm(executor)                      # before anything is written or submitted
+    submit(task, unit_ids, executor)           # one array task per unit, ids kept in the folder
     wait_for(folder, study_units)              # a progress bar over units until none is running
     follow(folder, study_units)                # done, running, failed (and why), missing
 
-A study says what its units are and how one runs through a `StudyPlan` (the scaling studies'
-`ScalingPlan`, the language study's `LMPlan`). Every executor runs a unit through the same
-`StudyTask`, which opens the study folder and calls `run_units` on the plan's units, so a unit's
-file is the same wherever it ran. A Slurm study keeps its
-submissions in `<folder>/slurm/`: `jobs.json` (each array task's job id and unit), submitit's
-pickles and logs per submission, and `failed/<unit>.json` (the error of a unit that raised). The
-study folder must be on a file system the compute nodes share with the submitting machine.
+Every executor runs a unit through the same `StudyTask`, which calls `run_units` on the plan's
+units with the study's recorded thread count, so a unit's file is the same wherever it ran. A
+Slurm study keeps its submissions in `<folder>/slurm/`: `jobs.json` (each array task's job id and
+unit, and where its units read and write), submitit's pickles and logs per submission, and
+`failed/<unit>.json` (the error of a unit that raised). The study folder must be on a file system
+the compute nodes share with the submitting machine.
 """
 
 from __future__ import annotations
@@ -28,21 +27,33 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json
-from tttlab.config import SlurmConfig
-from tttlab.studies.units import CONFIG_FILE, RunReport, Unit, UnitsFailed, run_units, status
+from tttlab.studies.config import SlurmConfig
+from tttlab.studies.units import (
+    CONFIG_FILE,
+    JOBS_FILE,
+    SLURM_DIR,
+    RunReport,
+    Unit,
+    UnitsFailed,
+    read_jobs,
+    run_units,
+    status,
+)
+from tttlab.threads import compute_threads
 
-SLURM_DIR = "slurm"
-JOBS_FILE = "jobs.json"
+if TYPE_CHECKING:
+    from tttlab.studies.plan import StudyPlan
+
 FAILED_DIR = "failed"
 
 ACTIVE_STATES = frozenset(
@@ -55,34 +66,23 @@ ACTIVE_STATES = frozenset(
 # ---------------------------------------------------------------- the task every executor runs
 
 
-class StudyPlan(Protocol):
-    """What a study's units are and how one runs: all a local worker or a Slurm task needs.
-    Picklable; `remote()` is the copy a task receives (absolute paths, no progress bars)."""
-
-    name: str
-    """The study ("dataset-size", "lm-size"): the Slurm job's name."""
-
-    def units(self) -> list[Unit]: ...
-
-    def runner(self) -> Callable[[Unit], dict[str, Any]]: ...
-
-    def remote(self) -> StudyPlan: ...
-
-    def paths(self) -> dict[str, str | None]:
-        """Where results and the cache go ({"out": ..., "cache_dir": ...}, and the lm-size
-        study's device), recorded with each Slurm submission so that `resume` finds them."""
-        ...
-
-
 @dataclass
 class StudyTask:
-    """Runs units of one study folder through `run_units`; picklable, so it is what a local worker
-    or a Slurm array task receives. After a time-out or preemption submitit calls `checkpoint`,
-    which re-queues the same call: finished units are found written and skipped."""
+    """Runs units of one study folder through `run_units`, each with the study's thread count;
+    picklable, so it is what a local worker or a Slurm array task receives. After a time-out or
+    preemption submitit calls `checkpoint`, which re-queues the same call: finished units are
+    found written and skipped."""
 
     plan: StudyPlan
     folder: str
     """Absolute path of the study folder (the node's working directory may differ)."""
+    threads: int
+    """Threads every unit computes with (the study folder records it)."""
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        """One unit of the plan, computed with the study's thread count."""
+        with compute_threads(self.threads):
+            return self.plan.run_unit(unit)
 
     def __call__(self, unit_ids: Sequence[str]) -> list[str]:
         folder = Path(self.folder)
@@ -96,13 +96,12 @@ class StudyTask:
         todo = [unit for unit in self.plan.units() if unit.id in wanted]
         unknown = wanted - {unit.id for unit in todo}
         if unknown:
-            raise ValueError(f"{self.plan.name} study has no unit(s) {sorted(unknown)}")
-        runner = self.plan.runner()
+            raise ValueError(f"{self.plan.kind} study has no unit(s) {sorted(unknown)}")
         task = _this_task()
         if task is not None:  # the task's log says what it runs (tests wait for this line)
             print(f"tttlab: task {task} runs {', '.join(unit_ids)} of {folder}", flush=True)
         try:
-            return run_units(folder, todo, runner, 0, 1, progress=False).ran
+            return run_units(folder, todo, self.run_unit, 0, 1, progress=False).ran
         except UnitsFailed as err:
             if task is not None:  # `tttlab study status` shows the error beside the unit
                 for unit_id, error in err.failed.items():
@@ -115,11 +114,6 @@ class StudyTask:
         from submitit.helpers import DelayedSubmission
 
         return DelayedSubmission(self, *args, **kwargs)
-
-
-def study_task(plan: StudyPlan, folder: Path) -> StudyTask:
-    """The task for a study folder, with every path absolute (a node starts elsewhere)."""
-    return StudyTask(plan.remote(), str(Path(folder).resolve()))
 
 
 def _this_task() -> str | None:
@@ -138,22 +132,15 @@ def failure_file(folder: str | Path, unit_id: str) -> Path:
 # ---------------------------------------------------------------- local processes
 
 
-def _limit_threads(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
 def run_pool(
     task: StudyTask, unit_ids: Sequence[str], workers: int, progress: bool = True
 ) -> list[str]:
     """Run the units in `workers` fresh processes, one unit at a time each; return the ids run.
     Units that raise are gathered into one `UnitsFailed` once every other unit has run."""
-    threads = max(1, (os.cpu_count() or 1) // workers)  # workers share the cores, not oversubscribe
     ran: list[str] = []
     failed: dict[str, str] = {}
     context = multiprocessing.get_context("spawn")  # no fork of a process that holds torch threads
-    with ProcessPoolExecutor(workers, context, _limit_threads, (threads,)) as pool:
+    with ProcessPoolExecutor(workers, context) as pool:
         futures = {pool.submit(task, (unit_id,)): unit_id for unit_id in unit_ids}
         desc = f"units ({workers} workers)"
         for future in tqdm(as_completed(futures), desc, len(futures), disable=not progress):
@@ -310,14 +297,6 @@ def check_executor(
 # ---------------------------------------------------------------- Slurm: submitting
 
 
-def read_jobs(folder: str | Path) -> list[dict[str, Any]]:
-    """The study's Slurm submissions, oldest first (empty if it was never submitted)."""
-    path = Path(folder) / SLURM_DIR / JOBS_FILE
-    if not path.is_file():
-        return []
-    return json.loads(path.read_text(encoding="utf-8"))["submissions"]
-
-
 def last_slurm(folder: str | Path) -> SlurmConfig:
     """Where the study's units last ran: its last submission's Slurm settings, else local."""
     submissions = read_jobs(folder)
@@ -333,7 +312,7 @@ def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[s
     logs = folder / SLURM_DIR / f"submit-{len(submissions) + 1}"
     executor = submitit.AutoExecutor(folder=logs, cluster="slurm")
     params: dict[str, Any] = {
-        "name": f"tttlab-{task.plan.name}",
+        "name": f"tttlab-{task.plan.kind}",
         "timeout_min": cfg.time_min,
         "cpus_per_task": cfg.cpus_per_task,
         "slurm_array_parallelism": cfg.array_parallelism,
@@ -359,7 +338,8 @@ def submit(task: StudyTask, unit_ids: Sequence[str], cfg: SlurmConfig) -> dict[s
         "submitted": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "tasks": {unit_id: job.job_id for unit_id, job in zip(unit_ids, jobs, strict=True)},
         "slurm": dataclasses.asdict(cfg),
-    } | task.plan.paths()
+        "options": dataclasses.asdict(task.plan.options),
+    }
     path = folder / SLURM_DIR / JOBS_FILE
     atomic_write_json(path, {"submissions": [*submissions, record]})
     return record

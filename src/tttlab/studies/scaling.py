@@ -1,264 +1,329 @@
-"""The paper's scaling studies as work units over the cached pipeline.
+"""The paper's scaling studies as plans: units over the cached pipeline, then their reports.
 
     tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
     tttlab study model-size --features clip/ --model mlp        # MLP hidden widths on a file
     tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
     tttlab study experts --experts 1 100 10000                 # mixture of experts vs TTT
     tttlab study global-eval --points 100                      # local heads scored globally
-    tttlab study report runs/studies/model-size-<hash>         # table, plot and report again
 
-A unit is one setting and seed: its Config is the study's base Config with the unit's changes, and
+A unit is one setting and seed: its Config is the plan's base Config with the unit's changes, and
 `tttlab.pipeline.evaluate` scores it, so a width trained once is trained once, whatever study or
-run needs it. Each finished unit is written once to the study folder (`tttlab.studies.units`).
+run needs it.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar
 
-from tttlab.checks import check_choice, check_fraction, check_int, check_number
+import numpy as np
+
 from tttlab.config import Config
-from tttlab.models import scale_for_width
-from tttlab.pipeline import evaluate, settings_key
-from tttlab.presets import (
-    LAPTOP_WIDTHS,
-    expert_settings,
-    mlp_head_settings,
-    read_expert_settings,
-    read_mlp_head_settings,
-    read_width_settings,
-    settings_for,
-    width_settings,
+from tttlab.methods.registry import METHODS
+from tttlab.pipeline import evaluate
+from tttlab.pipeline.stages import check_environment, load_data
+from tttlab.results import (
+    bootstrap_ci,
+    paper_references,
+    plot_histogram,
+    plot_study,
+    write_report,
+    write_rows_csv,
 )
-from tttlab.results.plots import study_row
+from tttlab.results.plots import mean_over_seeds, study_row
+from tttlab.studies.config import (
+    DatasetSizeConfig,
+    ExpertsStudyConfig,
+    GlobalEvalConfig,
+    ModelSizeConfig,
+    StudyOptions,
+    width_table,
+)
 from tttlab.studies.global_eval import blocks, run_block
-from tttlab.studies.selection import Grid, select
+from tttlab.studies.plan import remote_options, section_settings
+from tttlab.studies.selection import select
 from tttlab.studies.units import Unit, grid
 
-Study = Literal["model-size", "dataset-size", "experts", "global-eval"]
-STUDIES: tuple[str, ...] = get_args(Study)
 
+class _ScalingPlan:
+    """What the scaling plans share: a base run Config per unit, the checks, the report."""
 
-@dataclass
-class StudyConfig:
-    """What a study sweeps and where it is kept."""
-
-    widths: tuple[int, ...] = LAPTOP_WIDTHS
-    """model-size: CNN feature widths d (the paper's run 25 ... 1152)."""
-    hidden_widths: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
-    """model-size on a feature file (--features): MLP hidden widths h (the paper's 250 ... 4000
-    on CLIP embeddings)."""
-    fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    """dataset-size: shares of each class of the training set (nested subsets)."""
-    experts: tuple[int, ...] = (1, 10, 100, 1000, 10000, 50000)
-    """experts: numbers of experts, 1 ... the training set's size (the paper's run to 50,000)."""
-    cnn_width: int = 192
-    """experts, global-eval: the CNN width they run on (the paper's d = 192)."""
-    points: int = 100
-    """global-eval: seeded test points whose local heads are scored on the whole test set."""
-    block: int = 25
-    """global-eval: test points per unit."""
-    seeds: tuple[int, ...] = (0,)
-    """One unit per setting and seed; a seed sets the split, the model's init and training."""
-    params: str = "paper"
-    """Per-width settings (model-size, experts): 'paper' (the authors'), a YAML/JSON/CSV file of
-    the same columns, 'config' (the run flags' own settings for every width), or 'select'
-    (model-size: TTT's k, lr, epochs and the majority k chosen per width on validation points)."""
-    k_grid: tuple[int, ...] = Grid.ks
-    """select: TTT and majority-vote k values tried."""
-    lr_grid: tuple[float, ...] = Grid.lrs
-    """select: TTT learning rates tried."""
-    epochs_grid: tuple[int, ...] = Grid.epochs
-    """select: TTT epoch counts tried (one run records them all)."""
-    select_points: int = Grid.points
-    """select: seeded validation points the grid is scored on (never test points)."""
-    expert_params: str = "paper"
-    """experts: per-count k, lr and epochs: 'paper', a file of the same columns, or 'config'."""
-    folder: str | None = None
-    """Study folder; default: <out>/studies/<study>-<hash of the study's settings>."""
-
-    def __post_init__(self):
-        self.widths, self.fractions, self.seeds = (
-            tuple(self.widths),
-            tuple(self.fractions),
-            tuple(self.seeds),
-        )
-        self.experts, self.hidden_widths = tuple(self.experts), tuple(self.hidden_widths)
-        for name in ("widths", "hidden_widths", "fractions", "experts", "seeds"):
-            values = getattr(self, name)
-            if not values:
-                raise ValueError(f"{name} is empty: give at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name}={list(values)} repeats a value")
-        for w in (*self.widths, self.cnn_width):
-            check_int(w, "widths", min=1)
-            scale_for_width(w)  # a width the CNN family cannot reach: names the nearest ones
-        for h in self.hidden_widths:
-            check_int(h, "hidden_widths", min=1)
-        for f in self.fractions:
-            check_fraction(f)
-        for s in self.seeds:
-            check_int(s, "seeds", min=0)
-        for e in self.experts:
-            check_int(e, "experts", min=1)
-        self.k_grid, self.lr_grid = tuple(self.k_grid), tuple(self.lr_grid)
-        self.epochs_grid = tuple(self.epochs_grid)
-        for k in self.k_grid:
-            check_int(k, "k_grid", min=1)
-        for lr in self.lr_grid:
-            check_number(lr, "lr_grid", min=0, strict_min=True)
-        for e in self.epochs_grid:
-            check_int(e, "epochs_grid", min=1)
-        check_int(self.select_points, "select_points", min=1)
-        check_int(self.points, "points", min=1)
-        check_int(self.block, "block", min=1)
-
-    def width_table(self, widths: tuple[int, ...] | None = None) -> dict[int, Any] | None:
-        """The per-width settings for `widths` (None for 'config' and 'select'); a missing width
-        is named."""
-        if self.params in ("config", "select"):
-            return None
-        table = width_settings() if self.params == "paper" else read_width_settings(self.params)
-        return settings_for(widths or self.widths, table)
-
-    def hidden_table(self, hidden: tuple[int, ...] | None = None) -> dict[int, Any] | None:
-        """model-size on a feature file: the per-hidden-width MLP head settings (None for
-        'config' and 'select'); a missing width is named."""
-        if self.params in ("config", "select"):
-            return None
-        paper = self.params == "paper"
-        table = mlp_head_settings() if paper else read_mlp_head_settings(self.params)
-        return settings_for(hidden or self.hidden_widths, table)
-
-    def expert_table(self) -> dict[int, Any] | None:
-        """The per-count expert settings for `experts` (None for 'config')."""
-        if self.expert_params == "config":
-            return None
-        paper = self.expert_params == "paper"
-        table = expert_settings() if paper else read_expert_settings(self.expert_params)
-        return settings_for(self.experts, table)
-
-
-def size_axis(base: Config | None) -> str:
-    """model-size's axis: the CNN's width on images, an MLP head's hidden width on a feature
-    file."""
-    return "hidden" if base is not None and base.data.features is not None else "width"
-
-
-def units(study: str, sc: StudyConfig, base: Config | None = None) -> list[Unit]:
-    """The study's units in a stable order (cheap settings first, then seeds)."""
-    check_choice(study, "study", STUDIES)
-    if study == "model-size" and size_axis(base) == "hidden":
-        return grid(hidden=sorted(sc.hidden_widths), seed=sc.seeds)
-    if study == "model-size":
-        return grid(width=sorted(sc.widths), seed=sc.seeds)
-    if study == "experts":
-        return grid(experts=sorted(sc.experts), seed=sc.seeds)
-    if study == "global-eval":
-        return blocks(sc.points, sc.block, sc.seeds)
-    return grid(fraction=sorted(sc.fractions), seed=sc.seeds)
-
-
-def unit_config(study: str, sc: StudyConfig, base: Config, unit: Unit) -> Config:
-    """The run a unit stands for: the base config with the unit's setting and seed."""
-    s = unit.settings
-    run = dataclasses.replace(base.run, seed=s["seed"], progress=False)
-    on_file = base.data.features is not None
-    if study == "model-size" and on_file:
-        h = s["hidden"]
-        table = sc.hidden_table()
-        if table is None:
-            model = dataclasses.replace(base.model, model="mlp", hidden=h)
-            return dataclasses.replace(base, model=model, run=run)
-        row = table[h]
-        model, train = row.model_config(base.model), row.train_config(base.train)
-        return dataclasses.replace(base, model=model, train=train, run=run)
-    if study == "model-size":
-        table = sc.width_table()
-        if table is None:
-            model = dataclasses.replace(base.model, model="cnn", width=s["width"])
-            return dataclasses.replace(base, model=model, run=run)
-        return dataclasses.replace(table[s["width"]].config(base), run=run)
-    if study == "dataset-size":
-        data = dataclasses.replace(base.data, fraction=s["fraction"])
-        return dataclasses.replace(base, data=data, run=run)
-    # experts and global-eval run on the CNN of width cnn_width, or on a feature file's head
-    table = None if on_file else sc.width_table((sc.cnn_width,))
-    cfg = base if table is None else table[sc.cnn_width].config(base)
-    if study == "global-eval":
-        return dataclasses.replace(cfg, run=run)
-    # experts
-    methods = dataclasses.replace(
-        cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
-    )
-    experts = dataclasses.replace(cfg.experts, n_experts=s["experts"])
-    rows = sc.expert_table()
-    if rows is not None:
-        row = rows[s["experts"]]
-        experts = dataclasses.replace(
-            experts, expert_k=row.k, expert_lr=row.lr, expert_epochs=row.epochs
-        )
-    return dataclasses.replace(cfg, methods=methods, experts=experts, run=run)
-
-
-def study_record(study: str, sc: StudyConfig, base: Config) -> dict[str, Any]:
-    """What a study folder records and checks on reopening: the study and its base config."""
-    settings = dataclasses.asdict(sc)
-    settings.pop("folder")
-    return {"study": study, "settings": settings, "base": base.settings()}
-
-
-def study_folder(study: str, sc: StudyConfig, base: Config) -> Path:
-    """`sc.folder`, else `<out>/studies/<study>-<hash>`: the same settings, the same folder."""
-    if sc.folder is not None:
-        return Path(sc.folder).expanduser()
-    key = settings_key("study", study_record(study, sc, base))[:10]
-    return Path(base.run.out).expanduser() / "studies" / f"{study}-{key}"
-
-
-def unit_runner(study: str, sc: StudyConfig, base: Config) -> Callable[[Unit], dict[str, Any]]:
-    """fn(unit) -> the unit's result row: its setting, seed, size and every method's numbers."""
-
-    def run_unit(unit: Unit) -> dict[str, Any]:
-        cfg = unit_config(study, sc, base, unit)
-        if study == "global-eval":
-            return run_block(cfg, unit, sc.points, sc.block)
-        chosen: dict[str, Any] = {}
-        if study == "model-size" and sc.params == "select":
-            grid = Grid(sc.k_grid, sc.lr_grid, sc.epochs_grid, sc.select_points)
-            cfg, chosen = select(cfg, grid)
-        return result_row(unit, cfg, evaluate(cfg).metrics) | chosen
-
-    return run_unit
-
-
-@dataclass
-class ScalingPlan:
-    """A scaling study as executors run it (`tttlab.studies.executors.StudyPlan`)."""
-
-    name: str
-    sc: StudyConfig
+    kind: ClassVar[str]
+    x_axis: ClassVar[tuple[str, str]] = ("", "")
+    """The row column on the plot's x axis, and its label."""
+    study: Any
     base: Config
+    options: StudyOptions
+
+    @property
+    def on_file(self) -> bool:
+        return self.base.data.features is not None
+
+    def remote(self) -> _ScalingPlan:
+        return dataclasses.replace(self, options=remote_options(self.options))  # type: ignore[type-var]
+
+    def unit_config(self, unit: Unit) -> Config:
+        """The run a unit stands for (the base config with the unit's setting and seed)."""
+        raise NotImplementedError  # each plan below defines it
+
+    def run_config(self, cfg: Config, seed: int) -> Config:
+        """`cfg` writing to the study's results folder and cache, with the unit's seed."""
+        o = self.options
+        run = dataclasses.replace(
+            cfg.run, seed=seed, out=o.out, cache_dir=o.cache_dir, progress=o.progress
+        )
+        return dataclasses.replace(cfg, run=run)
+
+    def check(self) -> None:
+        base = self.run_config(self.base, self.base.run.seed)
+        check_environment(base)
+        if not {"global", "ttt"} <= set(base.methods.methods):
+            raise ValueError(
+                f"a study compares TTT with the global head, but --methods is "
+                f"{list(base.methods.methods)}: include global and ttt"
+            )
+        self.check_tables()
+        # The unit that asks most of the data (smallest pool, most experts) is checked before
+        # any unit trains: k or the number of experts above the pool fails here, not in a unit.
+        units = self.units()
+        strictest = max(
+            units, key=lambda u: (-u.settings.get("fraction", 1), u.settings.get("experts", 0))
+        )
+        load_data(self.unit_config(strictest))
+
+    def check_tables(self) -> None:
+        """Per-width or per-count settings files name what they miss before any work."""
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        cfg = self.unit_config(unit)
+        return result_row(unit, cfg, evaluate(cfg).metrics)
+
+    def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
+        methods = [m for m in METHODS if f"acc_{m}" in rows[0]]
+        x, x_label = self.x_axis
+        write_rows_csv(folder / "units.csv", rows)
+        # The paper's numbers are for MNIST (the d = 192 CNN): reference lines only on MNIST.
+        refs = None
+        if self.base.data.dataset == "mnist" and not self.on_file:
+            refs = paper_references("mnist", [m for m in ("global", "ttt") if m in methods])
+        plot = plot_study(
+            rows, x, methods, folder / "plot.png", x_label=x_label,
+            title=f"{self.kind} study", reference=refs,
+        )  # fmt: skip
+        axis = self.axis_columns()
+        columns = [*axis, "seed", *(f"acc_{m}" for m in methods), "gain"]
+        return write_report(
+            folder / "report.md",
+            title=f"tttlab {self.kind} study",
+            summary=_summary(axis[0], rows),
+            table_rows=rows,
+            columns=columns,
+            plot=plot,
+            settings={"kind": self.kind, "settings": self.settings()},
+            references=refs,
+        )
+
+    def axis_columns(self) -> tuple[str, str]:
+        """The report table's first columns: the unit's setting, and what it amounts to."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        return {"study": section_settings(self.study), "base": self.base.settings()}
+
+    def cnn_config(self, seed: int) -> Config:
+        """experts, global-eval: the base config on the CNN of width cnn_width (its per-width
+        settings unless params is 'config'), or on a feature file's head."""
+        table = None if self.on_file else width_table(self.study.params, (self.study.cnn_width,))
+        cfg = self.base if table is None else table[self.study.cnn_width].config(self.base)
+        return self.run_config(cfg, seed)
+
+
+@dataclass
+class ModelSizePlan(_ScalingPlan):
+    """Global head, TTT and majority vote across CNN widths (MLP hidden widths on a file)."""
+
+    kind: ClassVar[str] = "model-size"
+    x_axis: ClassVar[tuple[str, str]] = ("parameters", "parameters of the global model")
+    study: ModelSizeConfig
+    base: Config
+    options: StudyOptions = field(default_factory=StudyOptions)
+
+    @property
+    def axis(self) -> str:
+        """The CNN's width on images, an MLP head's hidden width on a feature file."""
+        return "hidden" if self.on_file else "width"
+
+    def settings(self) -> dict[str, Any]:
+        """Only the axis its units read: hidden widths on a feature file, widths on images."""
+        study = section_settings(self.study)
+        study.pop("widths" if self.on_file else "hidden_widths")
+        if self.study.params != "select":
+            for name in ("k_grid", "lr_grid", "epochs_grid", "select_points"):
+                study.pop(name)
+        return {"study": study, "base": self.base.settings()}
 
     def units(self) -> list[Unit]:
-        return units(self.name, self.sc, self.base)
+        sizes = self.study.hidden_widths if self.on_file else self.study.widths
+        return grid(**{self.axis: sorted(sizes)}, seed=self.study.seeds)
 
-    def runner(self) -> Callable[[Unit], dict[str, Any]]:
-        return unit_runner(self.name, self.sc, self.base)
+    def check_tables(self) -> None:
+        self.study.hidden_table() if self.on_file else self.study.width_table()
 
-    def remote(self) -> ScalingPlan:
-        run = self.base.run
-        cache = None if run.cache_dir is None else str(Path(run.cache_dir).expanduser().resolve())
-        out = str(Path(run.out).expanduser().resolve())
-        run = dataclasses.replace(run, out=out, cache_dir=cache, progress=False)
-        return dataclasses.replace(self, base=dataclasses.replace(self.base, run=run))
+    def unit_config(self, unit: Unit) -> Config:
+        s, base = unit.settings, self.base
+        if self.on_file:
+            table = self.study.hidden_table()
+            if table is None:
+                model = dataclasses.replace(base.model, model="mlp", hidden=s["hidden"])
+                return self.run_config(dataclasses.replace(base, model=model), s["seed"])
+            row = table[s["hidden"]]
+            model, train = row.model_config(base.model), row.train_config(base.train)
+            return self.run_config(dataclasses.replace(base, model=model, train=train), s["seed"])
+        table = self.study.width_table()
+        if table is None:
+            model = dataclasses.replace(base.model, model="cnn", width=s["width"])
+            return self.run_config(dataclasses.replace(base, model=model), s["seed"])
+        return self.run_config(table[s["width"]].config(base), s["seed"])
 
-    def paths(self) -> dict[str, str | None]:
-        return {"out": self.base.run.out, "cache_dir": self.base.run.cache_dir}
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        cfg = self.unit_config(unit)
+        chosen: dict[str, Any] = {}
+        if self.study.params == "select":
+            cfg, chosen = select(cfg, self.study.grid)
+        return result_row(unit, cfg, evaluate(cfg).metrics) | chosen
+
+    def axis_columns(self) -> tuple[str, str]:
+        return (self.axis, "parameters")
+
+
+@dataclass
+class DatasetSizePlan(_ScalingPlan):
+    """Global head, TTT and majority vote across nested per-class fractions of the training set."""
+
+    kind: ClassVar[str] = "dataset-size"
+    x_axis: ClassVar[tuple[str, str]] = ("n_train", "training points (the neighbour pool)")
+    study: DatasetSizeConfig
+    base: Config
+    options: StudyOptions = field(default_factory=StudyOptions)
+
+    def units(self) -> list[Unit]:
+        return grid(fraction=sorted(self.study.fractions), seed=self.study.seeds)
+
+    def unit_config(self, unit: Unit) -> Config:
+        data = dataclasses.replace(self.base.data, fraction=unit.settings["fraction"])
+        return self.run_config(dataclasses.replace(self.base, data=data), unit.settings["seed"])
+
+    def axis_columns(self) -> tuple[str, str]:
+        return ("fraction", "n_train")
+
+
+@dataclass
+class ExpertsPlan(_ScalingPlan):
+    """A mixture of experts from one to many experts, beside TTT and the global head."""
+
+    kind: ClassVar[str] = "experts"
+    x_axis: ClassVar[tuple[str, str]] = ("experts", "number of experts")
+    study: ExpertsStudyConfig
+    base: Config
+    options: StudyOptions = field(default_factory=StudyOptions)
+
+    def units(self) -> list[Unit]:
+        return grid(experts=sorted(self.study.experts), seed=self.study.seeds)
+
+    def check_tables(self) -> None:
+        if not self.on_file:
+            width_table(self.study.params, (self.study.cnn_width,))
+        self.study.expert_table()
+
+    def unit_config(self, unit: Unit) -> Config:
+        s = unit.settings
+        cfg = self.cnn_config(s["seed"])
+        methods = dataclasses.replace(
+            cfg.methods, methods=tuple(dict.fromkeys((*cfg.methods.methods, "experts")))
+        )
+        experts = dataclasses.replace(cfg.experts, n_experts=s["experts"])
+        rows = self.study.expert_table()
+        if rows is not None:
+            row = rows[s["experts"]]
+            experts = dataclasses.replace(
+                experts, expert_k=row.k, expert_lr=row.lr, expert_epochs=row.epochs
+            )
+        return dataclasses.replace(cfg, methods=methods, experts=experts)
+
+    def axis_columns(self) -> tuple[str, str]:
+        return ("experts", "expert_k")
+
+
+@dataclass
+class GlobalEvalPlan(_ScalingPlan):
+    """Local TTT heads scored on their own neighbourhood and on the whole test set."""
+
+    kind: ClassVar[str] = "global-eval"
+    study: GlobalEvalConfig
+    base: Config
+    options: StudyOptions = field(default_factory=StudyOptions)
+
+    def units(self) -> list[Unit]:
+        return blocks(self.study.points, self.study.block, self.study.seeds)
+
+    def check_tables(self) -> None:
+        if not self.on_file:
+            width_table(self.study.params, (self.study.cnn_width,))
+
+    def unit_config(self, unit: Unit) -> Config:
+        return self.cnn_config(unit.settings["seed"])
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        return run_block(self.unit_config(unit), unit, self.study.points, self.study.block)
+
+    def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
+        """The global-eval table (means over test points with bootstrap CIs) and a histogram."""
+        points = [p for b in rows for p in b["points"]]
+        write_rows_csv(folder / "points.csv", points)
+        global_acc = rows[0]["global_on_test_set"]
+        table = []
+        for column, what in GLOBAL_EVAL_ROWS:
+            est = bootstrap_ci(np.array([float(p[column]) for p in points]), seed=0)
+            table.append({"measure": what, "accuracy": est})
+        table.append({"measure": "global head on the whole test set", "accuracy": global_acc})
+        plot = plot_histogram(
+            [p["local_on_test_set"] for p in points],
+            folder / "plot.png",
+            x_label="a local head's accuracy on the whole test set",
+            title=f"global-eval: {len(points)} local heads",
+            marks={"global head": global_acc},
+        )
+        refs = None
+        if self.base.data.dataset == "mnist" and not self.on_file:
+            paper = ["ttt_on_own_neighbourhood", "one_ttt_head_on_test_set", "global"]
+            refs = paper_references("mnist", paper)
+        local = np.mean([p["local_on_test_set"] for p in points])
+        summary = (
+            f"{len(points)} test points. A local head scores {100 * local:.2f}% on the whole test "
+            f"set on average, against {100 * global_acc:.2f}% for the global head."
+        )
+        return write_report(
+            folder / "report.md",
+            title="tttlab global-eval study",
+            summary=summary,
+            table_rows=table,
+            columns=["measure", "accuracy"],
+            plot=plot,
+            settings={"kind": self.kind, "settings": self.settings()},
+            references=refs,
+        )
+
+
+GLOBAL_EVAL_ROWS = (
+    ("local_on_neighbourhood", "a local head on its own k neighbours"),
+    ("local_on_test_set", "a local head on the whole test set"),
+    ("local_right_at_point", "a local head at its own test point (TTT)"),
+    ("global_on_neighbourhood", "the global head on those neighbours"),
+    ("global_right_at_point", "the global head at the same test points"),
+)
+"""The global-eval report's rows: a per-point column, and what its mean means."""
 
 
 def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -277,3 +342,17 @@ def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, An
         "train_epochs": cfg.train.epochs,
         "train_lr": cfg.train.lr,
     }  # no timings: a unit's record depends on its settings alone, wherever it ran
+
+
+def _summary(axis: str, rows: list[dict[str, Any]]) -> str:
+    """One sentence on the paper's question: where does TTT's gain over global go?"""
+    if "gain" not in rows[0]:
+        return f"{len(rows)} units."
+    merged = mean_over_seeds(rows, axis, [])
+    first, last = merged[0], merged[-1]
+    seeds = f" (mean over {first['n_seeds']} seeds)" if first["n_seeds"] > 1 else ""
+    return (
+        f"{len(rows)} units. TTT's gain over the global head{seeds} is "
+        f"{100 * first['gain']:+.2f} points at {axis} = {first[axis]} and "
+        f"{100 * last['gain']:+.2f} points at {axis} = {last[axis]}."
+    )

@@ -9,7 +9,6 @@ the largest k.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,17 +18,8 @@ from tttlab.config import Config
 from tttlab.methods.baselines import vote_fractions
 from tttlab.pipeline import prepare
 from tttlab.pipeline.stages import neighbours
+from tttlab.studies.config import Grid
 from tttlab.ttt import ttt_grid
-
-
-@dataclass(frozen=True)
-class Grid:
-    """The values tried, and how many validation points score them."""
-
-    ks: tuple[int, ...] = (3, 10, 25, 50, 100, 200)
-    lrs: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1)
-    epochs: tuple[int, ...] = (50, 100, 200)
-    points: int = 1000
 
 
 def select(cfg: Config, grid: Grid) -> tuple[Config, dict[str, Any]]:

@@ -31,6 +31,8 @@ from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
+SLURM_DIR = "slurm"
+JOBS_FILE = "jobs.json"
 
 _SAFE_ID = re.compile(r"[A-Za-z0-9_+=,-][A-Za-z0-9_.+=,-]*")
 MAX_ID_CHARS = 200
@@ -139,7 +141,7 @@ def open_study(folder: str | Path, config: Mapping[str, Any]) -> Path:
         clean_stale_temps(folder)  # a config write that a killed process left
         atomic_write_json(path, config)
         return folder
-    recorded = _read_config(folder)
+    recorded = read_record(folder)
     differing = _differing_keys(recorded, config)
     if differing:
         changes = ", ".join(
@@ -153,7 +155,9 @@ def open_study(folder: str | Path, config: Mapping[str, Any]) -> Path:
     return folder
 
 
-def _read_config(folder: Path) -> dict[str, Any]:
+def read_record(folder: str | Path) -> dict[str, Any]:
+    """The record a study folder was opened with (its config.json)."""
+    folder = Path(folder)
     path = folder / CONFIG_FILE
     if not path.is_file():
         raise ValueError(
@@ -227,6 +231,14 @@ def _read_unit(folder: Path, unit: Unit) -> dict[str, Any] | None:
             "the file to recompute it"
         )
     return record["result"]
+
+
+def read_jobs(folder: str | Path) -> list[dict[str, Any]]:
+    """The study's Slurm submissions, oldest first (empty if it was never submitted)."""
+    path = Path(folder) / SLURM_DIR / JOBS_FILE
+    if not path.is_file():
+        return []
+    return json.loads(path.read_text(encoding="utf-8"))["submissions"]
 
 
 # ---------------------------------------------------------------- shards
@@ -348,7 +360,7 @@ def run_units(
     """
     folder = Path(folder)
     _check_units(units)
-    _read_config(folder)
+    read_record(folder)
     shard_id, num_shards = resolve_shard(shard_id, num_shards)
     mine = select_shard(units, shard_id, num_shards)
     clean_stale_temps(folder / UNITS_DIR)  # temps of units whose process was killed mid-write
@@ -401,7 +413,7 @@ def status(folder: str | Path, units: Sequence[Unit]) -> Status:
     """Finished and missing unit ids, in unit order; it reads files and changes nothing."""
     folder = Path(folder)
     _check_units(units)
-    _read_config(folder)
+    read_record(folder)
     result = Status([], [], [])
     for unit in units:
         try:

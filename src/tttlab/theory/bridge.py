@@ -1,7 +1,7 @@
 """From real features to the regime map: measure what the theory's quantities leave visible.
 
     m = measure(X_ND, y_N, k=50)                       # width, effective ranks, label agreement
-    bridge_report(sim_folder, X_ND, y_N, name="fmnist-d25", ttt_gain=0.078)
+    bridge_report(sim_folder, rows, X_ND, y_N, name="fmnist-d25", ttt_gain=0.078)
 
 On real data neither d1 (concepts) nor s (concepts per input) can be read off. What can: the
 feature width d2, how many directions the features really use (effective rank), and how alike a
@@ -25,9 +25,8 @@ from tttlab.atomic import atomic_write_json, atomic_write_text
 from tttlab.checks import check_int
 from tttlab.results import markdown_table
 from tttlab.retrieval import KNNIndex
-from tttlab.studies.units import collect
 from tttlab.tensors import as_matrix
-from tttlab.theory.sweeps import effective_rank, plot_map, read_record, units
+from tttlab.theory.sweeps import effective_rank, plot_map
 
 NEAREST = 3
 """Simulated units a real data set is compared with."""
@@ -113,20 +112,19 @@ def read_ttt_gain(run_dir: str | Path) -> float:
 
 def bridge_report(
     folder: str | Path,
+    rows: Sequence[dict[str, Any]],
     X_ND: np.ndarray,
     y_N: np.ndarray,
     name: str,
     k: int = 50,
     ttt_gain: float | None = None,
 ) -> Path:
-    """Measure the features, place them beside a complete simulation's units, and write
+    """Measure the features, place them beside a complete simulation's unit rows, and write
     bridge-<name>.json / .md / .png in its folder; return the report's path."""
     folder = Path(folder)
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"name={name!r} must be a plain file-name stem, e.g. 'fmnist-d25'")
-    _, sc = read_record(folder)
     measured = measure(X_ND, y_N, k, ttt_gain)  # bad input fails before any plot
-    rows = collect(folder, units(sc))
     nearest = place(measured, rows)
     atomic_write_json(folder / f"bridge-{name}.json", {"measured": measured, "nearest": nearest})
     map_rows = [r for r in rows if r["sweep"] == "map"]

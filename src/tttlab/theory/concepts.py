@@ -27,104 +27,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
 
 import numpy as np
 import scipy.sparse as sp
 
-from tttlab.checks import check_choice, check_int, check_number
-
-Task = Literal["regression", "classification"]
-TASKS: tuple[str, ...] = get_args(Task)
-
-
-@dataclass(frozen=True)
-class Sim:
-    """One draw of the sparse-concept model: its sizes, how inputs share concepts, and the seed."""
-
-    d1: int = 1000
-    """Concepts: the width of Phi(x)."""
-    s: int = 8
-    """Concepts each input activates (Phi(x) is s-sparse)."""
-    d2: int = 100
-    """Feature width: Psi(x) = A Phi(x) has d2 < d1 entries (superposition)."""
-    n_train: int = 50000
-    """Training points: the global head's data and the neighbour pool."""
-    n_test: int = 500
-    """Test points, drawn from the same clusters."""
-    sigma: float = 0.5
-    """Label noise std, in units of the signal's std (the signal has variance 1)."""
-    clusters: int = 250
-    """Clusters the points fall into (evenly, at random). Keep it well above d2: a global head
-    fits up to d2 cluster centres exactly, and the theory is about more specialities than
-    features."""
-    tightness: float = 1.0
-    """Share of each input's s concepts drawn from its cluster's set: 0 independent inputs, 1 tight
-    clusters (members share their whole support)."""
-    cluster_concepts: int | None = None
-    """Concepts each cluster owns, s ... d1; default s."""
-    jitter: float = 0.3
-    """Spread of a concept's value around its sign (+-1): how far apart a cluster's members are."""
-    feature_noise: float = 0.0
-    """Std of Gaussian noise added to each feature, in units of that feature's own std."""
-    normalise_rows: bool = False
-    """Scale A's rows to equal norm (sqrt(d1/d2)) instead of leaving them Gaussian."""
-    outputs: int = 32
-    """Regression: independent true heads w* drawn at once (errors are averaged over them, as the
-    theory's are an expectation over w*). Classification: the classes C."""
-    task: Task = "regression"
-    """regression (targets f + noise) or classification (argmax over the C noisy scores)."""
-    seed: int = 0
-    """Seeds every random choice: clusters, supports, values, A, W*, noise."""
-    allow_overparameterised: bool = False
-    """Allow d2 > d1: no superposition left (the global head can then see every concept)."""
-
-    def __post_init__(self):
-        for name in ("d1", "s", "d2", "n_train", "n_test", "clusters", "outputs"):
-            check_int(getattr(self, name), name, min=1)
-        check_int(self.seed, "seed", min=0)
-        check_choice(self.task, "task", TASKS)
-        if self.s > self.d1:
-            raise ValueError(
-                f"s={self.s} > d1={self.d1}: an input cannot activate more concepts than exist; "
-                f"choose s <= d1"
-            )
-        if self.d2 > self.d1 and not self.allow_overparameterised:
-            raise ValueError(
-                f"d2={self.d2} > d1={self.d1} is no longer underparameterised: with more features "
-                "than concepts there is no superposition and the global head can see every "
-                "concept, which is not the regime the theory is about. Fix: choose d2 <= d1, or "
-                "pass allow_overparameterised=True (--allow-overparameterised) to run it anyway"
-            )
-        check_number(self.sigma, "sigma (the label noise std)", min=0)
-        check_number(self.tightness, "tightness", min=0, max=1)
-        check_number(self.jitter, "jitter", min=0)
-        check_number(self.feature_noise, "feature_noise", min=0)
-        m = self.shared
-        check_int(m, "cluster_concepts", min=1)
-        if not self.s <= m <= self.d1:
-            raise ValueError(
-                f"cluster_concepts={m} must lie in [s, d1] = [{self.s}, {self.d1}]: a cluster "
-                "needs at least s concepts for its members to draw from"
-            )
-        if self.clusters > self.n_train:
-            raise ValueError(
-                f"clusters={self.clusters} > n_train={self.n_train}: some clusters would have no "
-                "training point; choose clusters <= n_train"
-            )
-        if self.task == "classification" and self.outputs < 2:
-            raise ValueError(f"classification needs outputs (classes) >= 2, got {self.outputs}")
-
-    @property
-    def shared(self) -> int:
-        """Concepts each cluster owns (cluster_concepts, default s)."""
-        return self.s if self.cluster_concepts is None else self.cluster_concepts
-
-    @property
-    def cluster_size(self) -> int:
-        """Training points per cluster (the smallest cluster's count): a neighbourhood larger
-        than this must reach into other clusters."""
-        return self.n_train // self.clusters
+from tttlab.theory.config import Sim
 
 
 @dataclass(frozen=True)

@@ -37,13 +37,8 @@ from threadpoolctl import ThreadpoolController
 
 from tttlab.checks import check_int, check_number
 from tttlab.retrieval import KNNIndex
-from tttlab.theory.concepts import Draw, Points, Sim
-
-RIDGE = 0.1
-"""Ridge penalty in units of the mean squared norm of a fit's centred points. A fit whose data fill
-a few directions (a tight neighbourhood, the global head on n >> d2 points) is shrunk by about
-ridge * directions / points: a per cent or less. It keeps a near-square local fit (k close to the
-directions its neighbours span) from blowing its noise up without bound."""
+from tttlab.theory.concepts import Draw, Points
+from tttlab.theory.config import RIDGE, Sim
 
 _CHUNK_FLOATS = 2**22
 """Floats (float64: 32 MB) of gathered neighbours per chunk of test points."""

@@ -1,7 +1,7 @@
-"""`tttlab simulate`: the theory's sweeps as resumable, shardable work units, then their report.
+"""`tttlab simulate`: the theory's sweeps as a study plan (resumable, shardable, local workers or
+Slurm like every study), then their report.
 
-    done = run_simulation(Sim(), SimulateConfig(sweeps=("k",)))   # one shard of units, then report
-    report_simulation(done.folder)                                # again at any time
+    done = run_study(SimulatePlan(Sim(), SimulateConfig(sweeps=("k",))))
 
 Sweeps, each around the base draw `Sim` (every flag of `tttlab simulate`):
 
@@ -14,9 +14,8 @@ Sweeps, each around the base draw `Sim` (every flag of `tttlab simulate`):
 - tightness: error from independent inputs (0) to tight clusters (1).
 - map: TTT's gain over global on a grid of d2/d1 and s: where specialising pays.
 
-A unit is one setting and seed: its id says which (e.g. `sweep=k,k=64,seed=0`), its result
-depends on its settings alone, and it is written once to `units/<id>.json` in the run folder
-`<out>/simulate/simulate-<hash of the settings>` (`tttlab.studies.units`).
+A unit is one setting and seed: its id says which (e.g. `sweep=k,k=64,seed=0`), and its result
+depends on its settings alone (`tttlab.studies.plan`).
 """
 
 from __future__ import annotations
@@ -24,86 +23,27 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from tttlab.atomic import atomic_path, atomic_write_text, dumps_json
-from tttlab.checks import check_choice, check_int, check_number
 from tttlab.results import markdown_table, method_color, write_rows_csv
-from tttlab.studies.run import StudyDone
-from tttlab.studies.units import Unit, collect, open_study, run_units, status
-from tttlab.theory.concepts import Sim, generate
-from tttlab.theory.estimators import RIDGE, check_k, evaluate, neighbours
+from tttlab.studies.config import StudyOptions
+from tttlab.studies.plan import remote_options
+from tttlab.studies.units import Unit
+from tttlab.theory.concepts import generate
+from tttlab.theory.config import Sim, SimulateConfig
+from tttlab.theory.estimators import check_k, evaluate, neighbours
 
-SWEEPS: tuple[str, ...] = ("d2", "k", "s", "tightness", "map")
 ESTIMATORS: tuple[str, ...] = ("global", "ttt", "concept_ttt", "oracle")
 """The theory's estimators, in report order."""
 GLOBAL_TOLERANCE = 0.05
 """The global head's error should match 1 - d2/d1 within this relative gap."""
 SLOPE_TOLERANCE = 0.25
 """TTT's fitted log-error vs log-k slope should lie within this of -1 in the theory's regime."""
-
-
-@dataclass
-class SimulateConfig:
-    """What `tttlab simulate` sweeps around the base draw, and where the results go."""
-
-    sweeps: tuple[str, ...] = SWEEPS
-    """Sweeps to run: d2, k, s, tightness, map."""
-    k: int = 64
-    """TTT's neighbours in every sweep but k."""
-    ridge: float = RIDGE
-    """Ridge penalty of every fit, in units of the mean squared norm of its centred points."""
-    ratios: tuple[float, ...] = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-    """d2 sweep: values of d2/d1."""
-    samples_per_feature: int = 50
-    """d2 sweep: n_train is at least this many times d2 (the global head needs n >> d2)."""
-    ks: tuple[int, ...] = (8, 16, 32, 64, 128, 200, 400)
-    """k sweep: neighbours per test point."""
-    ss: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128)
-    """s sweep: active concepts per input."""
-    tightnesses: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 0.9, 1.0)
-    """tightness sweep: share of an input's concepts drawn from its cluster's set."""
-    map_ratios: tuple[float, ...] = (0.02, 0.05, 0.1, 0.2, 0.5)
-    """map: values of d2/d1 (columns)."""
-    map_ss: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
-    """map: values of s (rows)."""
-    seeds: tuple[int, ...] = (0,)
-    """One unit per setting and seed."""
-    out: str = "runs"
-    """Folder that receives simulate/<run folder>."""
-    folder: str | None = None
-    """Run folder; default: <out>/simulate/simulate-<hash of the settings>."""
-    progress: bool = True
-    """Show a progress bar over units."""
-
-    def __post_init__(self):
-        lists = ("sweeps", "ratios", "ks", "ss", "tightnesses", "map_ratios", "map_ss", "seeds")
-        for name in lists:
-            values = tuple(getattr(self, name))
-            setattr(self, name, values)
-            if not values:
-                raise ValueError(f"{name} is empty: give at least one value")
-            if len(set(values)) != len(values):
-                raise ValueError(f"{name}={list(values)} repeats a value")
-        for sweep in self.sweeps:
-            check_choice(sweep, "sweeps", SWEEPS)
-        check_int(self.k, "k", min=1)
-        check_number(self.ridge, "ridge", min=0, strict_min=True)
-        check_int(self.samples_per_feature, "samples_per_feature", min=1)
-        for r in (*self.ratios, *self.map_ratios):
-            check_number(r, "ratios (d2/d1)", min=0, strict_min=True)
-        for k in self.ks:
-            check_int(k, "ks", min=1)
-        for s in (*self.ss, *self.map_ss):
-            check_int(s, "ss", min=1)
-        for t in self.tightnesses:
-            check_number(t, "tightnesses", min=0, max=1)
-        for seed in self.seeds:
-            check_int(seed, "seeds", min=0)
 
 
 # ---------------------------------------------------------------- units
@@ -194,58 +134,31 @@ def effective_rank(X_ND: np.ndarray) -> dict[str, float]:
 # ---------------------------------------------------------------- running
 
 
-def record(base: Sim, sc: SimulateConfig) -> dict[str, Any]:
-    """What a run folder records and checks on reopening: the base draw and the sweeps."""
-    sweep = dataclasses.asdict(sc)
-    for mechanics in ("out", "folder", "progress"):
-        sweep.pop(mechanics)
-    return {"command": "simulate", "sim": dataclasses.asdict(base), "sweep": sweep}
+@dataclass
+class SimulatePlan:
+    """The simulator's sweeps as a study: one unit per setting and seed around the base draw."""
 
+    kind: ClassVar[str] = "simulate"
+    sim: Sim = field(default_factory=Sim)
+    sweep: SimulateConfig = field(default_factory=SimulateConfig)
+    options: StudyOptions = field(default_factory=StudyOptions)
 
-def simulation_folder(base: Sim, sc: SimulateConfig) -> Path:
-    """`sc.folder`, else `<out>/simulate/simulate-<hash>`: the same settings, the same folder."""
-    if sc.folder is not None:
-        return Path(sc.folder).expanduser()
-    from tttlab.pipeline import settings_key
+    def units(self) -> list[Unit]:
+        return units(self.sweep)
 
-    key = settings_key("simulate", record(base, sc))[:10]
-    return Path(sc.out).expanduser() / "simulate" / f"simulate-{key}"
+    def check(self) -> None:
+        """Every unit's draw and k are valid, before the first one runs."""
+        for unit in self.units():
+            unit_setting(self.sim, self.sweep, unit)
 
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        return run_unit(self.sim, self.sweep, unit)
 
-def run_simulation(
-    base: Sim,
-    sc: SimulateConfig,
-    shard_id: int | None = None,
-    num_shards: int | None = None,
-) -> StudyDone:
-    """Run this shard's unfinished units; write the report once none is missing. Every unit's
-    settings are checked before the first one runs."""
-    all_units = units(sc)
-    for unit in all_units:
-        unit_setting(base, sc, unit)
-    folder = simulation_folder(base, sc)
-    open_study(folder, record(base, sc))
-    done = run_units(
-        folder, all_units, lambda u: run_unit(base, sc, u), shard_id, num_shards,
-        progress=sc.progress,
-    )  # fmt: skip
-    missing = status(folder, all_units).missing
-    report = report_simulation(folder) if not missing else None
-    return StudyDone(folder, done.ran, done.skipped, missing, report)
+    def remote(self) -> SimulatePlan:
+        return dataclasses.replace(self, options=remote_options(self.options))
 
-
-def read_record(folder: str | Path) -> tuple[Sim, SimulateConfig]:
-    """The base draw and sweeps a run folder was made with."""
-    import json
-
-    path = Path(folder) / "config.json"
-    if not path.is_file():
-        raise ValueError(f"{folder} is not a simulate folder (no config.json): check the path")
-    rec = json.loads(path.read_text(encoding="utf-8"))
-    if rec.get("command") != "simulate":
-        raise ValueError(f"{path} records no simulation: pass a folder `tttlab simulate` made")
-    sweep = {k: tuple(v) if isinstance(v, list) else v for k, v in rec["sweep"].items()}
-    return Sim(**rec["sim"]), SimulateConfig(**sweep, folder=str(folder))
+    def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
+        return report_simulation(folder, self.sim, self.sweep, rows)
 
 
 # ---------------------------------------------------------------- checks against the theory
@@ -305,12 +218,10 @@ AXES = {
 """Per sweep: the row column on the x axis, its label, and whether the axis is logarithmic."""
 
 
-def report_simulation(folder: str | Path) -> Path:
-    """Write units.csv, one PNG per sweep and report.md in a complete run folder; return the
-    report's path. Refuses, naming them, while units are missing."""
-    folder = Path(folder)
-    base, sc = read_record(folder)
-    rows = collect(folder, units(sc))
+def report_simulation(
+    folder: Path, base: Sim, sc: SimulateConfig, rows: list[dict[str, Any]]
+) -> Path:
+    """Write units.csv, one PNG per sweep and report.md for a complete study's rows."""
     write_rows_csv(folder / "units.csv", rows)
     methods = [m for m in ESTIMATORS if f"err_{m}" in rows[0]]
     parts = [
@@ -333,7 +244,8 @@ def report_simulation(folder: str | Path) -> Path:
         parts += [f"## Sweep: {sweep}", _sweep_note(sweep, rows),
                   markdown_table(table, [*columns[:1], *extra, *columns[1:]]),
                   f"![{sweep}]({png.name})"]  # fmt: skip
-    parts += ["## Settings", f"```json\n{dumps_json(record(base, sc)).rstrip()}\n```"]
+    settings = {"sim": dataclasses.asdict(base), "sweep": dataclasses.asdict(sc)}
+    parts += ["## Settings", f"```json\n{dumps_json(settings).rstrip()}\n```"]
     path = folder / "report.md"
     atomic_write_text(path, "\n\n".join(parts) + "\n")
     return path

@@ -1,0 +1,157 @@
+"""The table of study kinds: each kind's settings sections and the plan that runs it.
+
+    plan = load_plan("runs/studies/model-size-1a2b3c4d5e")    # any kind, from its folder's record
+    STUDY_KINDS["lm-size"].sections                          # what `tttlab study lm-size` parses
+
+Adding a study is one config class, one plan class (`tttlab.studies.plan.StudyPlan`) and one
+entry here; the command line, status, report, resume, local workers, shards and Slurm come from
+the study layer. Plain Python at import: a plan's module (torch and all) is imported only when a
+study runs, so the command line parses without it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tttlab.config import Config
+from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
+from tttlab.studies.config import (
+    DatasetSizeConfig,
+    ExpertsStudyConfig,
+    GlobalEvalConfig,
+    ModelSizeConfig,
+    StudyOptions,
+)
+from tttlab.studies.units import CONFIG_FILE, read_jobs, read_record
+from tttlab.theory.config import Sim, SimulateConfig
+from tttlab.tree import from_values
+
+
+@dataclass(frozen=True)
+class StudyKind:
+    """One kind of study: its help line, settings sections and plan class."""
+
+    help: str
+    sections: dict[str, type]
+    """Section name -> config class, in flag order: the plan's fields besides `options`."""
+    plan: str
+    """"module:Class" of the plan, imported when the study runs."""
+    run_config: str | None = None
+    """The section a `--config FILE` (a run's config.json) fills, if any."""
+    hide: tuple[str, ...] = ()
+    """Dotted fields of the sections that the study sets per unit (no flag for them)."""
+
+    def plan_class(self) -> type:
+        module, _, name = self.plan.partition(":")
+        return getattr(importlib.import_module(module), name)
+
+
+_SCALING = "tttlab.studies.scaling"
+STUDY_KINDS: dict[str, StudyKind] = {
+    "model-size": StudyKind(
+        "global head, TTT and majority vote across CNN widths (the paper's settings)",
+        {"study": ModelSizeConfig, "base": Config}, f"{_SCALING}:ModelSizePlan", "base",
+        ("base.model.width", "base.model.hidden"),
+    ),
+    "dataset-size": StudyKind(
+        "the same across nested per-class fractions of the training set",
+        {"study": DatasetSizeConfig, "base": Config}, f"{_SCALING}:DatasetSizePlan", "base",
+        ("base.data.fraction",),
+    ),
+    "experts": StudyKind(
+        "a mixture of experts from 1 to many experts, beside TTT and the global head",
+        {"study": ExpertsStudyConfig, "base": Config}, f"{_SCALING}:ExpertsPlan", "base",
+        ("base.experts.n_experts",),
+    ),
+    "global-eval": StudyKind(
+        "local TTT heads scored on their neighbourhood and on the whole test set",
+        {"study": GlobalEvalConfig, "base": Config}, f"{_SCALING}:GlobalEvalPlan", "base",
+    ),
+    "lm-size": StudyKind(
+        "language models (a GPT ladder, pretrained models): TTT's gain in bits per byte vs size",
+        {"study": LMStudyConfig, "train": LMTrainConfig, "ttt": LMTTTConfig,
+         "retrieval": DocRetrievalConfig},
+        "tttlab.lm.study:LMPlan",
+    ),
+    "simulate": StudyKind(
+        "the paper's theory as a simulator: when does specialisation beat a global model?",
+        {"sim": Sim, "sweep": SimulateConfig}, "tttlab.theory.sweeps:SimulatePlan",
+    ),
+}  # fmt: skip
+
+
+def kind_of(record: dict[str, Any], folder: Path) -> str:
+    """The study kind a folder's record names (format 2, or tttlab 0.1's format 1)."""
+    kind = record.get("kind") or record.get("study") or record.get("command")
+    if kind not in STUDY_KINDS:
+        raise ValueError(
+            f"{folder / CONFIG_FILE} records no known study kind ({kind!r}; known: "
+            f"{', '.join(STUDY_KINDS)}): pass a folder a `tttlab study` command made"
+        )
+    return kind
+
+
+def record_sections(record: dict[str, Any], folder: Path) -> tuple[str, dict[str, Any]]:
+    """(kind, section name -> plain values) from a folder's record; a record of tttlab 0.1
+    (format 1) is read too, its settings sorted into the sections they belong to."""
+    kind = kind_of(record, folder)
+    spec = STUDY_KINDS[kind]
+    if record.get("format") == 2:
+        values = record.get("settings")
+    elif kind == "simulate":
+        values = {"sim": record.get("sim"), "sweep": record.get("sweep")}
+    elif kind == "lm-size":
+        values = {name: record.get(name) for name in ("train", "ttt", "retrieval")}
+        values["study"] = record.get("settings")
+    else:  # a scaling study: one flat StudyConfig for every kind, and the base run config
+        known = {f.name for f in dataclasses.fields(spec.sections["study"])}
+        flat = record.get("settings") or {}
+        study = {k: v for k, v in flat.items() if k in known}
+        values = {"study": study, "base": record.get("base")}
+    if not isinstance(values, dict) or set(values) - {"corpus"} != set(spec.sections):
+        raise ValueError(
+            f"{folder / CONFIG_FILE} is not a {kind} study record this tttlab can read (sections "
+            f"{sorted(values) if isinstance(values, dict) else values!r}, expected "
+            f"{sorted(spec.sections)}): restore the file, or start the study again in a new folder"
+        )
+    return kind, {name: values[name] for name in spec.sections}
+
+
+def folder_options(folder: Path) -> StudyOptions:
+    """Where a study folder's units read and write: as its last Slurm submission recorded it,
+    else beside the folder (a folder <out>/studies/<name> shares <out>/cache)."""
+    submissions = read_jobs(folder)
+    if submissions and isinstance(submissions[-1].get("options"), dict):
+        return from_values(StudyOptions, submissions[-1]["options"])
+    out = folder.parent.parent if folder.parent.name == "studies" else folder.parent
+    return StudyOptions(out=str(out), folder=str(folder))
+
+
+def load_plan(folder: str | Path, options: StudyOptions | None = None) -> Any:
+    """The plan a study folder was made with, its options from the folder (`folder_options`)
+    unless given."""
+    folder = Path(folder).expanduser()
+    kind, values = record_sections(read_record(folder), folder)
+    spec = STUDY_KINDS[kind]
+    sections = {}
+    for name, cls in spec.sections.items():
+        try:
+            sections[name] = from_values(cls, values[name])
+        except ValueError as err:
+            raise ValueError(
+                f"{folder / CONFIG_FILE}: its {name} settings do not load in this tttlab ({err}): "
+                "start the study again in a new folder"
+            ) from None
+    options = options or folder_options(folder)
+    return spec.plan_class()(**sections, options=dataclasses.replace(options, folder=str(folder)))
+
+
+def plan_fields(spec: StudyKind) -> dict[str, Any]:
+    """The plan class's section fields and their annotations (checks the table against it)."""
+    hints = typing.get_type_hints(spec.plan_class())
+    return {f.name: hints[f.name] for f in dataclasses.fields(spec.plan_class())}

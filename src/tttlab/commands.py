@@ -1,0 +1,149 @@
+"""What each `tttlab` command does once its flags have parsed (`tttlab.cli` parses them): call the
+library, print what it made. Each entry takes the parsed sections and returns an exit code.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tttlab.atomic import Interrupted
+from tttlab.catalog import STUDY_KINDS, load_plan
+from tttlab.data.features import read_features
+from tttlab.pipeline import run
+from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
+from tttlab.studies.executors import follow
+from tttlab.studies.plan import (
+    StudyDone,
+    default_folder,
+    report_study,
+    resume_study,
+    run_study,
+)
+from tttlab.studies.units import collect, status
+from tttlab.theory.bridge import bridge_report, read_ttt_gain
+
+
+def ttt(parsed: dict[str, Any]) -> int:
+    """`tttlab ttt` and `tttlab demo`: one run, its table and its folder."""
+    try:
+        result = run(parsed["cfg"])
+    except InterruptedAfterCommit as err:
+        raise Interrupted(f"interrupted after the run was written in full: {err.path}") from err
+    except KeyboardInterrupt as err:
+        raise Interrupted(
+            "interrupted; no run folder was written (finished stages stay in the cache, so "
+            "running the same command again reuses them)"
+        ) from err
+    if result.reused.get("run"):
+        print(f"(already run with these settings: reporting {result.run_dir})")
+    print(result.table)
+    print(f"results: {result.run_dir}")
+    return 0
+
+
+def runs(parsed: dict[str, Any]) -> int:
+    """`tttlab runs`: the run log as a table."""
+    log = parsed["log"]
+    try:
+        rows = read_run_log(log.out)
+    except FileNotFoundError:
+        rows = []
+    if not rows:
+        print(f"no runs logged in {log.out}/runs.csv yet: run `tttlab demo` or `tttlab ttt`")
+        return 0
+    print(format_table(rows[-log.last :] if log.last else rows))
+    return 0
+
+
+# ---------------------------------------------------------------- studies
+
+
+def make_plan(kind: str, parsed: dict[str, Any]) -> Any:
+    """The plan of `kind` from its parsed sections and options."""
+    spec = STUDY_KINDS[kind]
+    sections = {name: parsed[name] for name in spec.sections}
+    return spec.plan_class()(**sections, options=parsed["options"])
+
+
+def study(parsed: dict[str, Any], kind: str) -> int:
+    """`tttlab study <kind>`: this shard's unfinished units (or a Slurm job array), then the
+    report once none is missing."""
+    plan = make_plan(kind, parsed)
+    print(_finish(plan, lambda: run_study(plan, parsed["executor"], parsed["shard"])).summary)
+    return 0
+
+
+def _finish(plan: Any, go: Any) -> StudyDone:
+    """Run a study; on Ctrl-C or SIGTERM, say what the folder keeps and how to go on."""
+    try:
+        return go()
+    except KeyboardInterrupt as err:
+        folder = default_folder(plan)
+        done = len(status(folder, plan.units()).done) if (folder / "config.json").is_file() else 0
+        raise Interrupted(
+            f"interrupted; {folder} keeps its {done} finished unit(s) of {len(plan.units())} (the "
+            f"unit in flight is lost): `tttlab study resume {folder}` runs the rest"
+            if done or (folder / "config.json").is_file()
+            else "interrupted before the study folder was written; nothing was kept"
+        ) from err
+
+
+def study_status(parsed: dict[str, Any]) -> int:
+    """`tttlab study status DIR`: each unit done, running, failed (why) or missing."""
+    folder = Path(parsed["where"].folder)
+    plan = load_plan(folder)
+    now = follow(folder, plan.units())
+    total = len(now.done) + len(now.running) + len(now.failed) + len(now.missing)
+    print(f"study: {folder} ({plan.kind}, {total} units)")
+    print(
+        f"done: {len(now.done)}, running: {len(now.running)}, failed: {len(now.failed)}, "
+        f"missing: {len(now.missing)}"
+    )
+    for unit_id, where in now.running.items():
+        print(f"  running  {unit_id}: {where}")
+    for unit_id, why in now.failed.items():
+        print(f"  failed   {unit_id}: {why}")
+    for unit_id in now.missing:
+        print(f"  missing  {unit_id}")
+    if now.todo:
+        print(f"next: tttlab study resume {folder}")
+    elif not now.running:
+        print(f"complete: tttlab study report {folder}")
+    return 0
+
+
+def study_report(parsed: dict[str, Any]) -> int:
+    """`tttlab study report DIR`: the table, plot and report again."""
+    folder = Path(parsed["where"].folder)
+    print(f"report: {report_study(load_plan(folder), folder)}")
+    return 0
+
+
+def study_resume(parsed: dict[str, Any]) -> int:
+    """`tttlab study resume DIR`: only the failed and missing units, then the report."""
+    folder = Path(parsed["where"].folder)
+    plan = load_plan(folder)
+    print(_finish(plan, lambda: resume_study(plan, folder, parsed["executor"])).summary)
+    return 0
+
+
+def simulate(parsed: dict[str, Any], kind: str) -> int:
+    """`tttlab simulate`: the simulator's study, and with --bridge a feature file placed on its
+    regime map."""
+    bridge = parsed["bridge"]
+    if bridge.bridge is not None:  # a bad features file fails before any unit runs
+        X, y = read_features(bridge.bridge)
+        gain = read_ttt_gain(bridge.bridge_run) if bridge.bridge_run else None
+    plan = make_plan(kind, parsed)
+    done = _finish(plan, lambda: run_study(plan, parsed["executor"], parsed["shard"]))
+    print(done.summary)
+    if bridge.bridge is not None:
+        if done.report is None:
+            print("bridge: waiting for the other shards (rerun with --bridge once all are done)")
+        else:
+            rows = collect(done.folder, plan.units())
+            name = Path(bridge.bridge).stem
+            path = bridge_report(done.folder, rows, X, y, name, bridge.bridge_k, gain)
+            print(f"bridge: {path}")
+    return 0

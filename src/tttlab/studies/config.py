@@ -1,0 +1,350 @@
+"""Settings of studies, plain Python (the command line builds its parsers without torch).
+
+- `StudyOptions`: where a study is kept and the threads its units compute with (every kind);
+- `SlurmConfig`: where its units run (here, local processes, or a Slurm job array);
+- `ShardConfig`: one slice of the units, by hand or from a Slurm array's variables;
+- one config per scaling study kind: only the axes its units read, so a folder's key changes
+  only when something its units read changes.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+from tttlab.checks import check_choice, check_fraction, check_int, check_number
+from tttlab.models.shapes import scale_for_width
+from tttlab.presets import (
+    LAPTOP_WIDTHS,
+    expert_settings,
+    mlp_head_settings,
+    read_expert_settings,
+    read_mlp_head_settings,
+    read_width_settings,
+    settings_for,
+    width_settings,
+)
+
+Executor = Literal["local", "slurm"]
+
+
+@dataclass
+class StudyOptions:
+    """Where a study is kept and how its units compute; results depend on none of these but the
+    thread count, which is recorded in the study folder and applied wherever a unit runs."""
+
+    out: str = "runs"
+    """Results folder: a new study goes to <out>/studies/<kind>-<hash of its settings>, and the
+    stage cache to <out>/cache."""
+    folder: str | None = None
+    """The study folder, instead of <out>/studies/<kind>-<hash>."""
+    cache_dir: str | None = None
+    """Stage cache (models, features, neighbours, checkpoints); default: <out>/cache."""
+    progress: bool = True
+    """Show progress bars and each unit's phases."""
+    threads: int | None = None
+    """Threads every unit computes with, in this process, a worker or a Slurm task (results are
+    bit-identical at a given count); default: the CPUs this process may use, recorded when the
+    folder is made and reused on resume."""
+
+    def __post_init__(self):
+        if self.threads is not None:
+            check_int(self.threads, "threads", min=1)
+
+
+@dataclass
+class StudyFolder:
+    """A study folder made by `tttlab study` (or `tttlab simulate`)."""
+
+    folder: str = ""
+    """The study folder."""
+
+    def __post_init__(self):
+        if not self.folder:
+            raise ValueError(
+                "no study folder given: pass its path, e.g. runs/studies/model-size-..."
+            )
+
+
+@dataclass
+class ShardConfig:
+    """One slice of a study's units, for schedulers other than --executor slurm."""
+
+    shard_id: int | None = None
+    """Run every num_shards-th unit from this one (round-robin); default: SLURM_ARRAY_TASK_ID
+    less SLURM_ARRAY_TASK_MIN inside a Slurm array, else 0."""
+    num_shards: int | None = None
+    """Slices the units are split into; default: SLURM_ARRAY_TASK_COUNT inside a Slurm array,
+    else 1 (every unit)."""
+
+
+SBATCH_SET_BY_TTTLAB = {
+    "array": "--array-parallelism",
+    "partition": "--partition",
+    "time": "--time-min",
+    "cpus-per-task": "--cpus-per-task",
+    "mem": "--mem-gb",
+    "gpus-per-node": "--gpus",
+    "job-name": "(tttlab names the job after the study)",
+    "output": "(logs go to <study folder>/slurm/)",
+    "error": "(logs go to <study folder>/slurm/)",
+    "signal": "(submitit signals a task before its time limit to re-queue it)",
+    "open-mode": "(submitit appends to a re-queued task's log)",
+}
+"""sbatch options tttlab sets itself, and the flag that sets each."""
+_SBATCH_KEY = re.compile(r"[a-z][a-z0-9-]*")
+
+
+@dataclass
+class SlurmConfig:
+    """Where a study's units run: here (in this process or a pool of processes) or as a Slurm job
+    array. Mechanics only: a unit's result is the same wherever it ran."""
+
+    executor: Executor = "local"
+    """local (this machine) or slurm (a job array through submitit: pip install 'tttlab[slurm]')."""
+    workers: int = 1
+    """local: processes running units side by side (1: every unit in this process)."""
+    partition: str | None = None
+    """slurm: partition to submit to; default: the cluster's default partition."""
+    time_min: int = 60
+    """slurm: time limit of one array task in minutes; a task that reaches it is re-queued and
+    resumes (finished units are never redone)."""
+    cpus_per_task: int = 1
+    """slurm: CPUs of one array task."""
+    mem_gb: float | None = None
+    """slurm: memory of one array task in GB; default: the partition's default."""
+    gpus: int = 0
+    """slurm: GPUs of one array task (use with --device cuda)."""
+    array_parallelism: int = 64
+    """slurm: array tasks running at once (one task runs one unit)."""
+    sbatch: tuple[str, ...] = ()
+    """slurm: extra sbatch options as key=value or key, e.g. account=proj qos=short exclusive."""
+    wait: bool = True
+    """slurm: follow the tasks with a progress bar, then report; with --no-wait, submit and
+    return (then `tttlab study status DIR`)."""
+
+    def __post_init__(self):
+        check_choice(self.executor, "executor", get_args(Executor))
+        check_int(self.workers, "workers", min=1)
+        check_int(self.time_min, "time_min", min=1)
+        check_int(self.cpus_per_task, "cpus_per_task", min=1)
+        check_int(self.gpus, "gpus", min=0)
+        check_int(self.array_parallelism, "array_parallelism", min=1)
+        if self.mem_gb is not None:
+            check_number(self.mem_gb, "mem_gb", min=0, strict_min=True)
+        if self.partition is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+", self.partition):
+            raise ValueError(f"partition={self.partition!r} is not a Slurm partition name")
+        if self.executor == "slurm" and self.workers != 1:
+            raise ValueError(
+                f"workers={self.workers} is for --executor local; with --executor slurm each array "
+                "task runs one unit: drop --workers, or set --array-parallelism"
+            )
+        self.sbatch = tuple(self.sbatch)
+        self.sbatch_options()  # each option checked now, before anything is submitted
+
+    def sbatch_options(self) -> dict[str, str | bool]:
+        """The extra sbatch options as submitit's `slurm_additional_parameters`."""
+        options: dict[str, str | bool] = {}
+        for option in self.sbatch:
+            key, sep, value = str(option).removeprefix("--").partition("=")
+            if not _SBATCH_KEY.fullmatch(key) or (sep and not value):
+                raise ValueError(
+                    f"sbatch option {option!r}: give key=value or a bare key, as sbatch's long "
+                    "options without the dashes (e.g. account=proj, qos=short, exclusive)"
+                )
+            if key in SBATCH_SET_BY_TTTLAB:
+                raise ValueError(
+                    f"sbatch option {key!r} is set by tttlab: use {SBATCH_SET_BY_TTTLAB[key]}"
+                )
+            options[key.replace("-", "_")] = value if sep else True
+        return options
+
+
+# ---------------------------------------------------------------- the scaling study kinds
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Selection on validation points: the values tried, and how many points score them."""
+
+    ks: tuple[int, ...] = (3, 10, 25, 50, 100, 200)
+    lrs: tuple[float, ...] = (0.001, 0.005, 0.01, 0.05, 0.1)
+    epochs: tuple[int, ...] = (50, 100, 200)
+    points: int = 1000
+
+
+Params = str
+"""'paper' (the authors' per-width settings), a YAML/JSON/CSV file of the same columns, 'config'
+(the run flags' own settings for every width), or (model-size only) 'select'."""
+
+
+def _distinct(values: tuple, name: str) -> tuple:
+    values = tuple(values)
+    if not values:
+        raise ValueError(f"{name} is empty: give at least one value")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{name}={list(values)} repeats a value")
+    return values
+
+
+def _check_seeds(seeds: tuple[int, ...]) -> tuple[int, ...]:
+    seeds = _distinct(seeds, "seeds")
+    for s in seeds:
+        check_int(s, "seeds", min=0)
+    return seeds
+
+
+def _check_width(width: int, name: str) -> None:
+    check_int(width, name, min=1)
+    scale_for_width(width)  # a width the CNN family cannot reach: names the nearest ones
+
+
+def width_table(params: str, widths: tuple[int, ...]) -> dict[int, Any] | None:
+    """The per-width settings for `widths` (None for 'config' and 'select'); a missing width is
+    named."""
+    if params in ("config", "select"):
+        return None
+    table = width_settings() if params == "paper" else read_width_settings(params)
+    return settings_for(widths, table)
+
+
+@dataclass
+class ModelSizeConfig:
+    """Global head, TTT and majority vote across model sizes: CNN widths on images, MLP hidden
+    widths on a feature file."""
+
+    widths: tuple[int, ...] = LAPTOP_WIDTHS
+    """CNN feature widths d (the paper's run 25 ... 1152)."""
+    hidden_widths: tuple[int, ...] = (250, 500, 1000, 2000, 4000)
+    """On a feature file (--features): MLP hidden widths h (the paper's 250 ... 4000 on CLIP
+    embeddings)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per width and seed."""
+    params: Params = "paper"
+    """Per-width settings: 'paper' (the authors'), a YAML/JSON/CSV file of the same columns,
+    'config' (the run flags' own settings for every width), or 'select' (TTT's k, lr, epochs and
+    the majority k chosen per width on validation points)."""
+    k_grid: tuple[int, ...] = Grid.ks
+    """--params select: TTT and majority-vote k values tried."""
+    lr_grid: tuple[float, ...] = Grid.lrs
+    """--params select: TTT learning rates tried."""
+    epochs_grid: tuple[int, ...] = Grid.epochs
+    """--params select: TTT epoch counts tried (one run records them all)."""
+    select_points: int = Grid.points
+    """--params select: seeded validation points the grid is scored on (never test points)."""
+
+    def __post_init__(self):
+        self.widths = _distinct(self.widths, "widths")
+        self.hidden_widths = _distinct(self.hidden_widths, "hidden_widths")
+        self.seeds = _check_seeds(self.seeds)
+        for w in self.widths:
+            _check_width(w, "widths")
+        for h in self.hidden_widths:
+            check_int(h, "hidden_widths", min=1)
+        self.k_grid = _distinct(self.k_grid, "k_grid")
+        self.lr_grid = _distinct(self.lr_grid, "lr_grid")
+        self.epochs_grid = _distinct(self.epochs_grid, "epochs_grid")
+        for k in self.k_grid:
+            check_int(k, "k_grid", min=1)
+        for lr in self.lr_grid:
+            check_number(lr, "lr_grid", min=0, strict_min=True)
+        for e in self.epochs_grid:
+            check_int(e, "epochs_grid", min=1)
+        check_int(self.select_points, "select_points", min=1)
+
+    def width_table(self) -> dict[int, Any] | None:
+        """The per-width settings (None for 'config' and 'select'); a missing width is named."""
+        return width_table(self.params, self.widths)
+
+    def hidden_table(self) -> dict[int, Any] | None:
+        """On a feature file: the per-hidden-width MLP head settings (None for 'config' and
+        'select'); a missing width is named."""
+        if self.params in ("config", "select"):
+            return None
+        paper = self.params == "paper"
+        table = mlp_head_settings() if paper else read_mlp_head_settings(self.params)
+        return settings_for(self.hidden_widths, table)
+
+    @property
+    def grid(self) -> Grid:
+        return Grid(self.k_grid, self.lr_grid, self.epochs_grid, self.select_points)
+
+
+@dataclass
+class DatasetSizeConfig:
+    """Global head, TTT and majority vote across nested per-class fractions of the training set
+    (the model is retrained on each, and the subset is the neighbour pool)."""
+
+    fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
+    """Shares of each class of the training set (one seeded shuffle: smaller sets nest)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per fraction and seed."""
+
+    def __post_init__(self):
+        self.fractions = _distinct(self.fractions, "fractions")
+        for f in self.fractions:
+            check_fraction(f)
+        self.seeds = _check_seeds(self.seeds)
+
+
+@dataclass
+class ExpertsStudyConfig:
+    """A mixture of experts from one to many experts, beside TTT and the global head."""
+
+    experts: tuple[int, ...] = (1, 10, 100, 1000, 10000, 50000)
+    """Numbers of experts, 1 ... the training set's size (the paper's run to 50,000)."""
+    cnn_width: int = 192
+    """The CNN width it runs on (the paper's d = 192); ignored on a feature file."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per number of experts and seed."""
+    params: Params = "paper"
+    """The CNN's settings: 'paper', a file of the width table's columns, or 'config'."""
+    expert_params: Params = "paper"
+    """Per-count expert k, lr and epochs: 'paper', a file of the same columns, or 'config'."""
+
+    def __post_init__(self):
+        self.experts = _distinct(self.experts, "experts")
+        for e in self.experts:
+            check_int(e, "experts", min=1)
+        _check_width(self.cnn_width, "cnn_width")
+        self.seeds = _check_seeds(self.seeds)
+        if self.params == "select":
+            raise ValueError(
+                "params='select' is for the model-size study: use paper, config or a file"
+            )
+
+    def expert_table(self) -> dict[int, Any] | None:
+        """The per-count expert settings (None for 'config')."""
+        if self.expert_params == "config":
+            return None
+        paper = self.expert_params == "paper"
+        table = expert_settings() if paper else read_expert_settings(self.expert_params)
+        return settings_for(self.experts, table)
+
+
+@dataclass
+class GlobalEvalConfig:
+    """Local TTT heads scored on their own neighbourhood and on the whole test set: a TTT head is a
+    specialist, good near its point and poor elsewhere."""
+
+    points: int = 100
+    """Seeded test points whose local heads are scored on the whole test set."""
+    block: int = 25
+    """Test points per unit."""
+    cnn_width: int = 192
+    """The CNN width it runs on (the paper's d = 192); ignored on a feature file."""
+    seeds: tuple[int, ...] = (0,)
+    """One set of units per seed."""
+    params: Params = "paper"
+    """The CNN's settings: 'paper', a file of the width table's columns, or 'config'."""
+
+    def __post_init__(self):
+        check_int(self.points, "points", min=1)
+        check_int(self.block, "block", min=1)
+        _check_width(self.cnn_width, "cnn_width")
+        self.seeds = _check_seeds(self.seeds)
+        if self.params == "select":
+            raise ValueError(
+                "params='select' is for the model-size study: use paper, config or a file"
+            )
