@@ -10,11 +10,13 @@ __getattr__, __dir__, __all__ = exports(
             "Reference",
             "check_rows",
             "compact_number",
+            "figure",
             "mean_over_seeds",
             "method_color",
             "paper_references",
             "plot_histogram",
             "plot_study",
+            "save_figure",
             "study_row",
         ],
         "tttlab.results.report": [
@@ -39,6 +41,13 @@ __getattr__, __dir__, __all__ = exports(
             "read_run_log",
             "write_run",
         ],
-        "tttlab.results.table": ["format_accuracy", "format_number", "format_table"],
+        "tttlab.results.table": [
+            "csv_cell",
+            "csv_text",
+            "format_accuracy",
+            "format_number",
+            "format_table",
+            "is_number",
+        ],
     },
 )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import io
 import json
 import os
 import shutil
@@ -21,7 +20,6 @@ from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,6 +33,7 @@ from tttlab.atomic import (
     explain_os_error,
     temp_dir,
 )
+from tttlab.results.table import csv_cell, csv_text
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
@@ -96,17 +95,13 @@ def _int_column(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _points_csv(points: PointRecords) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     header = ["index", "label"]
     columns = [points.index.tolist(), points.label.tolist()]
     for m in points.methods:
         header += [f"{m}_pred", f"{m}_ce"]
         # repr keeps every digit of a float64, so the file round-trips exactly.
         columns += [points.pred[m].tolist(), [repr(v) for v in points.ce[m].tolist()]]
-    writer.writerow(header)
-    writer.writerows(zip(*columns, strict=True))
-    return buf.getvalue()
+    return csv_text([header, *zip(*columns, strict=True)])
 
 
 # ---------------------------------------------------------------- run folders
@@ -342,7 +337,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
             header, rows, damaged = [], [], []
         new = [k for k in cells if k not in header]
         if header and not new:
-            append_bytes(path, _csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
+            append_bytes(path, csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
             return
         if damaged:
             warnings.warn(
@@ -352,7 +347,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
             )
         header += new
         table = [header] + [[r.get(k, "") for k in header] for r in rows + [cells]]
-        atomic_write_text(path, _csv_text(table))
+        atomic_write_text(path, csv_text(table))
     except OSError as err:
         raise OSError(
             err.errno,
@@ -363,7 +358,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
 
 def _log_cells(row: dict) -> dict[str, str]:
     """A run-log row as text cells; each row stays on one line, so damage never spreads."""
-    cells = {str(k): _cell(v) for k, v in row.items()}
+    cells = {str(k): csv_cell(v) for k, v in row.items()}
     for key, text in cells.items():
         if "\n" in key + text or "\r" in key + text:
             raise ValueError(
@@ -407,19 +402,6 @@ def _csv_line(line: str) -> list[str] | None:
     return cells[0] if len(cells) == 1 else None
 
 
-def _csv_text(rows: list[list[str]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def _cell(value: Any) -> str:
-    """A log cell: None as empty, anything else as str (which keeps every digit of a float)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return "" if value is None else str(value)
-
-
 def read_run_log(root: str | Path) -> list[dict]:
     """All rows of `<root>/runs.csv`; cells written from an int or float come back as one, empty
     cells as None. Damaged lines (cut short by a crash, or glued together) are skipped with a
@@ -438,7 +420,7 @@ def read_run_log(root: str | Path) -> list[dict]:
 
 
 def _parse_cell(text: str) -> int | float | str | None:
-    """Undo `_cell`: only text that an int or float prints as exactly becomes a number, so names
+    """Undo `csv_cell`: only text that an int or float prints as exactly becomes a number, so names
     like '007' or '1e3' stay strings."""
     if text == "":
         return None

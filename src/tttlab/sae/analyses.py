@@ -39,7 +39,7 @@ from tttlab.checks import check_int, check_number
 from tttlab.data.features import carve_out
 from tttlab.models.config import TrainConfig
 from tttlab.models.train import fit, predict_logits
-from tttlab.results import bootstrap_ci
+from tttlab.results import bootstrap_ci, figure, save_figure
 from tttlab.retrieval import KNNIndex
 from tttlab.sae.model import SparseCoder, check_width
 from tttlab.ttt import TTTConfig, ttt_logits
@@ -542,14 +542,8 @@ class _HeadWrapper(nn.Module):
 def plot_analyses(result: AnalysisResult, path: Path) -> Path:
     """Three panels: concept-space cosine of each space's neighbours; distinct concepts across a
     neighbourhood, random points and the learned mask; the dense/masked probability gap."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from tttlab.results.plots import _save
-
     a = result.arrays
-    fig = Figure(figsize=(13, 3.8))
-    FigureCanvasAgg(fig)
+    fig = figure((13, 3.8))
     ax = fig.add_subplot(1, 3, 1)
     for s in SPACES:
         ax.hist(a[f"cosine_{s}"], bins=40, alpha=0.5, label=f"neighbours from {s}")
@@ -577,7 +571,7 @@ def plot_analyses(result: AnalysisResult, path: Path) -> Path:
     ax.set_title(f"3. implicit selection: {100 * agree:.1f}% same label", fontsize=10)
     for ax in fig.axes:
         ax.grid(alpha=0.3)
-    return _save(fig, path, 120)
+    return save_figure(fig, path, dpi=120)
 
 
 PAPER = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
 from tttlab.data.features import read_features
-from tttlab.results import write_report, write_rows_csv
+from tttlab.results import figure, save_figure, write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder
 from tttlab.sae.trainer import evaluate, train_sae
@@ -118,13 +118,7 @@ def train_run(
 
 def plot_history(history: list[dict], path: Path) -> Path:
     """FVU, dead fraction and active latents per epoch, three panels, PNG (atomic)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from tttlab.results.plots import _save
-
-    fig = Figure(figsize=(11, 3.4))
-    FigureCanvasAgg(fig)
+    fig = figure((11, 3.4))
     epochs = [h["epoch"] for h in history]
     panels = [("fvu", "FVU"), ("dead_fraction", "dead latents (fraction)"), ("mean_active", "")]
     for i, (key, label) in enumerate(panels, 1):
@@ -138,7 +132,7 @@ def plot_history(history: list[dict], path: Path) -> Path:
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     fig.suptitle("SAE training (over each epoch's training batches)", fontsize=11)
-    return _save(fig, path, 120)
+    return save_figure(fig, path, dpi=120)
 
 
 def load_sae(path: str | Path, device: str = "cpu") -> SparseCoder:
