@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from tttlab.cli import main
+from tttlab.keys import folder_name, settings_digest
 
 TRAIN = "--epochs 3 --batch-size 200 --expansion-factor 4 -k 3 --k-start 8 --no-progress"
 ANALYSE = "--points 30 --k 10 --ttt-epochs 3 --head-epochs 2 --n-boot 20 --no-progress"
@@ -18,6 +19,8 @@ def test_train_then_analyse_writes_run_folders(feature_file, tmp_path, capsys):
     assert {"cfg.json", "sae.safetensors", "history.csv", "metrics.json", "training.png",
             "report.md"} <= {p.name for p in folder.iterdir()}  # fmt: skip
     assert "FVU" in capsys.readouterr().out
+    settings = json.loads((folder / "settings.json").read_text())
+    assert folder.name == folder_name("sae", settings_digest(settings))  # named by its settings
     assert main(f"sae train --features {path} {TRAIN} --out {out}".split()) == 0
     assert "already trained" in capsys.readouterr().out  # same settings: the same folder
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.config import Config
+from tttlab.keys import folder_name
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import memory, stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
@@ -53,8 +54,8 @@ class RunResult:
 
 
 def run_folder_name(cfg: Config) -> str:
-    """`<name>-<hash>`: the same settings always map to the same folder."""
-    return f"{cfg.run.name}-{settings_key('run', cfg.settings())[:10]}"
+    """`<name>-<key>`: the same settings always map to the same folder."""
+    return folder_name(cfg.run.name, settings_key("run", cfg.settings()))
 
 
 @dataclass

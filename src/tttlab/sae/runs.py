@@ -1,24 +1,23 @@
 """SAE run folders: `tttlab sae train` and `tttlab sae analyse` write one each, atomically.
 
-    folder = train_run("fmnist/train", sae_cfg, train_cfg, out="runs")   # runs/sae-<hash>/
+    folder = train_run("fmnist/train", sae_cfg, train_cfg, out="runs")   # runs/sae-<key>/
     sae = SparseCoder.load(folder)
 
-A folder is named `<name>-<hash of its settings>`, built as a hidden temp folder and renamed into
-place when complete, so an interrupted run leaves nothing; the same settings again report the
-existing folder.
+A folder is named `<name>-<key of its settings>` (`tttlab.keys.folder_name`), built as a hidden
+temp folder and renamed into place when complete, so an interrupted run leaves nothing; the same
+settings again report the existing folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
 
 from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
 from tttlab.data.features import read_features
+from tttlab.keys import folder_name, settings_digest
 from tttlab.results import figure, save_figure, write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder
@@ -29,17 +28,11 @@ SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
 
 
-def settings_hash(settings: dict) -> str:
-    """10 hex digits of the sha256 of the settings as canonical JSON."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
-
-
 def commit_folder(out: Path, name: str, settings: dict, write) -> tuple[Path, bool]:
-    """`<out>/<name>-<hash>`: (the folder, True) if it exists; else `write(tmp)` fills a temp
+    """`<out>/<name>-<key>`: (the folder, True) if it exists; else `write(tmp)` fills a temp
     folder that is renamed into place, and (the folder, False)."""
     out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{name}-{settings_hash(settings)}"
+    target = out / folder_name(name, settings_digest(settings))
     if target.is_dir():
         return target, True
     clean_stale_temps(out)
