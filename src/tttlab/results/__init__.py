@@ -39,6 +39,7 @@ __getattr__, __dir__, __all__ = exports(
             "read_metrics",
             "read_points",
             "read_run_log",
+            "write_folder",
             "write_run",
         ],
         "tttlab.results.table": [

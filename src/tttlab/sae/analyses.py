@@ -598,7 +598,7 @@ def analyse_run(
     from tttlab.atomic import dumps_json
     from tttlab.data.features import read_features
     from tttlab.results import write_rows_csv
-    from tttlab.sae.runs import commit_folder, load_sae
+    from tttlab.sae.runs import load_sae, write_sae_folder
 
     sae = load_sae(sae_path)
     X, y = read_features(features, normalize)
@@ -630,7 +630,7 @@ def analyse_run(
         plot_analyses(result, tmp / "analyses.png")
         (tmp / "report.md").write_text(_report(result, settings), encoding="utf-8")
 
-    return commit_folder(Path(out).expanduser(), "sae-analyse", settings, write)
+    return write_sae_folder(Path(out).expanduser(), "sae-analyse", settings, write)
 
 
 def _report(result: AnalysisResult, settings: dict) -> str:

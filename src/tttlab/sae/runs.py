@@ -11,14 +11,12 @@ settings again report the existing folder.
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
 from pathlib import Path
 
-from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
+from tttlab.atomic import dumps_json
 from tttlab.data.features import read_features
 from tttlab.keys import folder_name, settings_digest
-from tttlab.results import figure, save_figure, write_report, write_rows_csv
+from tttlab.results import figure, save_figure, write_folder, write_report, write_rows_csv
 from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
 from tttlab.sae.model import SparseCoder
 from tttlab.sae.trainer import evaluate, train_sae
@@ -28,22 +26,17 @@ SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
 
 
-def commit_folder(out: Path, name: str, settings: dict, write) -> tuple[Path, bool]:
-    """`<out>/<name>-<key>`: (the folder, True) if it exists; else `write(tmp)` fills a temp
-    folder that is renamed into place, and (the folder, False)."""
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / folder_name(name, settings_digest(settings))
-    if target.is_dir():
-        return target, True
-    clean_stale_temps(out)
-    tmp = temp_dir(out, f".tmp-{name}-")
-    try:
+def write_sae_folder(out: Path, name: str, settings: dict, write) -> tuple[Path, bool]:
+    """`<out>/<name>-<key of settings>` holding settings.json and what `write(tmp)` puts there,
+    written by `results.write_folder`: (the folder, True) if it exists already (`write` is not
+    called), else (it, False)."""
+
+    def fill(tmp: Path) -> None:
         (tmp / SETTINGS_FILE).write_text(dumps_json(settings), encoding="utf-8")
         write(tmp)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target, False
+
+    folder = folder_name(name, settings_digest(settings))
+    return write_folder(out, name, fill, folder=folder, complete=(SETTINGS_FILE, METRICS_FILE))
 
 
 def train_run(
@@ -106,7 +99,7 @@ def train_run(
             settings=settings,
         )
 
-    return commit_folder(Path(out).expanduser(), name, settings, write)
+    return write_sae_folder(Path(out).expanduser(), name, settings, write)
 
 
 def plot_history(history: list[dict], path: Path) -> Path:
