@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.config import Config
+from tttlab.data.splits import Splits
 from tttlab.keys import folder_name
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import memory, stages
@@ -75,7 +76,7 @@ class Evaluation:
 class Prepared:
     """The stages every method shares: data, the global model, features, test neighbours."""
 
-    splits: stages.Splits
+    splits: Splits
     model: nn.Module
     model_entry: Entry
     features: stages.Features
