@@ -50,3 +50,16 @@ def test_bad_input_gets_a_message_naming_the_file_and_the_fix(feature_file, tmp_
         capsys.readouterr().err
     )
     assert not list(out.glob("sae-analyse-*")) and not list(out.glob(".tmp-*"))
+
+
+def test_the_analysis_modules_import_neither_the_cli_nor_torch_for_their_settings():
+    """Settings load without torch (the command line builds its parser from them), and the
+    analyses never reach up into the command line."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import tttlab.sae.config; assert 'torch' not in sys.modules; "
+        "import tttlab.sae.runs, tttlab.sae.report; assert 'tttlab.sae.cli' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,8 +1,8 @@
 """`tttlab sae train` and `tttlab sae analyse`; flags generated from the config dataclasses.
 
-tttlab sae train --features fmnist/train --epochs 20 --batch-size 1024      # runs/sae-<hash>/
+tttlab sae train --features fmnist/train --epochs 20 --batch-size 1024      # runs/sae-<key>/
 tttlab sae train --features clip/ --preset paper                            # the paper's recipe
-tttlab sae analyse --sae runs/sae-<hash> --features fmnist/train --test-features fmnist/test
+tttlab sae analyse --sae runs/sae-<key> --features fmnist/train --test-features fmnist/test
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 
 import simple_parsing
 
-from tttlab.sae.config import SaeConfig, SaeTrainConfig, paper_configs
+from tttlab.sae.config import AnalyseConfig, SaeConfig, SaeTrainConfig, paper_configs
 
 HELP = {
     "train": "train a top-k sparse autoencoder on a feature file; writes a run folder",
@@ -73,6 +73,44 @@ def _print_metrics(folder) -> None:
     )
 
 
+def analyse_main(argv: list[str]) -> int:
+    """`tttlab sae analyse --sae RUN --features POOL [--test-features TEST] [flags]`."""
+    parser = _parser("analyse", "the paper's three concept analyses of an SAE")
+    _common(parser)
+    parser.add_argument(
+        "--sae",
+        required=True,
+        metavar="PATH",
+        help="an SAE folder (tttlab sae train) or the paper's .pt checkpoint",
+    )
+    parser.add_argument(
+        "--test-features",
+        default=None,
+        metavar="PATH",
+        help="test file; default: carve --test-per-class rows per class out",
+    )
+    parser.add_argument("--test-per-class", type=int, default=50, help="see --test-features")
+    parser.add_arguments(AnalyseConfig, dest="cfg")
+    args = parser.parse_args(argv)
+    from tttlab.sae.runs import analyse_run
+
+    folder, existed = analyse_run(
+        args.sae,
+        args.features,
+        args.test_features,
+        args.cfg,
+        args.out,
+        args.normalize,
+        args.test_per_class,
+        progress=not args.no_progress,
+    )
+    if existed:
+        print(f"(already analysed with these settings: reporting {folder})")
+    print((folder / "report.md").read_text(encoding="utf-8").split("## Settings")[0].strip())
+    print(f"results: {folder}")
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """`tttlab sae {train,analyse} ...`."""
     if not argv or argv[0] not in HELP:
@@ -81,6 +119,4 @@ def main(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     if argv[0] == "train":
         return train_main(argv[1:])
-    from tttlab.sae.analyses import analyse_main
-
     return analyse_main(argv[1:])
