@@ -24,8 +24,9 @@ from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.encoders import efficientnet_lite0, embed, mnist_source
 from tttlab.pipeline import run
 from tttlab.sae import SaeConfig, SaeTrainConfig
-from tttlab.sae.analyses import PAPER, AnalyseConfig, analyse_run
-from tttlab.sae.runs import train_run
+from tttlab.sae.config import AnalyseConfig
+from tttlab.sae.report import PAPER
+from tttlab.sae.runs import analyse_run, train_run
 
 
 def main() -> None:

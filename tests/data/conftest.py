@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tttlab.data import images
+from tttlab.data import mnist
 from tttlab.data.idx import idx_bytes, write_idx
 
 
@@ -19,7 +19,7 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("TTTLAB_DATA", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg-cache"))
     monkeypatch.setenv("TTTLAB_MIRROR", (tmp_path / "no-mirror").as_uri())
-    monkeypatch.setattr(images, "SYSTEM_DIRS", ())
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", ())
 
 
 @pytest.fixture
@@ -45,7 +45,7 @@ def make_idx_dataset(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
             rng.integers(0, 256, size=(n_test, 28, 28), dtype=np.uint8),
             (np.arange(n_test) % 10).astype(np.uint8),
         )
-        for stem, array in zip(images.FILES, arrays, strict=True):
+        for stem, array in zip(mnist.FILES, arrays, strict=True):
             file_name = stem.replace("-idx", ".idx") if dotted else stem
             write_idx(directory / (file_name + (".gz" if gz else "")), array)
         if dataset is not None:
@@ -57,9 +57,9 @@ def make_idx_dataset(monkeypatch: pytest.MonkeyPatch) -> Callable[..., Path]:
 
 def register_content(directory: Path, dataset: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Make the files in `directory` the known content of `dataset` for this test."""
-    found = images._present_files(directory)
-    hashes = tuple(hashlib.sha256(idx_bytes(found[stem])).hexdigest() for stem in images.FILES)
-    monkeypatch.setitem(images.CONTENT_SHA256, dataset, hashes)
+    found = mnist._present_files(directory)
+    hashes = tuple(hashlib.sha256(idx_bytes(found[stem])).hexdigest() for stem in mnist.FILES)
+    monkeypatch.setitem(mnist.CONTENT_SHA256, dataset, hashes)
 
 
 @pytest.fixture
@@ -72,7 +72,7 @@ def fake_mirror(
     """
     folder = make_idx_dataset(tmp_path / "mirror", gz=True, dataset=None)
     hashes = tuple(
-        hashlib.sha256((folder / f"{stem}.gz").read_bytes()).hexdigest() for stem in images.FILES
+        hashlib.sha256((folder / f"{stem}.gz").read_bytes()).hexdigest() for stem in mnist.FILES
     )
-    monkeypatch.setitem(images.SHA256, "mnist", hashes)
+    monkeypatch.setitem(mnist.SHA256, "mnist", hashes)
     return folder.as_uri() + "/"

@@ -6,6 +6,7 @@ import pytest
 import torch
 from safetensors.numpy import save_file
 
+from tttlab.data import Splits
 from tttlab.data.features import (
     FeatureFileError,
     FeatureSpec,
@@ -90,6 +91,7 @@ def test_prepare_carves_test_and_val_out_of_one_file_and_maps_the_splits(tmp_pat
     summary = prepare_features(out, spec, seed=0)
     assert summary["rows"] == {"train": 69, "val": 6, "test": 15}
     splits = load_prepared(out, "all.npz", summary["num_classes"])
+    assert isinstance(splits, Splits) and splits.mean is None  # rows, not normalised images
     assert isinstance(splits.train_x, np.memmap)
     for split in ("train", "val", "test"):
         rows = getattr(splits, f"{split}_idx")

@@ -10,6 +10,7 @@ import pytest
 from tttlab.cli import main
 from tttlab.lm import corpus as corpus_mod
 from tttlab.lm.corpus import (
+    Corpus,
     CorpusConfig,
     CorpusError,
     build_corpus,
@@ -205,3 +206,14 @@ def test_a_package_apt_does_not_know_is_named_with_the_fix(tmp_path):
     with pytest.raises(CorpusError, match=r"(?s)no-such-package-tttlab.*apt-cache policy"):
         build_corpus(cfg, tmp_path / "c", progress=False)
     assert not list((tmp_path / "c/debs").iterdir())  # the download's temp folder is gone
+
+
+def test_a_corpus_keeps_its_key():
+    """Recorded from the corpus as released: cached tokenizers and models are keyed by it."""
+    record = {
+        "settings": {"doc_bytes": 2048, "seed": 0},
+        "packages": ["python3-six"],
+        "pool_docs": 3,
+        "test_docs": 1,
+    }
+    assert Corpus([], [], record).key == "cf01cb520a811adb"

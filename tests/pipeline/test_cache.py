@@ -34,6 +34,22 @@ def test_the_key_depends_on_exactly_the_settings():
     assert settings_key("model", {"a": 1}) != settings_key("features", {"a": 1})
 
 
+def test_existing_entries_keep_their_keys():
+    """Keys recorded from the cache as released: a change here would orphan users' caches."""
+    model = {
+        "data": {"dataset": "fashion-mnist", "limit": None, "fraction": 1.0, "seed": 0},
+        "model": "cnn",
+        "arch": {"width": 25},
+        "train": {
+            "epochs": 10, "batch_size": 128, "lr": 0.003, "weight_decay": 0.0,
+            "lr_schedule": "cosine",
+        },
+        "device": "cpu",
+    }  # fmt: skip
+    assert settings_key("model", model) == "b209f7b05af684f9"
+    assert settings_key("features", {"model": "abc", "k": (1, 2), "x": 0.1}) == "024761f198c62e3b"
+
+
 @pytest.mark.parametrize(
     "damage",
     [

@@ -6,10 +6,12 @@ import pytest
 from tttlab.results import (
     check_rows,
     compact_number,
+    figure,
     mean_over_seeds,
     method_color,
     paper_references,
     plot_study,
+    save_figure,
     study_row,
 )
 
@@ -151,3 +153,29 @@ def test_a_gain_of_another_pair_is_caught(tmp_path):
             rows, "parameters", ["global", "ttt", "majority"], tmp_path / "p.png",
             x_label="parameters", gain_of=("ttt", "majority"),
         )  # fmt: skip
+
+
+def test_figure_and_save_figure_write_any_plot_atomically(tmp_path):
+    fig = figure((4, 3))
+    ax = fig.add_subplot()
+    ax.plot([1, 2, 3], [0.5, 0.7, 0.9])
+    assert type(fig.canvas).__name__ == "FigureCanvasAgg"  # no pyplot window, no global figure
+    path = save_figure(fig, tmp_path / "curves" / "acc.png", dpi=40)
+    assert path.read_bytes()[:8] == PNG_MAGIC
+    assert save_figure(fig, tmp_path / "curves" / "acc.svg").read_text().count("<svg") == 1
+    assert sorted(p.name for p in path.parent.iterdir()) == ["acc.png", "acc.svg"]
+
+
+def test_save_figure_names_a_bad_suffix_and_leaves_nothing_when_cut_off(tmp_path):
+    fig = figure()
+    with pytest.raises(ValueError, match=r"suffix '.txt'; name it \*.png"):
+        save_figure(fig, tmp_path / "plot.txt")
+
+    def crash(*args, **kwargs):
+        open(args[0], "wb").write(b"\x89PNG half")
+        raise KeyboardInterrupt
+
+    fig.savefig = crash
+    with pytest.raises(KeyboardInterrupt):
+        save_figure(fig, tmp_path / "plot.png")
+    assert list(tmp_path.iterdir()) == []

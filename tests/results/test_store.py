@@ -24,6 +24,7 @@ from tttlab.results import (
     read_metrics,
     read_points,
     read_run_log,
+    write_folder,
     write_run,
 )
 
@@ -305,6 +306,58 @@ def test_ctrl_c_during_the_commit_waits_for_the_log_row(tmp_path, monkeypatch):
     assert isinstance(info.value, InterruptedAfterCommit)
     assert read_metrics(info.value.path) == {"acc": 0.8}
     assert read_run_log(tmp_path) == [{"run": info.value.path.name, "acc_ttt": 0.8}]
+
+
+def test_write_folder_reports_a_complete_folder_and_never_rewrites_it(tmp_path):
+    calls = []
+
+    def train(tmp: Path) -> None:  # e.g. an SAE's training: worth doing once
+        calls.append(tmp)
+        (tmp / "settings.json").write_text("{}")
+        (tmp / "weights.bin").write_bytes(b"\x00" * 8)
+
+    first = write_folder(tmp_path, "sae", train, folder="sae-3f9a", complete=["settings.json"])
+    again = write_folder(tmp_path, "sae", train, folder="sae-3f9a", complete=["settings.json"])
+    assert first == (tmp_path / "sae-3f9a", False) and again == (tmp_path / "sae-3f9a", True)
+    assert len(calls) == 1 and sorted(p.name for p in tmp_path.iterdir()) == ["sae-3f9a"]
+    (tmp_path / "sae-by-hand").mkdir()
+    with pytest.raises(FileExistsError, match="not a complete run folder .no settings.json"):
+        write_folder(tmp_path, "sae", train, folder="sae-by-hand", complete=["settings.json"])
+    assert len(calls) == 1
+
+
+def test_write_folder_interrupted_leaves_nothing(tmp_path):
+    def cut_off(tmp: Path) -> None:
+        (tmp / "weights.bin").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_folder(tmp_path, "sae", cut_off, folder="sae-3f9a")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_twin_that_finished_first_is_reported_not_merged(tmp_path, monkeypatch):
+    """Two processes writing the same settings at once: the second finds the first's folder."""
+    from tttlab.results import store
+
+    rename = store._rename_exact
+
+    def twin_first(tmp: Path, target: Path) -> Path:
+        twin = tmp_path / ".twin"
+        twin.mkdir()
+        (twin / "settings.json").write_text('{"twin": true}')
+        os.rename(twin, target)
+        return rename(tmp, target)
+
+    monkeypatch.setattr(store, "_rename_exact", twin_first)
+
+    def fill(tmp: Path) -> None:
+        (tmp / "settings.json").write_text("{}")
+
+    found = write_folder(tmp_path, "sae", fill, folder="sae-3f9a", complete=["settings.json"])
+    assert found == (tmp_path / "sae-3f9a", True)
+    assert (tmp_path / "sae-3f9a" / "settings.json").read_text() == '{"twin": true}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["sae-3f9a"]
 
 
 # ---------------------------------------------------------------- killed and terminated runs

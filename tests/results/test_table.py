@@ -1,6 +1,8 @@
 """Text tables for the terminal."""
 
-from tttlab.results import Estimate, format_accuracy, format_table
+import numpy as np
+
+from tttlab.results import Estimate, csv_cell, csv_text, format_accuracy, format_table, is_number
 
 
 def test_format_accuracy():
@@ -27,3 +29,19 @@ def test_table_columns_pick_and_order():
     lines = format_table(rows, columns=["c", "b"]).splitlines()
     assert lines == ["c    b", "-  ---", "x  2.5"]
     assert format_table([]) == ""
+
+
+def test_csv_cells_keep_every_digit_and_quote_what_needs_it():
+    assert [csv_cell(v) for v in (None, 0.1 + 0.2, np.float32(0.5), 7, "a")] == [
+        "",
+        "0.30000000000000004",
+        "0.5",
+        "7",
+        "a",
+    ]
+    assert csv_text([["name", "acc"], ["a, b", "0.5"]]) == 'name,acc\n"a, b",0.5\n'
+
+
+def test_is_number_leaves_out_bools_and_text():
+    assert is_number(3) and is_number(np.float64(0.5)) and is_number(np.int64(2))
+    assert not is_number(True) and not is_number("3") and not is_number(None)

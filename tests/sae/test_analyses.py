@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from tests.sae.conftest import sparse_features
-from tttlab.sae import SaeConfig, SaeTrainConfig
-from tttlab.sae.analyses import (
-    AnalyseConfig,
+from tttlab.sae import AnalyseConfig, SaeConfig, SaeTrainConfig, analyse
+from tttlab.sae.concepts import (
     CodeHead,
-    analyse,
+    SparseCodes,
     code_neighbours,
     concept_ttt,
     distinct_concepts,
@@ -67,8 +66,6 @@ def test_code_neighbours_rank_by_cosine_in_concept_space(trained):
 
 
 def test_distinct_concepts_counts_the_union():
-    from tttlab.sae.analyses import SparseCodes
-
     codes = SparseCodes(
         torch.tensor([[0, 1], [1, 2], [5, 6]]), torch.tensor([[1.0, 1], [1, 1], [1, 0]])
     )

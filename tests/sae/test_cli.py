@@ -5,6 +5,7 @@ import json
 import numpy as np
 
 from tttlab.cli import main
+from tttlab.keys import folder_name, settings_digest
 
 TRAIN = "--epochs 3 --batch-size 200 --expansion-factor 4 -k 3 --k-start 8 --no-progress"
 ANALYSE = "--points 30 --k 10 --ttt-epochs 3 --head-epochs 2 --n-boot 20 --no-progress"
@@ -18,6 +19,8 @@ def test_train_then_analyse_writes_run_folders(feature_file, tmp_path, capsys):
     assert {"cfg.json", "sae.safetensors", "history.csv", "metrics.json", "training.png",
             "report.md"} <= {p.name for p in folder.iterdir()}  # fmt: skip
     assert "FVU" in capsys.readouterr().out
+    settings = json.loads((folder / "settings.json").read_text())
+    assert folder.name == folder_name("sae", settings_digest(settings))  # named by its settings
     assert main(f"sae train --features {path} {TRAIN} --out {out}".split()) == 0
     assert "already trained" in capsys.readouterr().out  # same settings: the same folder
 
@@ -47,3 +50,16 @@ def test_bad_input_gets_a_message_naming_the_file_and_the_fix(feature_file, tmp_
         capsys.readouterr().err
     )
     assert not list(out.glob("sae-analyse-*")) and not list(out.glob(".tmp-*"))
+
+
+def test_the_analysis_modules_import_neither_the_cli_nor_torch_for_their_settings():
+    """Settings load without torch (the command line builds its parser from them), and the
+    analyses never reach up into the command line."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import tttlab.sae.config; assert 'torch' not in sys.modules; "
+        "import tttlab.sae.runs, tttlab.sae.report; assert 'tttlab.sae.cli' not in sys.modules"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -50,7 +50,7 @@ def linear_problem(k=10, classes=4, queries=9):
     return head.weight, head.bias, pool_x, pool_y, query_x, torch.from_numpy(nbr)
 
 
-def engine(head, pool_x, pool_y, query_x, cfg, chunk_size=None):
+def engine(head, pool_x, pool_y, query_x, cfg):
     """The batched path: neighbours in the head's feature space, then the engine."""
     feats = head.features if hasattr(head, "features") else (lambda x: x)
     clf = head.classifier if hasattr(head, "classifier") else head
@@ -65,7 +65,6 @@ def engine(head, pool_x, pool_y, query_x, cfg, chunk_size=None):
         query_h,
         torch.from_numpy(nbr),
         cfg,
-        chunk_size=chunk_size,
     )
 
 
@@ -78,7 +77,7 @@ def test_engine_gives_the_numbers_of_the_reference_loop(method, k, epochs, l2, h
     head = nn.Linear(6, 4) if head_kind == "linear" else TinyMLP(6, 16, 4)
     cfg = TTTConfig(k=k, epochs=epochs, lr=0.05, method=method, l2=l2)
     ref = reference_ttt(head, pool_x, pool_y, query_x, cfg)
-    out = engine(head, pool_x, pool_y, query_x, cfg, chunk_size=16)
+    out = engine(head, pool_x, pool_y, query_x, replace(cfg, chunk_size=16))
     assert torch.equal(out.argmax(1), ref.argmax(1))
     torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
     assert not torch.allclose(out, head(query_x), atol=1e-3), "fine-tuning changed the logits"
@@ -134,11 +133,11 @@ def test_chunk_size_is_a_setting_that_never_comes_from_free_memory():
     assert auto_chunk_size(50, 512, 1000, "cuda") > auto_chunk_size(50, 512, 1000, "cpu") >= 2
     W, b, pool_x, pool_y, query_x, nbr = linear_problem()
     cfg = TTTConfig(k=10, epochs=3)
-    given = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, chunk_size=7)
+    automatic = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg)
     recorded = ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, chunk_size=7))
-    assert torch.equal(given, recorded)
-    with pytest.raises(ValueError, match="chunk_size=3 conflicts with cfg.chunk_size=7"):
-        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, replace(cfg, chunk_size=7), chunk_size=3)
+    assert torch.equal(automatic, recorded)  # the one setting: cfg.chunk_size, memory only
+    with pytest.raises(TypeError, match="chunk_size"):
+        ttt_logits(W, b, pool_x, pool_y, query_x, nbr, cfg, chunk_size=7)
 
 
 def test_only_the_first_k_neighbours_are_used():
@@ -254,7 +253,8 @@ def test_auto_chunk_size_shrinks_for_bigger_heads():
         ({"l2": float("nan")}, "l2 must be a finite number"),
         ({"betas": (1.0, 0.999)}, r"betas\[0\] must be in \[0, 1\)"),
         ({"eps": "1e-8"}, "eps must be a number"),
-        ({"chunk_size": 0}, "chunk_size must be an integer >= 1"),
+        ({"chunk_size": 0}, "chunk_size must be an integer >= 1, got 0"),
+        ({"chunk_size": -1}, "chunk_size must be an integer >= 1, got -1"),
     ],
 )
 def test_bad_config_is_rejected(kwargs, message):
@@ -282,8 +282,6 @@ def _drop_last_label(args):
         (_drop_last_label, r"pool_y has shape \(199,\) but its inputs have 200 rows"),
         (lambda a: a["pool_x"].__setitem__((slice(5, 7), 0), float("nan")), "pool_x has 2 rows"),
         (lambda a: a["query_x"].__setitem__((1, 2), float("inf")), "query_x has 1 rows with NaN"),
-        (lambda a: a.update(chunk_size=-1), "chunk_size must be an integer >= 1, got -1"),
-        (lambda a: a.update(chunk_size=0), "chunk_size must be an integer >= 1, got 0"),
     ],
 )
 def test_ttt_logits_says_what_is_wrong_before_any_work(change, message):

@@ -9,24 +9,27 @@ __getattr__, __dir__, __all__ = exports(
         "tttlab.data.features": [
             "FeatureFileError",
             "FeatureSpec",
-            "FeatureSplits",
             "open_features",
             "prepare_features",
         ],
         "tttlab.data.idx": ["IDXError", "read_idx", "write_idx"],
-        "tttlab.data.images": [
-            "CLASSES",
-            "DATASETS",
+        "tttlab.data.mnist": [
             "DatasetContentError",
             "DatasetNotFoundError",
             "DownloadError",
-            "ImageSplits",
             "cache_dir",
             "download_dataset",
             "find_dataset_dir",
+            "read_idx_dataset",
+        ],
+        "tttlab.data.splits": [
+            "CLASSES",
+            "DATASETS",
+            "Splits",
             "load_splits",
             "nested_subset",
             "stratified_split",
+            "stratified_subset",
         ],
     },
 )

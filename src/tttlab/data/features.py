@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from tttlab.checks import check_int
+from tttlab.data.splits import Splits
 
 SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
 EMBEDDINGS, LABELS = "embeddings", "labels"
@@ -448,34 +449,11 @@ def prepare_features(folder: Path, spec: FeatureSpec, seed: int) -> dict[str, An
     }
 
 
-@dataclass
-class FeatureSplits:
-    """Train, validation and test feature rows of a feature file, memory-mapped (copy-on-write,
-    so the file is never changed), with the attributes a run reads from `ImageSplits`."""
-
-    train_x: np.ndarray
-    train_y: torch.Tensor
-    val_x: np.ndarray
-    val_y: torch.Tensor
-    test_x: np.ndarray
-    test_y: torch.Tensor
-    name: str
-    classes: list[str]
-    train_idx: np.ndarray
-    val_idx: np.ndarray
-    test_idx: np.ndarray
-    """Row numbers in the source file(s) (across chunks in sorted order)."""
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-def load_prepared(folder: Path, name: str, num_classes: int) -> FeatureSplits:
+def load_prepared(folder: Path, name: str, num_classes: int) -> Splits:
     """The splits `prepare_features` wrote into `folder`, memory-mapped."""
     arrays: dict[str, Any] = {}
     for split in ("train", "val", "test"):
         arrays[f"{split}_x"] = np.load(folder / f"{split}_x.npy", mmap_mode="c")
         arrays[f"{split}_y"] = torch.from_numpy(np.load(folder / f"{split}_y.npy"))
         arrays[f"{split}_idx"] = np.load(folder / f"{split}_idx.npy")
-    return FeatureSplits(**arrays, name=name, classes=[str(c) for c in range(num_classes)])
+    return Splits(**arrays, name=name, classes=[str(c) for c in range(num_classes)])

@@ -38,6 +38,7 @@ from tttlab.atomic import (
     to_jsonable,
 )
 from tttlab.checks import check_int, check_number
+from tttlab.keys import settings_digest
 
 DEFAULT_PACKAGES = (
     "linux-doc-6.1", "python3.11-doc", "perl-doc", "dict-gcide", "fortunes", "manpages",
@@ -125,8 +126,7 @@ class Corpus:
     @property
     def key(self) -> str:
         """Identifies the corpus (its settings, packages and counts) in cache keys."""
-        text = json.dumps(self.record, sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+        return settings_digest(self.record)[:16]
 
 
 def load_corpus(folder: str | Path) -> Corpus:

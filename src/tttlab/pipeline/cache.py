@@ -12,7 +12,6 @@ rebuilt, never used.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tttlab.atomic import clean_stale_temps, dumps_json, file_sha256, temp_dir, to_jsonable
+from tttlab.keys import settings_digest
 
 FORMAT_VERSION = 1
 """Bump when a stage's files change meaning or layout: older entries are then rebuilt."""
@@ -33,13 +33,8 @@ HASH_LIMIT_BYTES = 256 * 2**20
 
 
 def settings_key(stage: str, settings: dict[str, Any]) -> str:
-    """A short stable hash of a stage's settings (canonical JSON), its folder name."""
-    text = json.dumps(
-        to_jsonable({"stage": stage, "version": FORMAT_VERSION, "settings": settings}),
-        sort_keys=True,
-        separators=(",", ":"),
-    )
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+    """16 hex digits of the settings digest of a stage's settings, its entry's folder name."""
+    return settings_digest({"stage": stage, "version": FORMAT_VERSION, "settings": settings})[:16]
 
 
 @dataclass(frozen=True)

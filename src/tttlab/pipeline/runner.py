@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from tttlab.config import Config
+from tttlab.data.splits import Splits
+from tttlab.keys import folder_name
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import memory, stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
@@ -53,8 +55,8 @@ class RunResult:
 
 
 def run_folder_name(cfg: Config) -> str:
-    """`<name>-<hash>`: the same settings always map to the same folder."""
-    return f"{cfg.run.name}-{settings_key('run', cfg.settings())[:10]}"
+    """`<name>-<key>`: the same settings always map to the same folder."""
+    return folder_name(cfg.run.name, settings_key("run", cfg.settings()))
 
 
 @dataclass
@@ -74,7 +76,7 @@ class Evaluation:
 class Prepared:
     """The stages every method shares: data, the global model, features, test neighbours."""
 
-    splits: stages.Splits
+    splits: Splits
     model: nn.Module
     model_entry: Entry
     features: stages.Features

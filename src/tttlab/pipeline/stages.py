@@ -21,10 +21,9 @@ from torch import nn
 from tttlab.atomic import file_sha256
 from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
 from tttlab.config import Config
-from tttlab.data import ImageSplits, load_splits, nested_subset
-from tttlab.data.features import FeatureSpec, FeatureSplits, load_prepared, open_features
+from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
-from tttlab.data.images import stratified_subset
+from tttlab.data.splits import Splits, load_splits, nested_subset, stratified_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -47,9 +46,6 @@ FEATURE_BLOCK = 65536
 
 
 # ---- data -------------------------------------------------------------------------------------
-
-
-Splits = ImageSplits | FeatureSplits
 
 
 def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any]:
@@ -140,7 +136,7 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
     return splits
 
 
-def _load_features(cfg: Config, cache: StageCache) -> FeatureSplits:
+def _load_features(cfg: Config, cache: StageCache) -> Splits:
     """The prepared splits, memory-mapped; `limit` and `fraction` select rows of them (as for
     images: stratified subsets per split, then nested per-class subsets of the pool)."""
     d = cfg.data
@@ -344,7 +340,7 @@ def features(
     """Train, validation and test features, embedded once per model. A linear head on a feature
     file sees the file's rows themselves: they are used as they are (memory-mapped, no copy), and
     keyed by the data alone, so retraining the head never repeats the search for neighbours."""
-    identity = isinstance(splits, FeatureSplits) and cfg.model.model == "linear"
+    identity = cfg.data.features is not None and cfg.model.model == "linear"
     if identity:
         entry = cache.get_or_make("features", {"data": data_settings(cfg, cache)}, lambda _: {})
         arrays = {s: getattr(splits, f"{s}_x") for s in SPLITS}

@@ -25,10 +25,13 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from tttlab.atomic import atomic_path
-from tttlab.checks import check_choice, check_number
+from tttlab.checks import check_choice, check_int, check_number
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 GAIN_TOLERANCE = 5e-4
 """How far `gain` may sit from acc_a - acc_b (the paired mean equals it up to rounding; rows
@@ -239,19 +242,12 @@ def plot_study(
     if len(gain_of) != 2:
         raise ValueError(f"gain_of must name two methods (a, b) for a - b, got {gain_of!r}")
     has_gain = check_rows(rows, x, methods, log_x=log_x, gain_of=gain_of)
-    # matplotlib loads here, not at import: the CLI imports tttlab.results and should not pay
-    # half a second for it. A bare Figure on the Agg canvas, not pyplot: no window, no global
-    # figure list to close, and the caller's own backend (a notebook's) is left alone.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     merged = mean_over_seeds(rows, x, methods)
     xs = [r[x] for r in merged]
     counts = sorted({r["n_seeds"] for r in merged})
     seeds = counts[-1]
 
-    fig = Figure(figsize=(7, 7.5))
-    FigureCanvasAgg(fig)
+    fig = figure((7, 7.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     _accuracy_panel(top, rows, merged, x, methods, reference or [], metric, seeds)
     _gain_panel(bottom, merged, xs, gain_of, has_gain)
@@ -266,7 +262,7 @@ def plot_study(
         else "band: bootstrap CI"
     )
     fig.suptitle("\n".join(filter(None, [title, note])), fontsize=11)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi=dpi)
 
 
 def plot_histogram(
@@ -280,16 +276,12 @@ def plot_histogram(
 ) -> Path:
     """A histogram of fractions (e.g. each local head's test accuracy) in %, with labelled
     vertical lines at `marks` (e.g. the global head's accuracy); PNG, written atomically."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     path = Path(path)
     if path.suffix != ".png":
         raise ValueError(f"{path}: plots are PNG files; name it *.png")
     if not len(values):
         raise ValueError("no values to draw: pass at least one")
-    fig = Figure(figsize=(7, 4))
-    FigureCanvasAgg(fig)
+    fig = figure((7, 4))
     ax = fig.add_subplot()
     ax.hist([100 * v for v in values], bins=min(30, max(5, len(values) // 3)), color="tab:red")
     for i, (label, value) in enumerate((marks or {}).items()):
@@ -300,13 +292,37 @@ def plot_histogram(
     ax.grid(alpha=0.3)
     if title:
         fig.suptitle(title, fontsize=11)
-    return _save(fig, path, dpi)
+    return save_figure(fig, path, dpi=dpi)
 
 
-def _save(fig: Any, path: Path, dpi: int) -> Path:
+def figure(figsize: tuple[float, float] = (7, 4)) -> Figure:
+    """A matplotlib Figure (size in inches) on the Agg canvas, for `save_figure`."""
+    # matplotlib loads here, not at import: the CLI imports tttlab.results and should not pay
+    # half a second for it. A bare Figure, not pyplot: no window, no global figure list to
+    # close, and the caller's own backend (a notebook's) is left alone.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def save_figure(fig: Figure, path: str | Path, *, dpi: int = 150) -> Path:
+    """Lay `fig` out tightly and write it to `path` (its suffix picks the format: .png, .pdf,
+    .svg), through a temp file and a rename, so an interrupted save leaves no half image."""
+    path = Path(path)
+    fmt = path.suffix.lower().removeprefix(".")
+    formats = fig.canvas.get_supported_filetypes()
+    if fmt not in formats:
+        raise ValueError(
+            f"{path}: cannot tell the image format from the suffix {path.suffix!r}; name it "
+            f"*.png (or {', '.join(f'*.{f}' for f in sorted(formats) if f != 'png')})"
+        )
+    check_int(dpi, "dpi", min=1)
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=dpi)
+        fig.savefig(tmp, format=fmt, dpi=dpi)
     return path
 
 

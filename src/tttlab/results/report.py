@@ -20,8 +20,7 @@ from typing import Any
 from tttlab.atomic import atomic_write_text, dumps_json
 from tttlab.results.plots import Reference
 from tttlab.results.stats import Estimate
-from tttlab.results.store import _cell, _csv_text
-from tttlab.results.table import _is_number, format_accuracy, format_number
+from tttlab.results.table import csv_cell, csv_text, format_accuracy, format_number, is_number
 
 
 def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
@@ -33,9 +32,9 @@ def write_rows_csv(path: str | Path, rows: Sequence[dict[str, Any]]) -> Path:
         if not isinstance(row, dict):
             raise ValueError(f"row {i} is a {type(row).__name__}, not a dict: pass dicts")
     columns = list(dict.fromkeys(str(k) for row in rows for k in row))
-    lines = [columns] + [[_cell(row.get(c)) for c in columns] for row in rows]
+    lines = [columns] + [[csv_cell(row.get(c)) for c in columns] for row in rows]
     path = Path(path)
-    atomic_write_text(path, _csv_text(lines))
+    atomic_write_text(path, csv_text(lines))
     return path
 
 
@@ -62,7 +61,7 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
         spec = _interval_columns(c)
         with_ci = spec is not None and all(k in row for row in rows for k in spec[1:])
         header.append(_header(c) if with_ci else c)
-        right.append(with_ci or all(_is_number(r[c]) for r in rows if r.get(c) is not None))
+        right.append(with_ci or all(is_number(r[c]) for r in rows if r.get(c) is not None))
         for cells, row in zip(body, rows, strict=True):
             cells.append(_cell_text(row, c, spec if with_ci else None))
     lines = [_md_line(header), "| " + " | ".join("---:" if r else "---" for r in right) + " |"]

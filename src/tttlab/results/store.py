@@ -1,27 +1,26 @@
 """Results on disk: one folder per run, and a run log across runs; nothing is ever half-written.
 
 A run folder `<root>/<timestamp>-<name>` (or a folder name the caller picks) holds config.json,
-metrics.json, predictions.csv and any extra files. It is built as a hidden temp folder and renamed
-into place only when complete, so an interrupted run leaves nothing behind, and temp folders of
-killed runs are removed by the next run. `<root>/runs.csv` gets one row per run, on one line each,
-appended all-or-nothing; with `log_row`, the folder and its row land together or not at all.
+metrics.json, predictions.csv and any extra files; `write_folder`, which writes it, writes the
+SAE's run folders too. A folder is built as a hidden temp folder and renamed into place only when
+complete, so an interrupted run leaves nothing behind, and temp folders of killed runs are removed
+by the next run. `<root>/runs.csv` gets one row per run, on one line each, appended
+all-or-nothing; with `log_row`, the folder and its row land together or not at all.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
-import io
 import json
 import os
 import shutil
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -35,11 +34,13 @@ from tttlab.atomic import (
     explain_os_error,
     temp_dir,
 )
+from tttlab.results.table import csv_cell, csv_text
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.json"
 POINTS_FILE = "predictions.csv"
 RUN_LOG = "runs.csv"
+RUN_FILES = (CONFIG_FILE, METRICS_FILE, POINTS_FILE)
 
 
 # ---------------------------------------------------------------- per-point records
@@ -96,17 +97,13 @@ def _int_column(x: np.ndarray, name: str) -> np.ndarray:
 
 
 def _points_csv(points: PointRecords) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
     header = ["index", "label"]
     columns = [points.index.tolist(), points.label.tolist()]
     for m in points.methods:
         header += [f"{m}_pred", f"{m}_ce"]
         # repr keeps every digit of a float64, so the file round-trips exactly.
         columns += [points.pred[m].tolist(), [repr(v) for v in points.ce[m].tolist()]]
-    writer.writerow(header)
-    writer.writerows(zip(*columns, strict=True))
-    return buf.getvalue()
+    return csv_text([header, *zip(*columns, strict=True)])
 
 
 # ---------------------------------------------------------------- run folders
@@ -141,17 +138,54 @@ def write_run(
     `InterruptedAfterCommit` is raised). If anything else raises, no folder and no row are left.
     A `folder` that already exists raises FileExistsError (reuse it, or delete it to re-run).
     """
-    root = _root_dir(root)
-    _check_file_name(name, "name")
     extra = extra or {}
     for fname in extra:
         _check_file_name(fname, "extra file name")
-        if fname in (CONFIG_FILE, METRICS_FILE, POINTS_FILE):
+        if fname in RUN_FILES:
             raise ValueError(f"extra file {fname!r} would overwrite a standard file: rename it")
+
+    def fill(tmp: Path) -> None:
+        (tmp / CONFIG_FILE).write_text(dumps_json(config), encoding="utf-8")
+        (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
+        (tmp / POINTS_FILE).write_text(_points_csv(points), encoding="utf-8", newline="")
+        for fname, write in extra.items():
+            write(tmp / fname)
+
+    path, existed = write_folder(
+        root, name, fill, folder=folder, started=started, log_row=log_row, complete=RUN_FILES
+    )
+    if existed:
+        raise FileExistsError(
+            f"run folder {path} already exists and is complete: reuse it (read_metrics, "
+            "read_points), or delete it to run again"
+        )
+    return path
+
+
+def write_folder(
+    root: str | Path,
+    name: str,
+    write: Callable[[Path], None],
+    *,
+    folder: str | None = None,
+    started: datetime | None = None,
+    log_row: dict | None = None,
+    complete: Sequence[str] = (),
+) -> tuple[Path, bool]:
+    """Fill a hidden temp folder with `write(tmp)` and rename it to `<root>/<timestamp>-<name>`
+    (`-2`, `-3` ... if taken) or exactly `<root>/<folder>`; return (the folder, False).
+
+    Every run folder (runs, SAE training and analysis runs) is written here. An exact `folder`
+    that already holds the `complete` files is returned as (folder, True) and `write` is not
+    called; one without them raises FileExistsError. `log_row` goes to the run log with the
+    folder, as `write_run` says. If anything raises, no folder and no row are left.
+    """
+    root = _root_dir(root)
+    _check_file_name(name, "name")
     if folder is not None:
         _check_file_name(folder, "folder")
-        if os.path.lexists(root / folder):
-            raise _exists_error(root / folder)
+        if _existing(root / folder, complete):
+            return root / folder, True
     if log_row is not None and "run" in log_row:
         raise ValueError(
             f"log_row has a 'run' entry ({log_row['run']!r}), but write_run fills that column with "
@@ -164,24 +198,34 @@ def write_run(
     base = folder or f"{(started or datetime.now()).strftime('%Y%m%d-%H%M%S')}-{name}"
     tmp = temp_dir(root, f".tmp-{name}-")
     try:
-        (tmp / CONFIG_FILE).write_text(dumps_json(config), encoding="utf-8")
-        (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
-        (tmp / POINTS_FILE).write_text(_points_csv(points), encoding="utf-8", newline="")
-        for fname, write in extra.items():
-            write(tmp / fname)
-        return _commit(tmp, root, base, exact=folder is not None, cells=cells)
+        write(tmp)
+        return _commit(tmp, root, base, folder is not None, cells, complete)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _commit(tmp: Path, root: Path, base: str, exact: bool, cells: dict[str, str] | None) -> Path:
-    """Rename the finished `tmp` into place and append its log row, as one uninterruptible step."""
+def _commit(
+    tmp: Path,
+    root: Path,
+    base: str,
+    exact: bool,
+    cells: dict[str, str] | None,
+    complete: Sequence[str],
+) -> tuple[Path, bool]:
+    """Rename the finished `tmp` into place and append its log row, as one uninterruptible step;
+    (folder, True) when a racing twin renamed a complete `base` first (no row then)."""
     target = None
     try:
         with _log_lock(root) if cells is not None else nullcontext(), deferred_signals():
-            target = (
-                _rename_exact(tmp, root / base) if exact else _rename_into_place(tmp, root, base)
-            )
+            if not exact:
+                target = _rename_into_place(tmp, root, base)
+            else:
+                try:
+                    target = _rename_exact(tmp, root / base)
+                except FileExistsError:
+                    if _existing(root / base, complete):
+                        return root / base, True
+                    raise
             if cells is not None:
                 try:
                     _append_row(root / RUN_LOG, {"run": target.name} | cells)
@@ -193,32 +237,35 @@ def _commit(tmp: Path, root: Path, base: str, exact: bool, cells: dict[str, str]
         if target is not None:
             raise InterruptedAfterCommit(target) from err
         raise
-    return target
+    return target, False
 
 
 def _rename_exact(tmp: Path, target: Path) -> Path:
-    """Rename `tmp` to exactly `target`, which must not exist (rename replaces an empty folder)."""
+    """Rename `tmp` to exactly `target`; FileExistsError if it exists (even by a racing run)."""
     if os.path.lexists(target):
-        raise _exists_error(target)
+        raise FileExistsError(target)
     try:
+        # rename replaces an empty folder, but refuses a non-empty one: a twin is never merged
         os.rename(tmp, target)
     except OSError as err:
         if os.path.lexists(target):
-            raise _exists_error(target) from err
+            raise FileExistsError(target) from err
         raise
     return target
 
 
-def _exists_error(target: Path) -> FileExistsError:
-    missing = [f for f in (CONFIG_FILE, METRICS_FILE, POINTS_FILE) if not (target / f).is_file()]
-    if not missing:
-        return FileExistsError(
-            f"run folder {target} already exists and is complete: reuse it (read_metrics, "
-            "read_points), or delete it to run again"
-        )
-    return FileExistsError(
-        f"{target} already exists but is not a complete run folder (no {', '.join(missing)}): "
-        "move or delete it, then run again"
+def _existing(target: Path, complete: Sequence[str]) -> bool:
+    """Whether `target` exists as a complete folder (all of `complete`); False if it does not
+    exist, FileExistsError if something else stands there."""
+    if not os.path.lexists(target):
+        return False
+    missing = [f for f in complete if not (target / f).is_file()]
+    if target.is_dir() and not missing:
+        return True
+    what = f"no {', '.join(missing)}" if missing else "not a folder"
+    raise FileExistsError(
+        f"{target} already exists but is not a complete run folder ({what}): move or delete it, "
+        "then run again"
     )
 
 
@@ -342,7 +389,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
             header, rows, damaged = [], [], []
         new = [k for k in cells if k not in header]
         if header and not new:
-            append_bytes(path, _csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
+            append_bytes(path, csv_text([[cells.get(k, "") for k in header]]).encode("utf-8"))
             return
         if damaged:
             warnings.warn(
@@ -352,7 +399,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
             )
         header += new
         table = [header] + [[r.get(k, "") for k in header] for r in rows + [cells]]
-        atomic_write_text(path, _csv_text(table))
+        atomic_write_text(path, csv_text(table))
     except OSError as err:
         raise OSError(
             err.errno,
@@ -363,7 +410,7 @@ def _append_row(path: Path, cells: dict[str, str]) -> None:
 
 def _log_cells(row: dict) -> dict[str, str]:
     """A run-log row as text cells; each row stays on one line, so damage never spreads."""
-    cells = {str(k): _cell(v) for k, v in row.items()}
+    cells = {str(k): csv_cell(v) for k, v in row.items()}
     for key, text in cells.items():
         if "\n" in key + text or "\r" in key + text:
             raise ValueError(
@@ -407,19 +454,6 @@ def _csv_line(line: str) -> list[str] | None:
     return cells[0] if len(cells) == 1 else None
 
 
-def _csv_text(rows: list[list[str]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
-def _cell(value: Any) -> str:
-    """A log cell: None as empty, anything else as str (which keeps every digit of a float)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    return "" if value is None else str(value)
-
-
 def read_run_log(root: str | Path) -> list[dict]:
     """All rows of `<root>/runs.csv`; cells written from an int or float come back as one, empty
     cells as None. Damaged lines (cut short by a crash, or glued together) are skipped with a
@@ -438,7 +472,7 @@ def read_run_log(root: str | Path) -> list[dict]:
 
 
 def _parse_cell(text: str) -> int | float | str | None:
-    """Undo `_cell`: only text that an int or float prints as exactly becomes a number, so names
+    """Undo `csv_cell`: only text that an int or float prints as exactly becomes a number, so names
     like '007' or '1e3' stay strings."""
     if text == "":
         return None

@@ -1,8 +1,12 @@
-"""Plain-text tables of results, for the terminal (`tttlab runs`) and the demo's output."""
+"""Table cells as text: aligned tables for the terminal (`tttlab runs`), and CSV cells and text
+that keep every digit (run log, rows files); Markdown tables build on these (`results.report`)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import math
+from collections.abc import Iterable, Sequence
 from numbers import Real
 from typing import Any
 
@@ -39,7 +43,7 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not columns:
         return ""
     cells = [[format_number(row.get(c)) for c in columns] for row in rows]
-    numeric = [all(_is_number(row[c]) for row in rows if row.get(c) is not None) for c in columns]
+    numeric = [all(is_number(row[c]) for row in rows if row.get(c) is not None) for c in columns]
     widths = [max([len(c)] + [len(line[j]) for line in cells]) for j, c in enumerate(columns)]
 
     def line(texts: list[str]) -> str:
@@ -53,5 +57,20 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
     return "\n".join([line(list(columns)), rule] + [line(c) for c in cells])
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number, numpy's included, but not a bool: the cells a table aligns right."""
     return isinstance(value, (Real, np.number)) and not isinstance(value, (bool, np.bool_))
+
+
+def csv_cell(value: Any) -> str:
+    """A CSV cell: None as empty, anything else as str (which keeps every digit of a float)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return "" if value is None else str(value)
+
+
+def csv_text(rows: Iterable[Sequence[object]]) -> str:
+    """Rows of cells as CSV text, one line per row ending in a newline."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()

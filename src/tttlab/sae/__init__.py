@@ -8,7 +8,15 @@ from tttlab._lazy import exports
 __getattr__, __dir__, __all__ = exports(
     __name__,
     {
-        "tttlab.sae.config": ["PAPER_DEFECTS", "SaeConfig", "SaeTrainConfig", "paper_configs"],
+        "tttlab.sae.analyses": ["AnalysisResult", "analyse"],
+        "tttlab.sae.config": [
+            "PAPER_DEFECTS",
+            "AnalyseConfig",
+            "SaeConfig",
+            "SaeTrainConfig",
+            "paper_configs",
+        ],
         "tttlab.sae.model": ["EncoderOutput", "ForwardOutput", "SaeLoadError", "SparseCoder"],
+        "tttlab.sae.runs": ["analyse_run", "load_sae", "train_run"],
     },
 )

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from tttlab.sae.analyses import analyse_run
-from tttlab.sae.runs import train_run
+from tttlab.sae.runs import analyse_run, train_run
 
 
 def train(parsed: dict[str, Any]) -> int:

@@ -1,5 +1,6 @@
-"""The sparse autoencoder's settings: its shape (`SaeConfig`, saved beside its weights as cfg.json)
-and its training (`SaeTrainConfig`), each field declared once with its default and its check.
+"""The sparse autoencoder's settings: its shape (`SaeConfig`, saved beside its weights as cfg.json),
+its training (`SaeTrainConfig`) and the concept analyses (`AnalyseConfig`), each field declared
+once with its default and its check.
 
     cfg, train = paper_configs(d_in=512)   # the paper's recipe (expansion 8, k = 16, ...)
 """
@@ -110,6 +111,67 @@ class SaeTrainConfig:
         check_choice(self.device, "device", get_args(Device))
 
 
+@dataclass
+class AnalyseConfig:
+    """Settings of the three analyses."""
+
+    points: int = 1000
+    """Test points analysed (a seeded sample of the test set; all if it has fewer)."""
+    k: int = 50
+    """Neighbourhood size, for the concept counts and every TTT."""
+    ttt_epochs: int = 50
+    """Full-batch Adam steps of every TTT (features, reconstructions, concept space)."""
+    ttt_lr: float = 0.01
+    """Adam learning rate of every TTT head."""
+    mask_lr: float = 0.05
+    """Adam learning rate of the learned mask's logits."""
+    mask_penalty: float = 0.01
+    """Sparsity penalty per kept concept, added to the neighbourhood's mean cross-entropy."""
+    mask_init: float = 1.0
+    """Initial mask logit (> 0: every concept starts kept)."""
+    mask_penalties: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+    """If not empty, mask_penalty is chosen among these on (up to `points`) validation rows, never
+    test points: the largest whose masked TTT is within mask_tolerance of all-concepts TTT there."""
+    mask_tolerance: float = 0.005
+    """Accuracy (a fraction) the chosen mask penalty may lose on the validation rows."""
+    head_epochs: int = 20
+    """Epochs of the global linear heads (on features, reconstructions, codes)."""
+    head_lr: float = 1e-3
+    """Adam learning rate of the global heads."""
+    head_batch: int = 256
+    """Minibatch of the global heads."""
+    val_per_class: int = 10
+    """Rows per class carved out of the pool to pick the global heads' best epoch."""
+    top: int = 10
+    """Top probabilities compared in the implicit-selection analysis."""
+    chunk: int = 64
+    """Test points fine-tuned together in concept space (memory only)."""
+    n_boot: int = 1000
+    """Bootstrap resamples for the accuracy intervals."""
+    seed: int = 0
+    """Seeds the test sample, the random sets, the carve-out and the heads."""
+
+    def __post_init__(self):
+        for name in ("points", "k", "head_epochs", "head_batch", "val_per_class", "top"):
+            check_int(getattr(self, name), name, min=1)
+        for name in ("ttt_epochs", "seed"):
+            check_int(getattr(self, name), name, min=0)
+        check_int(self.chunk, "chunk", min=1)
+        check_int(self.n_boot, "n_boot", min=1)
+        for name in ("ttt_lr", "mask_lr", "head_lr"):
+            check_number(getattr(self, name), name, min=0, strict_min=True)
+        check_number(self.mask_penalty, "mask_penalty", min=0)
+        check_number(self.mask_tolerance, "mask_tolerance", min=0)
+        self.mask_penalties = tuple(self.mask_penalties)
+        for i, value in enumerate(self.mask_penalties):
+            check_number(value, f"mask_penalties[{i}]", min=0)
+        check_number(self.mask_init, "mask_init")
+
+    def ttt(self) -> TTTConfig:
+        """The engine's settings for TTT on features and reconstructions."""
+        return TTTConfig(k=self.k, epochs=self.ttt_epochs, lr=self.ttt_lr)
+
+
 PAPER_DEFECTS = (
     "The paper's dead-latent (ghost) loss adds the decoder bias b_dec to the dead latents' "
     "reconstruction of a residual that already excludes it (b_dec counted twice), with a weight of "
@@ -188,66 +250,6 @@ class SaeAnalyseInput:
         if not self.sae:
             raise ValueError("sae is required: pass --sae PATH (an SAE folder or .pt checkpoint)")
         check_int(self.test_per_class, "test_per_class", min=1)
-
-
-@dataclass
-class AnalyseConfig:
-    """Settings of the three analyses."""
-
-    points: int = 1000
-    """Test points analysed (a seeded sample of the test set; all if it has fewer)."""
-    k: int = 50
-    """Neighbourhood size, for the concept counts and every TTT."""
-    ttt_epochs: int = 50
-    """Full-batch Adam steps of every TTT (features, reconstructions, concept space)."""
-    ttt_lr: float = 0.01
-    """Adam learning rate of every TTT head."""
-    mask_lr: float = 0.05
-    """Adam learning rate of the learned mask's logits."""
-    mask_penalty: float = 0.01
-    """Sparsity penalty per kept concept, added to the neighbourhood's mean cross-entropy."""
-    mask_init: float = 1.0
-    """Initial mask logit (> 0: every concept starts kept)."""
-    mask_penalties: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-    """If not empty, mask_penalty is chosen among these on (up to `points`) validation rows, never
-    test points: the largest whose masked TTT is within mask_tolerance of all-concepts TTT there."""
-    mask_tolerance: float = 0.005
-    """Accuracy (a fraction) the chosen mask penalty may lose on the validation rows."""
-    head_epochs: int = 20
-    """Epochs of the global linear heads (on features, reconstructions, codes)."""
-    head_lr: float = 1e-3
-    """Adam learning rate of the global heads."""
-    head_batch: int = 256
-    """Minibatch of the global heads."""
-    val_per_class: int = 10
-    """Rows per class carved out of the pool to pick the global heads' best epoch."""
-    top: int = 10
-    """Top probabilities compared in the implicit-selection analysis."""
-    chunk: int = 64
-    """Test points fine-tuned together in concept space (memory only)."""
-    n_boot: int = 1000
-    """Bootstrap resamples for the accuracy intervals."""
-    seed: int = 0
-    """Seeds the test sample, the random sets, the carve-out and the heads."""
-
-    def __post_init__(self):
-        for name in ("points", "k", "head_epochs", "head_batch", "val_per_class", "top"):
-            check_int(getattr(self, name), name, min=1)
-        for name in ("ttt_epochs", "seed"):
-            check_int(getattr(self, name), name, min=0)
-        check_int(self.chunk, "chunk", min=1)
-        check_int(self.n_boot, "n_boot", min=1)
-        for name in ("ttt_lr", "mask_lr", "head_lr"):
-            check_number(getattr(self, name), name, min=0, strict_min=True)
-        check_number(self.mask_penalty, "mask_penalty", min=0)
-        check_number(self.mask_tolerance, "mask_tolerance", min=0)
-        self.mask_penalties = tuple(self.mask_penalties)
-        for i, value in enumerate(self.mask_penalties):
-            check_number(value, f"mask_penalties[{i}]", min=0)
-        check_number(self.mask_init, "mask_init")
-
-    def ttt(self) -> TTTConfig:
-        return TTTConfig(k=self.k, epochs=self.ttt_epochs, lr=self.ttt_lr)
 
 
 @dataclass

@@ -1,27 +1,31 @@
 """SAE run folders: `tttlab sae train` and `tttlab sae analyse` write one each, atomically.
 
-    folder = train_run("fmnist/train", sae_cfg, train_cfg, out="runs")   # runs/sae-<hash>/
+    folder = train_run("fmnist/train", sae_cfg, train_cfg, out="runs")   # runs/sae-<key>/
     sae = SparseCoder.load(folder)
 
-A folder is named `<name>-<hash of its settings>`, built as a hidden temp folder and renamed into
-place when complete, so an interrupted run leaves nothing; the same settings again report the
-existing folder.
+A folder is named `<name>-<key of its settings>` (`tttlab.keys.folder_name`), built as a hidden
+temp folder and renamed into place when complete, so an interrupted run leaves nothing; the same
+settings again report the existing folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import os
-import shutil
 from pathlib import Path
 
-from tttlab.atomic import clean_stale_temps, dumps_json, temp_dir
-from tttlab.data.features import read_features
-from tttlab.results import write_report, write_rows_csv
-from tttlab.sae.config import PAPER_DEFECTS, SaeConfig, SaeTrainConfig
-from tttlab.sae.model import SparseCoder
+from tttlab.atomic import dumps_json
+from tttlab.data.features import carve_out, read_features
+from tttlab.keys import folder_name, settings_digest
+from tttlab.results import write_folder, write_rows_csv
+from tttlab.sae.analyses import analyse
+from tttlab.sae.config import AnalyseConfig, SaeConfig, SaeTrainConfig
+from tttlab.sae.model import SparseCoder, check_width
+from tttlab.sae.report import (
+    plot_analyses,
+    plot_history,
+    write_analysis_report,
+    write_training_report,
+)
 from tttlab.sae.trainer import evaluate, train_sae
 from tttlab.tensors import check_device
 
@@ -29,28 +33,17 @@ SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
 
 
-def settings_hash(settings: dict) -> str:
-    """10 hex digits of the sha256 of the settings as canonical JSON."""
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+def write_sae_folder(out: Path, name: str, settings: dict, write) -> tuple[Path, bool]:
+    """`<out>/<name>-<key of settings>` holding settings.json and what `write(tmp)` puts there,
+    written by `results.write_folder`: (the folder, True) if it exists already (`write` is not
+    called), else (it, False)."""
 
-
-def commit_folder(out: Path, name: str, settings: dict, write) -> tuple[Path, bool]:
-    """`<out>/<name>-<hash>`: (the folder, True) if it exists; else `write(tmp)` fills a temp
-    folder that is renamed into place, and (the folder, False)."""
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / f"{name}-{settings_hash(settings)}"
-    if target.is_dir():
-        return target, True
-    clean_stale_temps(out)
-    tmp = temp_dir(out, f".tmp-{name}-")
-    try:
+    def fill(tmp: Path) -> None:
         (tmp / SETTINGS_FILE).write_text(dumps_json(settings), encoding="utf-8")
         write(tmp)
-        os.rename(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target, False
+
+    folder = folder_name(name, settings_digest(settings))
+    return write_folder(out, name, fill, folder=folder, complete=(SETTINGS_FILE, METRICS_FILE))
 
 
 def train_run(
@@ -94,51 +87,56 @@ def train_run(
         (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         write_rows_csv(tmp / "history.csv", history)
         plot_history(history, tmp / "training.png")
-        summary = (
-            f"Top-k SAE, {cfg.d_in} -> {cfg.latents} latents, k = {cfg.k}, trained on "
-            f"{X.shape[0]} rows of `{features}` for {train.epochs} epochs "
-            f"({'sparse' if train.sparse else 'dense'} path, {metrics['samples_per_s']:.0f} "
-            f"rows/s). Over all rows in eval mode: FVU {final['fvu']:.4f}, MSE "
-            f"{final['mse']:.3g}, {100 * final['dead_fraction']:.2f}% dead latents, "
-            f"{final['mean_active']:.2f} active latents per row.\n\nNot copied from the paper: "
-            f"{PAPER_DEFECTS}"
-        )
-        write_report(
-            tmp / "report.md",
-            title="Sparse autoencoder training",
-            summary=summary,
-            table_rows=history,
-            columns=["epoch", "k", "lr", "mse", "fvu", "dead_fraction", "mean_active", "auxk"],
-            plot=tmp / "training.png",
-            settings=settings,
+        write_training_report(
+            tmp / "report.md", history, metrics, cfg, train, len(X), features, settings
         )
 
-    return commit_folder(Path(out).expanduser(), name, settings, write)
+    return write_sae_folder(Path(out).expanduser(), name, settings, write)
 
 
-def plot_history(history: list[dict], path: Path) -> Path:
-    """FVU, dead fraction and active latents per epoch, three panels, PNG (atomic)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def analyse_run(
+    sae_path: str | Path,
+    features: str | Path,
+    test_features: str | Path | None,
+    cfg: AnalyseConfig,
+    out: str | Path = "runs",
+    normalize: bool = False,
+    test_per_class: int = 50,
+    progress: bool = True,
+) -> tuple[Path, bool]:
+    """Load an SAE and the features, run `analyse`, write a run folder: metrics.json, the three
+    tables and the accuracy table as CSV, analyses.png and report.md."""
+    sae = load_sae(sae_path)
+    X, y = read_features(features, normalize)
+    check_width(sae, X.shape[1], str(features))
+    if test_features is None:
+        split = carve_out(y, {"test": test_per_class}, cfg.seed, features)
+        pool, test = split["train"], split["test"]
+        (pX, py), (tX, ty) = (X[pool], y[pool]), (X[test], y[test])
+        names = (f"{features} (less the test carve-out)", f"{features} (test carve-out)")
+    else:
+        tX, ty = read_features(test_features, normalize)
+        pX, py = X, y
+        names = (str(features), str(test_features))
+    settings = {
+        "sae": str(Path(sae_path).expanduser().resolve()),
+        "sae_config": dataclasses.asdict(sae.cfg),
+        "features": str(Path(features).expanduser().resolve()),
+        "test_features": None if test_features is None else str(Path(test_features).resolve()),
+        "normalize": normalize,
+        "analyse": dataclasses.asdict(cfg),
+    }
 
-    from tttlab.results.plots import _save
+    def write(tmp: Path) -> None:
+        result = analyse(sae, pX, py, tX, ty, cfg, progress=progress, where=names)
+        (tmp / METRICS_FILE).write_text(dumps_json(result.metrics), encoding="utf-8")
+        write_rows_csv(tmp / "accuracy.csv", result.accuracy)
+        write_rows_csv(tmp / "similarity.csv", result.similarity)
+        write_rows_csv(tmp / "sparsity.csv", result.sparsity)
+        plot_analyses(result, tmp / "analyses.png")
+        write_analysis_report(tmp / "report.md", result, settings)
 
-    fig = Figure(figsize=(11, 3.4))
-    FigureCanvasAgg(fig)
-    epochs = [h["epoch"] for h in history]
-    panels = [("fvu", "FVU"), ("dead_fraction", "dead latents (fraction)"), ("mean_active", "")]
-    for i, (key, label) in enumerate(panels, 1):
-        ax = fig.add_subplot(1, 3, i)
-        ax.plot(epochs, [h[key] for h in history], marker="o", ms=3)
-        if key == "mean_active":
-            ax.plot(epochs, [h["k"] for h in history], ls="--", label="k")
-            ax.legend()
-            label = "active latents per row"
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(label)
-        ax.grid(alpha=0.3)
-    fig.suptitle("SAE training (over each epoch's training batches)", fontsize=11)
-    return _save(fig, path, 120)
+    return write_sae_folder(Path(out).expanduser(), "sae-analyse", settings, write)
 
 
 def load_sae(path: str | Path, device: str = "cpu") -> SparseCoder:

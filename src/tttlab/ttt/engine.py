@@ -351,7 +351,6 @@ def ttt_logits(
     query_x: torch.Tensor,
     neighbours: torch.Tensor,
     cfg: TTTConfig,
-    chunk_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
     lr_B: torch.Tensor | None = None,
@@ -361,7 +360,7 @@ def ttt_logits(
 
     neighbours: B x (k or more) pool indices, nearest first (as `KNNIndex.search` returns); the
     first cfg.k columns are used, so neighbours found once at the largest k serve every smaller k.
-    chunk_size: test points per chunk, as cfg.chunk_size (give one or the other).
+    cfg.chunk_size sets the test points fine-tuned together (None: `auto_chunk_size`).
     lr_B: one learning rate per query, in place of cfg.lr (see the module doc).
     record_epochs: epoch counts (each <= cfg.epochs) to record logits at, on the way to the
     largest; then the logits are (len(record_epochs), B, C), in the order given.
@@ -374,7 +373,7 @@ def ttt_logits(
     _check_width(query_x.shape[1], D, "query_x")
     pool_y = as_class_indices(pool_y, len(pool_x), C, "pool_y")
     neighbours = _check_neighbours(neighbours, len(query_x), len(pool_x), cfg)
-    chunk = _chunk_size(chunk_size, cfg, D, C, device)
+    chunk = cfg.chunk_size or auto_chunk_size(cfg.k, D, C, device)
     B = len(query_x)
     if lr_B is not None:
         lr_B = _check_lr_B(lr_B, B)
@@ -430,7 +429,6 @@ def ttt_grid(
     ks: Sequence[int],
     lrs: Sequence[float],
     epochs: Sequence[int],
-    chunk_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
 ) -> torch.Tensor:
@@ -457,7 +455,7 @@ def ttt_grid(
     for k in ks:
         logits_EVC = ttt_logits(
             weight_CD, bias_C, pool_x, pool_y, query_x, neighbours, replace(run_cfg, k=k),
-            chunk_size, device, progress, lr_B=lr_B, record_epochs=epochs,
+            device, progress, lr_B=lr_B, record_epochs=epochs,
         )  # fmt: skip
         grid.append(logits_EVC.unflatten(1, (L, B)).transpose(0, 1))
     return torch.stack(grid)
@@ -586,18 +584,6 @@ def _check_lr_B(lr_B, B: int | None, name: str = "lr_B") -> torch.Tensor:
 
 def _is_array(values) -> bool:
     return isinstance(values, (torch.Tensor, np.ndarray))
-
-
-def _chunk_size(chunk_size: int | None, cfg: TTTConfig, D: int, C: int, device) -> int:
-    """The chunk size given to ttt_logits or in cfg, else auto_chunk_size."""
-    if chunk_size is not None:
-        check_int(chunk_size, "chunk_size", min=1)
-        if cfg.chunk_size is not None and chunk_size != cfg.chunk_size:
-            raise ValueError(
-                f"chunk_size={chunk_size} conflicts with cfg.chunk_size={cfg.chunk_size}: set one"
-            )
-        return chunk_size
-    return cfg.chunk_size or auto_chunk_size(cfg.k, D, C, device)
 
 
 def _diverged(bad: int, B: int, what: str, cfg: TTTConfig, lrs: list[float] | None = None) -> str:

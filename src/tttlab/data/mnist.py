@@ -1,10 +1,12 @@
-"""Image datasets with the paper's splits: MNIST, Fashion-MNIST (IDX files) and sklearn's digits.
+"""MNIST-format data sets (MNIST, Fashion-MNIST) as IDX files: finding, downloading, verifying.
 
-MNIST-format files are looked up in `data_dir`, `$TTTLAB_DATA/<name>`, the user cache and the
-system folders (Debian's `dataset-fashion-mnist`), and downloaded into the cache if absent.
-The official 60k training set is split stratified into 50k train and 10k validation.
-Loading checks, before any training, that the files are the named data set (by the sha256 of
-their decompressed bytes), that labels lie in 0..9 and that images are 28 x 28.
+    folder = find_dataset_dir("fashion-mnist")          # looks, then downloads into the cache
+    train_x, train_y, test_x, test_y = read_idx_dataset("fashion-mnist", folder)
+
+Files are looked up in `data_dir`, `$TTTLAB_DATA/<name>`, the user cache and the system folders
+(Debian's `dataset-fashion-mnist`), and downloaded into the cache if absent. Reading checks, before
+any training, that the files are the named data set (by the sha256 of their decompressed bytes),
+that labels lie in 0..9 and that images are 28 x 28. `tttlab.data.splits` makes the splits.
 """
 
 from __future__ import annotations
@@ -12,20 +14,14 @@ from __future__ import annotations
 import hashlib
 import os
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path, file_sha256
-from tttlab.checks import check_fraction, check_int
 from tttlab.data.idx import GZIP_MAGIC, decode_idx, idx_bytes
 
-DATASETS = ("mnist", "fashion-mnist", "digits")
 IDX_DATASETS = ("mnist", "fashion-mnist")
 
 # The four files of an MNIST-format dataset, in the canonical spelling (without .gz).
@@ -90,7 +86,7 @@ CONTENT_SHA256: dict[str, tuple[str, ...]] = {
 TITLES = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
 IMAGE_SIZE = (28, 28)  # H x W of every MNIST-format image
 
-CLASSES: dict[str, list[str]] = {
+IDX_CLASSES: dict[str, list[str]] = {
     "mnist": [str(d) for d in range(10)],
     "fashion-mnist": [
         "T-shirt/top",
@@ -104,12 +100,9 @@ CLASSES: dict[str, list[str]] = {
         "Bag",
         "Ankle boot",
     ],
-    "digits": [str(d) for d in range(10)],
 }
 
 DOWNLOAD_TIMEOUT_S = 30.0
-DIGITS_VAL_FRACTION = 0.2  # digits has no official split: 60/20/20 train/val/test
-DIGITS_TEST_FRACTION = 0.2
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -123,105 +116,6 @@ class DownloadError(OSError):
 class DatasetContentError(ValueError):
     """A dataset's files are all there but hold the wrong content: another data set, bad labels,
     images of another size. The message names the files, what they hold and the fix."""
-
-
-@dataclass
-class ImageSplits:
-    """Train, validation and test images as tensors, normalised with the training split's stats."""
-
-    train_x: torch.Tensor
-    """float32, N x 1 x H x W."""
-    train_y: torch.Tensor
-    """int64, N."""
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-    mean: float
-    """Scalar pixel mean of the training split (pixels scaled to [0, 1]), subtracted from all."""
-    std: float
-    """Scalar pixel std of the training split, divided out of all splits."""
-    name: str
-    classes: list[str]
-    """Class names, indexed by label."""
-    train_idx: np.ndarray
-    """int64 indices of train_x into the official training set (digits: into load_digits)."""
-    val_idx: np.ndarray
-    """int64 indices of val_x into the official training set (digits: into load_digits)."""
-    test_idx: np.ndarray
-    """int64 indices of test_x into the official test set (digits: into load_digits)."""
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
-
-# ---- splitting ------------------------------------------------------------------------------
-
-
-def stratified_split(
-    labels: np.ndarray, second_size: int | float, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Split indices 0..N-1 in two parts with the same class proportions; both parts sorted.
-
-    second_size: a count (int) or a fraction in (0, 1) of N for the second part.
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1:
-        raise ValueError(f"labels must be 1-D (one label per point), got shape {labels.shape}")
-    n = len(labels)
-    if isinstance(second_size, float):
-        if not 0.0 < second_size < 1.0:
-            raise ValueError(f"second_size={second_size} as a fraction must lie in (0, 1)")
-        n_second = int(np.ceil(second_size * n))  # how sklearn rounds a float test_size
-    else:
-        n_second = int(second_size)
-    if not 1 <= n_second <= n - 1:
-        raise ValueError(
-            f"second_size={second_size} does not fit {n} labels: each part needs at least one "
-            f"point, so ask for 1..{n - 1} points (or a fraction in (0, 1))"
-        )
-    classes, counts = np.unique(labels, return_counts=True)
-    if counts.min() < 2:
-        rare = classes[counts < 2].tolist()
-        raise ValueError(
-            f"classes {rare} have a single point, but a stratified split needs at least 2 per "
-            "class: drop those points or use more data"
-        )
-    for part, size in (("second", n_second), ("first", n - n_second)):
-        if size < len(classes):
-            raise ValueError(
-                f"the {part} part would get {size} points but there are {len(classes)} classes, "
-                f"and stratifying puts at least one of each class in each part: choose "
-                f"second_size between {len(classes)} and {n - len(classes)}"
-            )
-    first, second = train_test_split(
-        np.arange(n), test_size=n_second, stratify=labels, random_state=seed, shuffle=True
-    )
-    return np.sort(first).astype(np.int64), np.sort(second).astype(np.int64)
-
-
-def nested_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """Sorted indices of `fraction` of each class: one seeded shuffle, then the first
-    max(1, round(fraction * class size)) of each class, so smaller fractions nest in larger ones."""
-    check_fraction(fraction)
-    labels = np.asarray(labels)
-    order = np.random.default_rng(seed).permutation(len(labels))
-    keep = []
-    for c in np.unique(labels):
-        members = order[labels[order] == c]
-        keep.append(members[: max(1, round(fraction * len(members)))])
-    return np.sort(np.concatenate(keep)).astype(np.int64)
-
-
-def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
-    """Sorted indices of a stratified subset of `limit` points (all points if limit is None)."""
-    if limit is None or limit >= len(labels):
-        return np.arange(len(labels), dtype=np.int64)
-    try:
-        return stratified_split(labels, limit, seed)[1]
-    except ValueError as e:
-        raise ValueError(f"limit={limit} cannot be applied to a split of {len(labels)}: {e}") from e
 
 
 # ---- finding the files ----------------------------------------------------------------------
@@ -429,10 +323,10 @@ def _fetch(url: str, target: Path, sha256: str) -> None:
             )
 
 
-# ---- loading --------------------------------------------------------------------------------
+# ---- reading --------------------------------------------------------------------------------
 
 
-def _read_idx_dataset(
+def read_idx_dataset(
     name: str, directory: Path
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Official (train images, train labels, test images, test labels) as uint8 / int64.
@@ -483,7 +377,7 @@ def _size(hw: tuple[int, ...]) -> str:
 
 def _check_labels(name: str, path: Path, labels: np.ndarray) -> None:
     """Integer labels in 0..C-1 for the C classes of `name`, blamed on the file if not."""
-    n_classes = len(CLASSES[name])
+    n_classes = len(IDX_CLASSES[name])
     allowed = f"0..{n_classes - 1} ({name} has {n_classes} classes)"
     if not np.issubdtype(labels.dtype, np.integer):
         raise DatasetContentError(
@@ -555,95 +449,3 @@ def _check_identity(name: str, paths: list[Path], content_sha256: list[str]) -> 
         )
     lines = [f"{name}: these files are not the published {title} data set:", *problems, fix]
     raise DatasetContentError("\n".join(lines))
-
-
-def _unit_float(x: np.ndarray) -> np.ndarray:
-    """float32 pixels in [0, 1]: uint8 images are divided by 255, float images kept as they are."""
-    return x.astype(np.float32) / 255.0 if x.dtype == np.uint8 else x.astype(np.float32)
-
-
-def _normalised(x_NHW: np.ndarray, mean: float, std: float) -> torch.Tensor:
-    """(x - mean) / std as a float32 N x 1 x H x W tensor."""
-    return torch.from_numpy(((x_NHW - mean) / std).astype(np.float32)[:, None])
-
-
-def load_splits(
-    name: str,
-    data_dir: str | os.PathLike | None = None,
-    val_size: int = 10_000,
-    seed: int = 0,
-    download: bool = True,
-    limit: int | None = None,
-    fraction: float = 1.0,
-) -> ImageSplits:
-    """Load `name` with the paper's splits: official train split stratified into train/val.
-
-    MNIST-format: the official training set minus a stratified `val_size` validation set, and the
-    official test set. digits (bundled with scikit-learn, so `data_dir` and `val_size` are
-    unused): a seeded stratified 60/20/20 train/val/test split.
-    `limit` keeps a stratified subset of at most `limit` points of each split (fast dev runs);
-    the subsets are drawn after splitting, so they are subsets of the full splits.
-    `fraction` keeps that share of each class of the training split (`nested_subset`), the
-    dataset-size axis; validation and test sets stay whole, and so do the normalisation stats.
-    """
-    check_fraction(fraction)
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    if limit is not None:
-        check_int(limit, "limit")
-        if limit < 1:
-            raise ValueError(
-                f"limit must be >= 1 (the most points kept per split), or None for all; "
-                f"got limit={limit}"
-            )
-    if name == "digits":
-        digits = load_digits()
-        pool_x = digits.images.astype(np.float32) / 16.0  # digits pixels are 0..16
-        pool_y = digits.target.astype(np.int64)
-        test_x, test_y = pool_x, pool_y
-        rest_idx, test_idx = stratified_split(pool_y, DIGITS_TEST_FRACTION, seed)
-        n_val = round(DIGITS_VAL_FRACTION * len(pool_y))
-        train_part, val_part = stratified_split(pool_y[rest_idx], n_val, seed)
-        train_idx, val_idx = rest_idx[train_part], rest_idx[val_part]
-    else:
-        directory = find_dataset_dir(name, data_dir, download=download)
-        pool_x, pool_y, test_x, test_y = _read_idx_dataset(name, directory)
-        try:
-            train_idx, val_idx = stratified_split(pool_y, val_size, seed)
-        except ValueError as e:
-            raise ValueError(
-                f"val_size={val_size} does not fit the {len(pool_y)} official training images "
-                f"in {directory}: {e}"
-            ) from e
-        test_idx = np.arange(len(test_y), dtype=np.int64)
-
-    train_idx = train_idx[stratified_subset(pool_y[train_idx], limit, seed)]
-    val_idx = val_idx[stratified_subset(pool_y[val_idx], limit, seed)]
-    test_idx = test_idx[stratified_subset(test_y[test_idx], limit, seed)]
-
-    full_train_x = _unit_float(pool_x[train_idx])
-    mean = float(full_train_x.mean(dtype=np.float64))
-    std = float(full_train_x.std(dtype=np.float64))
-    keep = nested_subset(pool_y[train_idx], fraction, seed)
-    train_idx, train_x = train_idx[keep], full_train_x[keep]
-    if std == 0.0:
-        raise ValueError(
-            f"{name}: every training pixel has the same value, so the images cannot "
-            "be normalised; check the image files"
-        )
-
-    return ImageSplits(
-        train_x=_normalised(train_x, mean, std),
-        train_y=torch.from_numpy(pool_y[train_idx]),
-        val_x=_normalised(_unit_float(pool_x[val_idx]), mean, std),
-        val_y=torch.from_numpy(pool_y[val_idx]),
-        test_x=_normalised(_unit_float(test_x[test_idx]), mean, std),
-        test_y=torch.from_numpy(test_y[test_idx]),
-        mean=mean,
-        std=std,
-        name=name,
-        classes=list(CLASSES[name]),
-        train_idx=train_idx,
-        val_idx=val_idx,
-        test_idx=test_idx,
-    )

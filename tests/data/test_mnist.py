@@ -1,4 +1,4 @@
-"""Image datasets: finding the files, downloading them, and the paper's stratified splits.
+"""MNIST-format data sets: finding the files, downloading them, and checking what they hold.
 
 All folders are under tmp_path and the only mirrors are file:// URLs: no test touches the network.
 """
@@ -12,8 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from sklearn.datasets import load_digits
 
 from tttlab.data import (
     DatasetContentError,
@@ -22,11 +20,9 @@ from tttlab.data import (
     cache_dir,
     download_dataset,
     find_dataset_dir,
-    images,
     load_splits,
-    nested_subset,
+    mnist,
     read_idx,
-    stratified_split,
     write_idx,
 )
 from tttlab.data.idx import idx_bytes
@@ -60,7 +56,7 @@ def test_search_order_explicit_then_env_then_cache_then_system(
     cache = make_idx_dataset(cache_dir("mnist"))
     system = make_idx_dataset(tmp_path / "system" / "mnist")
     monkeypatch.setenv("TTTLAB_DATA", str(tmp_path / "env"))
-    monkeypatch.setattr(images, "SYSTEM_DIRS", (tmp_path / "system",))
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", (tmp_path / "system",))
 
     assert find_dataset_dir("mnist", explicit, download=False) == explicit
     assert find_dataset_dir("mnist", download=False) == env
@@ -121,9 +117,9 @@ def test_a_read_only_data_dir_says_so_with_the_fixes(
     folder = tmp_path / "readonly"
     folder.mkdir()
     # What access(2) answers for a read-only folder; chmod alone would not stop root.
-    real_access = images.os.access
+    real_access = mnist.os.access
     monkeypatch.setattr(
-        images.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode)
+        mnist.os, "access", lambda p, mode: Path(p) != folder and real_access(p, mode)
     )
     with pytest.raises(DatasetNotFoundError) as info:
         find_dataset_dir("mnist", folder)
@@ -167,8 +163,8 @@ def test_cache_dir_respects_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_download_from_a_file_mirror_verifies_hashes(tmp_path: Path, fake_mirror: str) -> None:
     dest = download_dataset("mnist", tmp_path / "dest", mirrors=[fake_mirror])
     names = sorted(p.name for p in dest.iterdir())
-    assert names == sorted(f"{stem}.gz" for stem in images.FILES)  # no temp files left
-    for stem, expected in zip(images.FILES, images.SHA256["mnist"], strict=True):
+    assert names == sorted(f"{stem}.gz" for stem in mnist.FILES)  # no temp files left
+    for stem, expected in zip(mnist.FILES, mnist.SHA256["mnist"], strict=True):
         assert hashlib.sha256((dest / f"{stem}.gz").read_bytes()).hexdigest() == expected
     assert read_idx(dest / "train-images-idx3-ubyte.gz").shape == (60, 28, 28)
 
@@ -203,8 +199,8 @@ def test_an_interrupted_download_is_resumed(
 def test_hash_mismatch_raises_and_leaves_no_file(
     tmp_path: Path, fake_mirror: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    wrong = ("0" * 64,) + images.SHA256["mnist"][1:]
-    monkeypatch.setitem(images.SHA256, "mnist", wrong)
+    wrong = ("0" * 64,) + mnist.SHA256["mnist"][1:]
+    monkeypatch.setitem(mnist.SHA256, "mnist", wrong)
     dest = tmp_path / "dest"
     with pytest.raises(DownloadError) as info:
         download_dataset("mnist", dest, mirrors=[fake_mirror])
@@ -219,7 +215,7 @@ def test_offline_error_lists_every_place_searched_and_the_fixes(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TTTLAB_DATA", str(tmp_path / "env"))
-    monkeypatch.setattr(images, "SYSTEM_DIRS", (tmp_path / "system",))
+    monkeypatch.setattr(mnist, "SYSTEM_DIRS", (tmp_path / "system",))
     with pytest.raises(DatasetNotFoundError) as info:
         load_splits("fashion-mnist")
     message = str(info.value)
@@ -243,7 +239,7 @@ def test_files_of_unknown_content_are_refused(
         load_splits("fashion-mnist", folder, val_size=20)
     message = str(info.value)
     assert "these files are not the published Fashion-MNIST data set" in message
-    for stem in images.FILES:
+    for stem in mnist.FILES:
         assert f"{folder / stem}: unknown content" in message
     assert "Fix: put the original Fashion-MNIST files there" in message
 
@@ -267,7 +263,7 @@ def test_known_content_loads_raw_or_recompressed(
 ) -> None:
     folder = make_idx_dataset(tmp_path / "d", dataset="fashion-mnist")
     assert len(load_splits("fashion-mnist", folder, val_size=20).test_y) == 30
-    for stem in images.FILES:  # as Debian does: other .gz bytes, the same content
+    for stem in mnist.FILES:  # as Debian does: other .gz bytes, the same content
         raw = (folder / stem).read_bytes()
         (folder / stem).unlink()
         (folder / f"{stem}.gz").write_bytes(gzip.compress(raw, compresslevel=1, mtime=1))
@@ -311,123 +307,8 @@ def test_images_must_be_28_by_28(tmp_path: Path, make_idx_dataset: MakeDataset) 
 @needs_debian_fashion
 def test_debian_fashion_mnist_is_recognised_by_its_content() -> None:
     """Debian re-compressed the .gz files, so only their decompressed bytes match the originals."""
-    paths = [DEBIAN_FASHION / f"{stem}.gz" for stem in images.FILES]
+    paths = [DEBIAN_FASHION / f"{stem}.gz" for stem in mnist.FILES]
     gz = [hashlib.sha256(path.read_bytes()).hexdigest() for path in paths]
-    assert not set(gz) & set(images.SHA256["fashion-mnist"])
+    assert not set(gz) & set(mnist.SHA256["fashion-mnist"])
     content = [hashlib.sha256(idx_bytes(path)).hexdigest() for path in paths]
-    images._check_identity("fashion-mnist", paths, content)  # raises if not Fashion-MNIST
-
-
-# ---- splits ---------------------------------------------------------------------------------
-
-
-def test_stratified_split_keeps_class_proportions() -> None:
-    labels = np.repeat(np.arange(3), [100, 200, 300])
-    first, second = stratified_split(labels, 60, seed=0)
-    assert np.bincount(labels[second]).tolist() == [10, 20, 30]
-    assert len(np.intersect1d(first, second)) == 0 and len(first) + len(second) == 600
-    assert (np.diff(first) > 0).all() and first.dtype == np.int64
-
-
-@pytest.mark.parametrize(
-    ("labels", "size", "says"),
-    [
-        (np.arange(10) % 2, 0, "ask for 1..9 points"),
-        (np.arange(10) % 2, 1.5, "must lie in"),
-        (np.array([0, 0, 1, 1, 2]), 2, r"classes \[2\] have a single point"),
-        (np.arange(40) % 10, 5, "between 10 and 30"),
-    ],
-)
-def test_stratified_split_says_why_sizes_do_not_fit(
-    labels: np.ndarray, size: float, says: str
-) -> None:
-    with pytest.raises(ValueError, match=says):
-        stratified_split(labels, size, seed=0)
-
-
-def test_mnist_split_is_deterministic_for_a_seed(
-    tmp_path: Path, make_idx_dataset: MakeDataset
-) -> None:
-    folder = make_idx_dataset(tmp_path / "mnist", n_train=200)
-    a = load_splits("mnist", folder, val_size=50, seed=0)
-    b = load_splits("mnist", folder, val_size=50, seed=0)
-    c = load_splits("mnist", folder, val_size=50, seed=1)
-    np.testing.assert_array_equal(a.val_idx, b.val_idx)
-    assert torch.equal(a.train_x, b.train_x)
-    assert not np.array_equal(a.val_idx, c.val_idx)
-    # The same holds at full size: 60k labels, 10k validation.
-    labels = np.arange(60_000) % 10
-    np.testing.assert_array_equal(
-        stratified_split(labels, 10_000, 0)[1], stratified_split(labels, 10_000, 0)[1]
-    )
-
-
-def test_digits_splits_are_stratified_disjoint_and_normalised_with_train_stats() -> None:
-    s = load_splits("digits", seed=0)
-    assert (len(s.train_y), len(s.val_y), len(s.test_y)) == (1078, 359, 360)
-    assert s.train_x.shape[1:] == (1, 8, 8) and s.train_x.dtype == torch.float32
-    assert s.train_y.dtype == torch.int64 and s.classes == [str(d) for d in range(10)]
-    assert s.num_classes == 10
-    everything = np.concatenate([s.train_idx, s.val_idx, s.test_idx])
-    assert sorted(everything.tolist()) == list(range(1797))  # disjoint and complete
-    for y in (s.train_y, s.val_y, s.test_y):  # each split has ~ the same class shares
-        shares = np.bincount(y.numpy(), minlength=10) / len(y)
-        assert np.abs(shares - 0.1).max() < 0.02
-    digits = load_digits()
-    raw = digits.images[s.val_idx].astype(np.float32) / 16.0
-    expected = torch.from_numpy((raw - s.mean) / s.std).float()[:, None]
-    torch.testing.assert_close(s.val_x, expected)
-    assert s.mean == pytest.approx(digits.images[s.train_idx].mean() / 16.0)
-    assert abs(s.train_x.mean().item()) < 1e-5 and abs(s.train_x.std().item() - 1) < 1e-3
-    np.testing.assert_array_equal(s.test_y.numpy(), digits.target[s.test_idx])
-
-
-def test_limit_keeps_stratified_subsets_of_the_full_splits() -> None:
-    full = load_splits("digits", seed=0)
-    small = load_splits("digits", seed=0, limit=100)
-    for part, whole in ((small.train_idx, full.train_idx), (small.test_idx, full.test_idx)):
-        assert len(part) == 100 and np.isin(part, whole).all()
-    assert np.bincount(small.train_y.numpy()).tolist() == [10] * 10
-    with pytest.raises(ValueError, match="limit=5 cannot be applied"):
-        load_splits("digits", limit=5)
-
-
-@pytest.mark.parametrize(
-    ("limit", "says"),
-    [(0, "limit must be >= 1"), (-3, "limit must be >= 1"), (True, "limit must be an integer")],
-)
-def test_a_limit_below_one_is_blamed_on_limit(limit: int, says: str) -> None:
-    with pytest.raises(ValueError, match=says):
-        load_splits("digits", limit=limit)
-
-
-@needs_debian_fashion
-def test_real_fashion_mnist_gives_the_papers_50k_10k_10k_split() -> None:
-    s = load_splits("fashion-mnist", DEBIAN_FASHION)
-    assert s.train_x.shape == (50_000, 1, 28, 28)
-    assert (len(s.val_y), len(s.test_y)) == (10_000, 10_000)
-    assert np.bincount(s.train_y.numpy()).tolist() == [5000] * 10
-    assert np.bincount(s.val_y.numpy()).tolist() == [1000] * 10
-    assert np.bincount(s.test_y.numpy()).tolist() == [1000] * 10
-    assert sorted(np.concatenate([s.train_idx, s.val_idx]).tolist()) == list(range(60_000))
-    assert s.classes[0] == "T-shirt/top" and s.classes[9] == "Ankle boot"
-    assert s.mean == pytest.approx(0.286, abs=1e-3) and s.std == pytest.approx(0.353, abs=1e-3)
-
-
-def test_smaller_fractions_nest_in_larger_ones_class_by_class():
-    labels = np.repeat(np.arange(4), [100, 50, 30, 7])
-    subsets = {f: set(nested_subset(labels, f, seed=3)) for f in (0.01, 0.1, 0.5, 1.0)}
-    assert subsets[0.01] <= subsets[0.1] <= subsets[0.5] <= subsets[1.0] == set(range(187))
-    counts = np.bincount(labels[sorted(subsets[0.1])], minlength=4)
-    assert counts.tolist() == [10, 5, 3, 1], "a tenth of each class, at least one"
-    assert set(nested_subset(labels, 0.1, seed=4)) != subsets[0.1], "the seed picks the members"
-    for bad in (0.0, 1.5, float("nan"), True):
-        with pytest.raises(ValueError, match="fraction must be a"):
-            nested_subset(labels, bad, seed=0)
-
-
-def test_a_fraction_of_digits_trains_on_a_nested_subset_with_whole_val_and_test():
-    full = load_splits("digits", seed=0)
-    part = load_splits("digits", seed=0, fraction=0.3)
-    assert set(part.train_idx) < set(full.train_idx)
-    assert np.array_equal(part.test_idx, full.test_idx) and part.mean == full.mean
+    mnist._check_identity("fashion-mnist", paths, content)  # raises if not Fashion-MNIST
