@@ -29,6 +29,7 @@ demo: install data
 
 test: install
 	$(PYTHON) -m ruff check src tests benchmarks
+	lint-imports
 	$(PYTHON) -m pytest
 
 bench: install data

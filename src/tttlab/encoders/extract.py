@@ -24,6 +24,7 @@ import torch
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_path, atomic_write_text
+from tttlab.data.splits import load_splits
 from tttlab.encoders.backbones import Encoder
 
 MANIFEST = "embed.json"
@@ -61,8 +62,6 @@ def mnist_source(
 ) -> Source:
     """An MNIST-format set with the paper's splits (50k train, 10k val, 10k test), pixels back in
     [0, 1] (load_splits standardises them), grey repeated to RGB."""
-    from tttlab.data import load_splits
-
     sp = load_splits(name, data_dir, val_size=val_size, limit=limit)
 
     def loader(x: torch.Tensor) -> Callable[[int, int], torch.Tensor]:

@@ -26,6 +26,7 @@ from tttlab.lm.retrieve import neighbours, random_neighbours
 from tttlab.lm.train import ladder_model
 from tttlab.lm.ttt import bits_per_byte, doc_bits, ttt_bits
 from tttlab.pipeline.cache import StageCache
+from tttlab.results import figure, save_figure
 from tttlab.results.report import write_report, write_rows_csv
 from tttlab.results.stats import bootstrap_ci, paired_bootstrap_diff
 from tttlab.studies.config import StudyOptions
@@ -263,13 +264,7 @@ def _summary(ladder: list[dict], rows: list[dict]) -> str:
 def plot_lm_study(rows: list[dict], path: Path) -> Path:
     """Bits per byte of base, TTT and control against parameters (ladder joined, pretrained
     models as separate markers), above TTT's and the control's gains with their CIs."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from tttlab.atomic import atomic_path
-
-    fig = Figure(figsize=(7, 7.5))
-    FigureCanvasAgg(fig)
+    fig = figure((7, 7.5))
     top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
     ladder = sorted(
         (r for r in rows if r["model"].startswith("gpt-")), key=lambda r: r["parameters"]
@@ -308,6 +303,4 @@ def plot_lm_study(rows: list[dict], path: Path) -> Path:
     bottom.legend()
     fig.suptitle("lm-size study: TTT on retrieved neighbours vs random neighbours\n"
                  "bands and bars: bootstrap 95% CIs", fontsize=11)  # fmt: skip
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    return path
+    return save_figure(fig, path, dpi=150)

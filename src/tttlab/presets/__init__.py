@@ -27,6 +27,7 @@ import yaml
 
 from tttlab.atomic import atomic_write_text
 from tttlab.checks import check_int, check_number
+from tttlab.config import Config, ModelConfig
 from tttlab.models import TrainConfig, cnn_shape, scale_for_width
 from tttlab.ttt import TTTConfig
 
@@ -101,8 +102,6 @@ class WidthSettings:
 
     def config(self, base: Config | None = None) -> Config:
         """`base` (default: Config()) as a run of this width's CNN with all its settings."""
-        from tttlab.config import Config
-
         base = base or Config()
         return dataclasses.replace(
             base,
@@ -173,8 +172,6 @@ class MLPHeadSettings:
 
     def model_config(self, base: ModelConfig | None = None) -> ModelConfig:
         """`base` (default: ModelConfig()) as an MLP head of this hidden width and dropout."""
-        from tttlab.config import ModelConfig
-
         return dataclasses.replace(
             base or ModelConfig(), model="mlp", hidden=self.hidden, dropout=self.dropout
         )

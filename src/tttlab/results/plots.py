@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from tttlab.atomic import atomic_path
 from tttlab.checks import check_choice, check_int, check_number
+from tttlab.presets import reported
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -69,8 +70,6 @@ def paper_references(
     dataset: str = "mnist", methods: Sequence[str] = ("global", "ttt"), preset: str = "paper"
 ) -> list[Reference]:
     """The paper's reported accuracies of `methods` on `dataset` (a key of `reported()`)."""
-    from tttlab.presets import reported  # presets import models; only load them when asked
-
     report = reported(preset)
     table = report["accuracy"]
     refs = []

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal, get_args
 
 from tttlab.checks import check_choice, check_int, check_number
+from tttlab.presets import sae_config
 from tttlab.ttt.config import TTTConfig
 
 Device = Literal["cpu", "cuda"]
@@ -189,8 +190,6 @@ def paper_configs(
     SAE are kept (no b_dec subtraction on encode, dropout 0.5); its ghost-loss weight is not
     (see PAPER_DEFECTS).
     """
-    from tttlab.presets import sae_config
-
     p = sae_config(preset)
     sae = SaeConfig(
         d_in=d_in or p["feature_dim"],

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 from tttlab.atomic import atomic_write_json
+from tttlab.keys import folder_name
 from tttlab.pipeline.cache import settings_key
 from tttlab.studies.config import ShardConfig, SlurmConfig, StudyOptions
 from tttlab.studies.executors import (
@@ -113,8 +114,8 @@ def default_folder(plan: StudyPlan) -> Path:
     """`options.folder`, else `<out>/studies/<kind>-<hash of the settings>`."""
     if plan.options.folder is not None:
         return Path(plan.options.folder).expanduser()
-    key = settings_key("study", {"kind": plan.kind, "settings": plan_settings(plan)})[:10]
-    return Path(plan.options.out).expanduser() / "studies" / f"{plan.kind}-{key}"
+    key = settings_key("study", {"kind": plan.kind, "settings": plan_settings(plan)})
+    return Path(plan.options.out).expanduser() / "studies" / folder_name(plan.kind, key)
 
 
 def unit_threads(plan: StudyPlan, folder: Path) -> int:

@@ -36,6 +36,7 @@ import torch
 from threadpoolctl import ThreadpoolController
 
 from tttlab.checks import check_int, check_number
+from tttlab.methods import GlobalHead, TTTClassifier
 from tttlab.retrieval import KNNIndex
 from tttlab.theory.concepts import Draw, Points
 from tttlab.theory.config import RIDGE, Sim
@@ -241,8 +242,6 @@ def evaluate(
 def classification_errors(draw: Draw, k: int, nbr_BK: np.ndarray) -> dict[str, Any]:
     """1 - accuracy of tttlab's global linear head on Psi, of TTT by tttlab's batched engine
     (fine-tuning that head on each point's k neighbours), and of a linear head on the true Phi."""
-    from tttlab.methods import GlobalHead, TTTClassifier  # torch models: load when asked
-
     train, test = draw.train, draw.test
     psi_train = train.psi_ND.astype(np.float32)
     glob = GlobalHead(random_state=draw.sim.seed).fit(psi_train, train.labels_N)

@@ -29,8 +29,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tttlab.atomic import atomic_path, atomic_write_text, dumps_json
-from tttlab.results import markdown_table, method_color, write_rows_csv
+from tttlab.atomic import atomic_write_text, dumps_json
+from tttlab.results import figure, markdown_table, method_color, save_figure, write_rows_csv
 from tttlab.studies.config import StudyOptions
 from tttlab.studies.plan import remote_options
 from tttlab.studies.units import Unit
@@ -325,12 +325,8 @@ def _mean_by(rows: Sequence[dict[str, Any]], x: str, col: str) -> tuple[list, li
 
 def plot_sweep(rows: Sequence[dict[str, Any]], sweep: str, methods: Sequence[str], path: Path):
     """Each estimator's error against the sweep's axis (log error), the theory's line dashed."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     x, label, log_x = AXES[sweep]
-    fig = Figure(figsize=(7, 4.5))
-    FigureCanvasAgg(fig)
+    fig = figure((7, 4.5))
     ax = fig.add_subplot()
     for m in methods:
         xs, ys = _mean_by(rows, x, f"err_{m}")
@@ -355,15 +351,12 @@ def plot_sweep(rows: Sequence[dict[str, Any]], sweep: str, methods: Sequence[str
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     ax.set_title(f"sweep: {sweep}", fontsize=11)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=120)
 
 
 def plot_map(rows: Sequence[dict[str, Any]], path: Path, marks: Sequence[dict] = ()) -> Path:
     """The regime map: log10(global error / TTT error) over (d2/d1, s); `marks` are points
     ({"x", "y", "label"}) drawn on top, e.g. real features placed by the bridge."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ratios = sorted({r["ratio"] for r in rows})
     ss = sorted({r["s"] for r in rows})
     gain = np.full((len(ss), len(ratios)), np.nan)
@@ -372,8 +365,7 @@ def plot_map(rows: Sequence[dict[str, Any]], path: Path, marks: Sequence[dict] =
         if cell:
             g = np.mean([np.log10(r["err_global"] / max(r["err_ttt"], 1e-12)) for r in cell])
             gain[i, j] = g
-    fig = Figure(figsize=(7, 5))
-    FigureCanvasAgg(fig)
+    fig = figure((7, 5))
     ax = fig.add_subplot()
     lim = max(0.5, float(np.nanmax(np.abs(gain))))
     im = ax.imshow(gain, origin="lower", cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
@@ -391,11 +383,4 @@ def plot_map(rows: Sequence[dict[str, Any]], path: Path, marks: Sequence[dict] =
                     xytext=(8, 8), fontsize=8)  # fmt: skip
     fig.colorbar(im, ax=ax, label="log10(global error / TTT error): > 0 specialise")
     ax.set_title("where TTT beats the global head (red)", fontsize=11)
-    return _save(fig, path)
-
-
-def _save(fig: Any, path: Path) -> Path:
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    return path
+    return save_figure(fig, path, dpi=120)
