@@ -116,7 +116,7 @@ def data():
 )
 def test_bad_settings_are_refused_before_any_training(data, params, message):
     X, y = data
-    slow = ExpertsClassifier(n_experts=2, k=5, train_epochs=10**9)  # would train for hours
+    slow = ExpertsClassifier(n_experts=2, k=5, train_stop="epochs", train_epochs=10**9)  # hours
     start = time.perf_counter()
     with pytest.raises(ValueError, match=message):
         slow.set_params(**params).fit(X, y)

@@ -65,6 +65,7 @@ class ExpertsClassifier(Classifier):
         kmeans_iter: int = 20,
         device: str = "cpu",
         progress: bool = False,
+        train_stop: str = TrainConfig.stop,
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
@@ -80,6 +81,7 @@ class ExpertsClassifier(Classifier):
         self.kmeans_iter = kmeans_iter
         self.device = device
         self.progress = progress
+        self.train_stop = train_stop
         self.train_epochs = train_epochs
         self.train_lr = train_lr
         self.train_batch_size = train_batch_size
