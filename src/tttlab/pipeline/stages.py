@@ -275,9 +275,10 @@ def check_environment(cfg: Config) -> None:
     data_dir as it loads), so a config stays buildable on any machine."""
     for name in cfg.methods.methods:
         check_choice(name, "methods", tuple(METHODS))
-    ckpt = cfg.model.checkpoint
-    if ckpt is not None and not Path(ckpt).expanduser().is_file():
-        raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")
+    for name in ("checkpoint", "backbone"):
+        path = getattr(cfg.model, name)
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ValueError(f"{name}={path!r}: no such file; check the path")
     for name in ("features", "val_features", "test_features"):
         path = getattr(cfg.data, name)
         if path is not None and not Path(path).expanduser().exists():
@@ -434,7 +435,8 @@ def features(
         start = time.perf_counter()
         for split in SPLITS:
             x = getattr(splits, f"{split}_x")
-            _write_features(model, x, folder / f"{split}.npy", cfg)
+            flatten = cfg.model.model != "cnn" and x.ndim > 2
+            _write_features(model, x, folder / f"{split}.npy", cfg.run.device, flatten)
         return {"seconds": time.perf_counter() - start}
 
     entry = cache.get_or_make("features", {"model": model_entry.key} | test, make)
@@ -442,13 +444,17 @@ def features(
     return Features(**arrays, entry=entry)
 
 
-def _write_features(model: nn.Module, x: Any, path: Path, cfg: Config) -> None:
-    """The model's last-layer features of `x` into a .npy file, a block at a time."""
+def _write_features(
+    model: nn.Module, x: Any, path: Path, device: str, flatten: bool = False
+) -> None:
+    """The model's last-layer features of `x` (flattened to rows first for a head on pixels) into
+    a .npy file, a block at a time."""
     width = model.classifier.in_features
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), width))
     for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
-        block = model_inputs(cfg, x[i : i + FEATURE_BLOCK])
-        out[i : i + len(block)] = extract_features(model, block, device=cfg.run.device)
+        block = x[i : i + FEATURE_BLOCK]
+        block = block.reshape(len(block), -1) if flatten else block
+        out[i : i + len(block)] = extract_features(model, block, device=device)
     out.flush()
     del out
 
@@ -496,7 +502,8 @@ def backbone_entry(cfg: Config, cache: StageCache) -> Entry:
         model, layout = load_backbone(cfg)
         images = load_splits(d.dataset, data_dir=d.data_dir, seed=cfg.run.split_seed, limit=d.limit)
         for split in SPLITS:
-            _write_features(model, getattr(images, f"{split}_x"), folder / f"{split}_x.npy", cfg)
+            x = getattr(images, f"{split}_x")
+            _write_features(model, x, folder / f"{split}_x.npy", cfg.run.device)
             np.save(folder / f"{split}_y.npy", getattr(images, f"{split}_y").numpy())
             np.save(folder / f"{split}_idx.npy", getattr(images, f"{split}_idx"))
         return {
