@@ -108,6 +108,14 @@ register(
         output="proba",
     )
 )
+
+
+def restarts(cfg: Config) -> dict[str, Any]:
+    """k-means restarts where more than one (one run keys as it did before restarts existed)."""
+    n = cfg.experts.kmeans_restarts
+    return {"kmeans_restarts": n} if n != 1 else {}
+
+
 register(
     Method(
         "experts",
@@ -121,6 +129,7 @@ register(
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
             kmeans_iter=cfg.experts.kmeans_iter,
+            kmeans_restarts=cfg.experts.kmeans_restarts,
             device=cfg.run.device,
             progress=cfg.run.progress,
             random_state=cfg.run.seed,
@@ -129,6 +138,7 @@ register(
             asdict(cfg.experts_ttt)
             | {"n_experts": cfg.experts.n_experts, "kmeans_iter": cfg.experts.kmeans_iter}
             | {"seed": cfg.run.seed, "device": cfg.run.device}
+            | restarts(cfg)
         ),
         needs_k=lambda cfg: 0,
         output="logits",

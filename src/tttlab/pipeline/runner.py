@@ -239,6 +239,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int, training: str | 
             "method": m,
             "accuracy": f"{100 * a['accuracy']:.2f}%",
             "95% CI": f"[{100 * a['ci_low']:.2f}, {100 * a['ci_high']:.2f}]",
+            "± s.e.": f"{100 * a['se']:.2f}",
             "ms/point": f"{1000 * a['seconds_per_point']:.3g}",
         }
         for m, a in acc.items()
