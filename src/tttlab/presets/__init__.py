@@ -86,12 +86,14 @@ class WidthSettings:
             )
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
-        """`base` (default: TrainConfig()) with this width's global lr, batch size and epochs."""
+        """`base` (default: TrainConfig()) with this width's global lr, batch size and epochs,
+        trained for exactly those epochs as the authors did."""
         return dataclasses.replace(
             base or TrainConfig(),
             lr=self.global_lr,
             batch_size=self.global_batch_size,
             epochs=self.global_epochs,
+            stop="epochs",
         )
 
     def ttt_config(self, base: TTTConfig | None = None) -> TTTConfig:
@@ -161,13 +163,15 @@ class MLPHeadSettings:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
-        """`base` (default: TrainConfig()) with this head's lr, weight decay, batch and epochs."""
+        """`base` (default: TrainConfig()) with this head's lr, weight decay, batch and epochs,
+        trained for exactly those epochs as the authors did."""
         return dataclasses.replace(
             base or TrainConfig(),
             lr=self.lr,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             epochs=self.epochs,
+            stop="epochs",
         )
 
     def model_config(self, base: ModelConfig | None = None) -> ModelConfig:
@@ -189,6 +193,32 @@ def _check_fields(row: Any, allow_zero: tuple[str, ...] = ()) -> None:
         else:
             check_number(value, f.name, min=0, strict_min=f.name not in allow_zero)
             object.__setattr__(row, f.name, float(value))  # JSON's 1 is the float 1.0 here
+
+
+# ---- the paper's protocol as a run's settings -------------------------------------------------
+
+PAPER_KMEANS_RESTARTS = 20
+"""scipy's kmeans(features, n, iter=20) in the authors' mixture of experts: 20 restarts."""
+
+
+def paper_config(base: Config | None = None) -> Config:
+    """`base` (default: Config()) run by the authors' protocol where it differs from tttlab's
+    defaults: global training for a fixed number of epochs (no early stop, no L-BFGS), the fixed
+    split (split_seed 0) and k-means with 20 restarts. A CNN of a width the paper tuned also
+    takes that width's settings (`WidthSettings.config`)."""
+    from tttlab.config import Config
+
+    base = base or Config()
+    cfg = dataclasses.replace(
+        base,
+        train=dataclasses.replace(base.train, stop="epochs"),
+        experts=dataclasses.replace(base.experts, kmeans_restarts=PAPER_KMEANS_RESTARTS),
+        run=dataclasses.replace(base.run, split_seed=0),
+    )
+    table = width_settings()
+    if cfg.model.model == "cnn" and cfg.model.checkpoint is None and cfg.model.width in table:
+        cfg = table[cfg.model.width].config(cfg)
+    return cfg
 
 
 # ---- the shipped presets --------------------------------------------------------------------
