@@ -413,6 +413,9 @@ class Features:
     val: np.ndarray
     test: np.ndarray
     entry: Entry
+    model_key: str | None = None
+    """The global model's key where `entry`'s key lacks it (a linear head sees the data's rows
+    themselves): methods that tune or score the model are keyed by it as well."""
 
 
 def features(
@@ -429,7 +432,7 @@ def features(
             "features", {"data": data_settings(cfg, cache)} | test, lambda _: {}
         )
         arrays = {s: getattr(splits, f"{s}_x") for s in SPLITS}
-        return Features(**arrays, entry=entry)
+        return Features(**arrays, entry=entry, model_key=model_entry.key)
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
@@ -619,7 +622,7 @@ def method_scores(
         "retrieval": retrieval_settings(cfg) if k else None,
         "method": name,
         "settings": spec.settings(cfg),
-    }
+    } | ({"model": feats.model_key} if feats.model_key else {})
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
