@@ -193,3 +193,12 @@ def test_stage_cache_keeps_backbone_features_apart_per_file(tmp_path):
     other = tmp_path / "other.pth"
     torch.save(CNN(0.5).state_dict(), other)
     assert stages.backbone_entry(fashion(tmp_path, backbone=str(other)), cache).key != key
+
+
+def test_a_run_records_what_k_means_kept(tmp_path):
+    cfg = digits(tmp_path)
+    cfg.methods.methods = ("global", "experts")
+    cfg.experts.n_experts, cfg.experts.kmeans_restarts = 20, 3
+    fitted = evaluate(cfg).metrics["methods"]["experts"]["fitted"]
+    assert fitted["n_experts"] <= 20 and fitted["kmeans_distortion"] > 0
+    assert "kmeans_restarts" in cfg.settings()["experts"]

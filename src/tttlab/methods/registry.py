@@ -41,6 +41,9 @@ class Method:
     """Neighbours per test point it reads (0: none)."""
     output: Literal["logits", "proba"]
     """What `scores` returns: logits (scored by cross-entropy) or class probabilities."""
+    fitted: Callable[[Any], dict[str, Any]] = lambda estimator: {}
+    """What the fitted estimator learned that a run should record (JSON values), e.g. how many
+    experts k-means kept."""
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
@@ -140,6 +143,7 @@ register(
             | {"seed": cfg.run.seed, "device": cfg.run.device}
             | restarts(cfg)
         ),
+        fitted=lambda e: {"n_experts": e.n_experts_, "kmeans_distortion": e.kmeans_distortion_},
         needs_k=lambda cfg: 0,
         output="logits",
     )

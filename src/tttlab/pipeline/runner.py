@@ -129,6 +129,8 @@ def evaluate(cfg: Config) -> Evaluation:
         ) / len(labels)
         ce[m] = _cross_entropy(s, labels) if METHODS[m].output == "logits" else None
         acc[m]["mean_ce"] = float(ce[m].mean()) if ce[m] is not None else None
+        if s.entry.info.get("fitted"):
+            acc[m]["fitted"] = s.entry.info["fitted"]
     gains = {
         m: paired_bootstrap_diff(
             (preds[m] == labels).astype(float),

@@ -638,7 +638,7 @@ def method_scores(
             )
         np.save(folder / "scores.npy", np.asarray(scores, dtype=np.float32))
         np.save(folder / "classes.npy", np.asarray(estimator.classes_))
-        return {"seconds": seconds}
+        return {"seconds": seconds, "fitted": spec.fitted(estimator)}
 
     entry = cache.get_or_make("methods", settings, make)
     return MethodScores(
