@@ -202,3 +202,14 @@ def test_a_run_records_what_k_means_kept(tmp_path):
     fitted = evaluate(cfg).metrics["methods"]["experts"]["fitted"]
     assert fitted["n_experts"] <= 20 and fitted["kmeans_distortion"] > 0
     assert "kmeans_restarts" in cfg.settings()["experts"]
+
+
+def test_a_global_model_that_had_not_converged_is_warned_about(tmp_path):
+    cfg = digits(tmp_path)
+    cfg.model.model, cfg.train.max_steps = "mlp", 3
+    with pytest.warns(UserWarning, match="unconverged baseline; retrain it with a larger"):
+        result = evaluate(cfg)
+    assert result.metrics["model"]["ended"] == "budget"
+    assert "global: hit the step budget (3 steps) while still improving: NOT converged" in (
+        result.table
+    )
