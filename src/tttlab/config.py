@@ -47,6 +47,10 @@ class DataConfig:
     fraction: float = 1.0
     """Train on (and retrieve from) this share of each class of the training split: one seeded
     shuffle, then the first n of each class, so smaller sets nest in larger ones."""
+    per_class: int | None = None
+    """Train on (and retrieve from) the first n of each class of the training split (all of a
+    smaller class) after --fraction's seeded shuffle: the authors' dataset-size design, equal
+    counts per class. Not with --fraction."""
     features: str | None = None
     """A feature file (N x d embeddings + labels: .npy with its labels file, .npz, .safetensors,
     torch .pt) or a folder of chunk files: run on these instead of --dataset's images."""
@@ -62,6 +66,9 @@ class DataConfig:
     given."""
     normalize: bool = False
     """features: unit-normalise every row (the paper's CLIP embeddings are unit-norm)."""
+    pixel_stats: tuple[float, ...] = ()
+    """Images: the pixel MEAN STD to normalise with (pixels in [0, 1]), e.g. the authors' MNIST
+    constants 0.1307 0.3081; empty: the training split's own mean and std."""
     test_index: tuple[int, ...] = ()
     """Score only these test points, by position in the test split (e.g. 762, the point of the
     paper's global-eval figure); the pool and the validation set stay whole. Empty: all."""
@@ -75,6 +82,21 @@ class DataConfig:
             check_int(self.limit, "limit", min=1)
         if self.test_limit is not None:
             check_int(self.test_limit, "test_limit", min=1)
+        if self.per_class is not None:
+            check_int(self.per_class, "per_class", min=1)
+            if self.fraction < 1:
+                raise ValueError(
+                    f"per_class={self.per_class} and fraction={self.fraction} both choose the "
+                    "training points: pass one of them"
+                )
+        self.pixel_stats = tuple(self.pixel_stats)
+        if self.pixel_stats:
+            check_pixel_stats(self.pixel_stats)
+            if self.features is not None:
+                raise ValueError(
+                    "pixel_stats normalises images, but features gives embeddings: drop "
+                    "--pixel-stats (normalize unit-normalises feature rows)"
+                )
         self.test_index = tuple(self.test_index)
         if self.test_index:
             check_test_index(self.test_index)
@@ -365,6 +387,8 @@ def _fixed_epochs(cfg: Config) -> bool:
 
 UNCHANGED: dict[tuple[str, str], Callable[[Config], bool]] = {
     ("run", "split_seed"): lambda c: c.run.split_seed == c.run.seed,  # one seed did both
+    ("data", "pixel_stats"): lambda c: not c.data.pixel_stats,
+    ("data", "per_class"): lambda c: c.data.per_class is None,
     ("data", "test_index"): lambda c: not c.data.test_index,
     ("data", "test_limit"): lambda c: c.data.test_limit is None,
     ("model", "backbone"): lambda c: c.model.backbone is None,
@@ -377,6 +401,17 @@ UNCHANGED: dict[tuple[str, str], Callable[[Config], bool]] = {
 }
 """Per setting added after run folders were first keyed: when it leaves a run as it was (and
 so is left out of the run's key)."""
+
+
+def check_pixel_stats(stats: tuple[float, ...]) -> None:
+    """Two numbers, a mean and a std > 0, of pixels scaled to [0, 1]."""
+    if len(stats) != 2:
+        raise ValueError(
+            f"pixel_stats={list(stats)} must be two numbers, MEAN STD (e.g. 0.1307 0.3081), or "
+            "empty for the training split's own"
+        )
+    check_number(stats[0], "pixel_stats mean")
+    check_number(stats[1], "pixel_stats std", min=0, strict_min=True)
 
 
 def check_test_index(index: tuple[int, ...], size: int | None = None) -> None:

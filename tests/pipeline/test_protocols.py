@@ -213,3 +213,27 @@ def test_a_global_model_that_had_not_converged_is_warned_about(tmp_path):
     assert "global: hit the step budget (3 steps) while still improving: NOT converged" in (
         result.table
     )
+
+
+def test_the_first_n_per_class_and_fixed_pixel_statistics_are_settings(tmp_path):
+    per_class = evaluate(digits(tmp_path, per_class=20))
+    assert per_class.metrics["n_train"] == 200 and per_class.metrics["n_test"] == 360
+    whole = digits(tmp_path)
+    fixed = digits(tmp_path, pixel_stats=(0.1307, 0.3081))
+    assert stages.model_settings(fixed) != stages.model_settings(whole)
+    assert "pixel_stats" not in whole.settings()["data"]  # unset: keyed as before
+    assert stages.load_data(fixed).mean == 0.1307
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"per_class": 20, "fraction": 0.5}, "both choose the training points"),
+        ({"pixel_stats": (0.1,)}, "must be two numbers, MEAN STD"),
+        ({"pixel_stats": (0.1, 0.0)}, "pixel_stats std must be a number > 0"),
+        ({"pixel_stats": (0.1, 0.3), "features": "f.npz"}, "drop --pixel-stats"),
+    ],
+)
+def test_bad_training_subsets_and_pixel_statistics_are_refused(data, message):
+    with pytest.raises(ValueError, match=message):
+        DataConfig(**data)

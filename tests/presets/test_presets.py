@@ -122,6 +122,9 @@ def test_the_paper_preset_runs_the_authors_protocol():
     cfg = paper_config(Config(model=ModelConfig(width=50), run=RunConfig(seed=2, split_seed=3)))
     assert (cfg.train.stop, cfg.train.epochs, cfg.train.lr, cfg.ttt.k) == ("epochs", 50, 0.002, 50)
     assert (cfg.run.seed, cfg.run.split_seed, cfg.experts.kmeans_restarts) == (2, 0, 20)
+    assert cfg.data.pixel_stats == ()  # Fashion-MNIST: the split's own statistics
+    mnist = paper_config(Config(data=DataConfig(dataset="mnist")))
+    assert mnist.data.pixel_stats == (0.1307, 0.3081)
     head = paper_config(Config(data=DataConfig(features="clip.npz"), model=ModelConfig("linear")))
     assert head.train.stop == "epochs" and head.train == dataclasses.replace(
         TrainConfig(), stop="epochs"

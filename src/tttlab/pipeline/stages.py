@@ -23,7 +23,7 @@ from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
 from tttlab.config import Config, check_test_index
 from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
-from tttlab.data.splits import Splits, load_splits, nested_subset, stratified_subset
+from tttlab.data.splits import Splits, load_splits, stratified_subset, training_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -57,13 +57,19 @@ def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any
     split seed."""
     d = cfg.data
     subsets = {"limit": d.limit, "fraction": d.fraction, "seed": cfg.run.split_seed}
+    subsets |= {"per_class": d.per_class} if d.per_class is not None else {}
     if d.features is not None:
         cache = cache or StageCache(cfg.run.cache_path)
         return {"features": feature_entry(cfg, cache).key} | subsets
     if cfg.model.backbone is not None:
         cache = cache or StageCache(cfg.run.cache_path)
         return {"backbone": backbone_entry(cfg, cache).key} | subsets
-    return {"dataset": d.dataset} | subsets
+    return {"dataset": d.dataset} | subsets | _pixel_settings(cfg)
+
+
+def _pixel_settings(cfg: Config) -> dict[str, Any]:
+    """Fixed pixel statistics where set ({} otherwise, so earlier keys stay valid)."""
+    return {"pixel_stats": list(cfg.data.pixel_stats)} if cfg.data.pixel_stats else {}
 
 
 def test_settings(cfg: Config) -> dict[str, Any]:
@@ -143,6 +149,8 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
             seed=cfg.run.split_seed,
             limit=d.limit,
             fraction=d.fraction,
+            per_class=d.per_class,
+            pixel_stats=d.pixel_stats or None,
         )
     splits = choose_test_points(splits, cfg)
     pool = len(splits.train_y)
@@ -168,8 +176,8 @@ def _load_features(cfg: Config, cache: StageCache) -> Splits:
     for split in ("train", "val", "test"):
         y = getattr(splits, f"{split}_y").numpy()
         keep = stratified_subset(y, d.limit, seed)
-        if split == "train" and d.fraction < 1:
-            keep = keep[nested_subset(y[keep], d.fraction, seed)]
+        if split == "train":
+            keep = keep[training_subset(y[keep], d.fraction, d.per_class, seed)]
         _keep_rows(splits, split, keep)
     return splits
 
@@ -498,12 +506,20 @@ def backbone_entry(cfg: Config, cache: StageCache) -> Entry:
         "dataset": d.dataset,
         "limit": d.limit,
         "seed": cfg.run.split_seed,
-    } | ({"checkpoint_keys": list(cfg.model.checkpoint_keys)} if cfg.model.checkpoint_keys else {})
+    } | _pixel_settings(cfg)
+    if cfg.model.checkpoint_keys:
+        settings["checkpoint_keys"] = list(cfg.model.checkpoint_keys)
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
         model, layout = load_backbone(cfg)
-        images = load_splits(d.dataset, data_dir=d.data_dir, seed=cfg.run.split_seed, limit=d.limit)
+        images = load_splits(
+            d.dataset,
+            data_dir=d.data_dir,
+            seed=cfg.run.split_seed,
+            limit=d.limit,
+            pixel_stats=d.pixel_stats or None,
+        )
         for split in SPLITS:
             x = getattr(images, f"{split}_x")
             _write_features(model, x, folder / f"{split}_x.npy", cfg.run.device)
@@ -527,9 +543,8 @@ def _load_backbone_features(cfg: Config, cache: StageCache) -> Splits:
     entry = backbone_entry(cfg, cache)
     splits = load_prepared(entry.path, cfg.data.name, entry.info["num_classes"])
     splits.classes = list(entry.info["classes"])
-    if cfg.data.fraction < 1:
-        y = splits.train_y.numpy()
-        _keep_rows(splits, "train", nested_subset(y, cfg.data.fraction, cfg.run.split_seed))
+    d, y = cfg.data, splits.train_y.numpy()
+    _keep_rows(splits, "train", training_subset(y, d.fraction, d.per_class, cfg.run.split_seed))
     return splits
 
 

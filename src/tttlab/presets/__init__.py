@@ -199,18 +199,24 @@ def _check_fields(row: Any, allow_zero: tuple[str, ...] = ()) -> None:
 
 PAPER_KMEANS_RESTARTS = 20
 """scipy's kmeans(features, n, iter=20) in the authors' mixture of experts: 20 restarts."""
+PAPER_MNIST_PIXEL_STATS = (0.1307, 0.3081)
+"""The authors' MNIST normalisation (torchvision's usual constants), fixed, not the split's."""
 
 
 def paper_config(base: Config | None = None) -> Config:
     """`base` (default: Config()) run by the authors' protocol where it differs from tttlab's
     defaults: global training for a fixed number of epochs (no early stop, no L-BFGS), the fixed
-    split (split_seed 0) and k-means with 20 restarts. A CNN of a width the paper tuned also
-    takes that width's settings (`WidthSettings.config`)."""
+    split (split_seed 0), MNIST's pixels normalised with the authors' constants, and k-means with
+    20 restarts. A CNN of a width the paper tuned also takes that width's settings
+    (`WidthSettings.config`)."""
     from tttlab.config import Config
 
     base = base or Config()
+    mnist = base.data.dataset == "mnist" and base.data.features is None
+    pixels = PAPER_MNIST_PIXEL_STATS if mnist else base.data.pixel_stats
     cfg = dataclasses.replace(
         base,
+        data=dataclasses.replace(base.data, pixel_stats=pixels),
         train=dataclasses.replace(base.train, stop="epochs"),
         experts=dataclasses.replace(base.experts, kmeans_restarts=PAPER_KMEANS_RESTARTS),
         run=dataclasses.replace(base.run, split_seed=0),
