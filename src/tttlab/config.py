@@ -267,7 +267,8 @@ class Config:
 
     def __post_init__(self):
         if self.model.model is None:  # the default: the CNN on images, the linear head on rows
-            kind = "cnn" if self.data.features is None else "linear"
+            rows = self.data.features is not None or self.model.backbone is not None
+            kind = "linear" if rows else "cnn"
             self.model = dataclasses.replace(self.model, model=kind)
         if self.data.features is not None and self.model.model == "cnn":
             raise ValueError(

@@ -181,6 +181,51 @@ class MLPHeadSettings:
         )
 
 
+@dataclass(frozen=True)
+class HeadProtocolSettings:
+    """The authors' MNIST dataset-size design (mnist_dataset_size_head.json): a fixed backbone,
+    a linear head trained on the first n of each class, TTT retrieving from that subset."""
+
+    backbone: dict[str, float]
+    """The reference CNN: size_scale, feature_width, and its Adam lr, batch_size and epochs."""
+    head: dict[str, float]
+    """The head's Adam lr, batch_size and epochs."""
+    ttt: dict[str, float]
+    """TTT's k, lr and epochs."""
+    per_class: tuple[int, ...]
+    """The training points per class of the study's units."""
+
+    def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """`base` with the head's lr, batch size and epochs, trained for exactly those epochs."""
+        h = self.head
+        return dataclasses.replace(
+            base or TrainConfig(),
+            lr=h["lr"],
+            batch_size=int(h["batch_size"]),
+            epochs=int(h["epochs"]),
+            stop="epochs",
+        )
+
+    def ttt_config(self, base: TTTConfig | None = None) -> TTTConfig:
+        """`base` with TTT's k, lr and epochs."""
+        t = self.ttt
+        return dataclasses.replace(
+            base or TTTConfig(), k=int(t["k"]), lr=t["lr"], epochs=int(t["epochs"])
+        )
+
+    def backbone_train_config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """How the authors trained the backbone (to train one like it: `tttlab ttt --width 50`
+        with these settings, then pass the run's model.safetensors as --backbone)."""
+        b = self.backbone
+        return dataclasses.replace(
+            base or TrainConfig(),
+            lr=b["lr"],
+            batch_size=int(b["batch_size"]),
+            epochs=int(b["epochs"]),
+            stop="epochs",
+        )
+
+
 Row = TypeVar("Row", WidthSettings, ExpertSettings, MLPHeadSettings)
 
 
@@ -253,6 +298,17 @@ def expert_settings(preset: str = "paper") -> dict[int, ExpertSettings]:
 def mlp_head_settings(preset: str = "paper") -> dict[int, MLPHeadSettings]:
     """Per hidden width, the preset's training settings of the CLIP/ImageNet MLP heads."""
     return _parse(MLPHeadSettings, *_preset_text(preset, "imagenet_mlp_heads.csv"), fmt="csv")
+
+
+def dataset_size_head(preset: str = "paper") -> HeadProtocolSettings:
+    """The preset's dataset-size head protocol: backbone, head and TTT settings, n per class."""
+    values = json.loads(_preset_text(preset, "mnist_dataset_size_head.json")[0])
+    return HeadProtocolSettings(
+        backbone=values["backbone"],
+        head=values["head"],
+        ttt=values["ttt"],
+        per_class=tuple(values["per_class"]),
+    )
 
 
 def sae_config(preset: str = "paper") -> dict[str, Any]:
