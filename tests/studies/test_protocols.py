@@ -107,6 +107,7 @@ def test_global_eval_at_chosen_points_scores_them_on_the_whole_test_set(tmp_path
 def test_the_command_line_names_the_missing_backbone(tmp_path, capsys):
     from tttlab.cli import main
 
-    args = f"study dataset-size --protocol head --dataset digits --out {tmp_path}".split()
+    args = f"study dataset-size --protocol head --dataset digits --model linear --out {tmp_path}"
+    args = args.split()
     assert main(args) == 2
     assert "pass --backbone CHECKPOINT" in capsys.readouterr().err
