@@ -19,12 +19,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
+from protocol_flags import add_flags, results_folder
 from sklearn.linear_model import LogisticRegression
 
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
@@ -89,16 +88,9 @@ def show(title: str, rows: list[dict]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--part", choices=["file", "demo", "both"], default="both")
-    parser.add_argument("--test-limit", type=int, default=None, help="TTT on this many points")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", default=None, help="keep runs and cache here (default: temp)")
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.out or tmp)
-        out.mkdir(parents=True, exist_ok=True)
+    with results_folder(args) as out:
         run = RunConfig(out=str(out), progress=False)
         if args.part in ("file", "both"):
             data = DataConfig(features=str(four_clusters(out / "four_clusters.npz")))

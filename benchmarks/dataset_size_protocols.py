@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
 import time
-from pathlib import Path
 
 import torch
+from protocol_flags import add_flags, results_folder
 
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.pipeline import evaluate
@@ -36,7 +35,6 @@ from tttlab.studies.scaling import DatasetSizePlan
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--test-limit", type=int, default=None, help="score this many points")
     parser.add_argument("--backbone-epochs", type=int, default=50, help="the authors': 50")
     parser.add_argument(
         "--model-stop",
@@ -44,15 +42,11 @@ def main() -> None:
         default="epochs",
         help="--protocol model: the CNN's stop rule (epochs: the backbone's count on any subset)",
     )
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", default=None, help="keep runs and cache here (default: temp)")
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     paper = dataset_size_head()
-    with tempfile.TemporaryDirectory() as tmp:
-        out = str(Path(args.out or tmp))
+    with results_folder(args) as folder:
+        out = str(folder)
         data = DataConfig(dataset="fashion-mnist", test_limit=args.test_limit)
         train = dataclasses.replace(paper.backbone_train_config(), epochs=args.backbone_epochs)
         cnn = Config(

@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import tempfile
-from pathlib import Path
 
-import torch
+from protocol_flags import add_flags, results_folder
 
 from tttlab.config import Config, DataConfig, ExpertsConfig, MethodsConfig, RunConfig
 from tttlab.pipeline import evaluate
@@ -29,16 +27,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experts", type=int, nargs="+", default=[10, 100, 1000])
     parser.add_argument("--restarts", type=int, nargs="+", default=[1, 20])
-    parser.add_argument("--test-limit", type=int, default=None, help="score this many points")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", default=None, help="keep runs and cache here (default: temp)")
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     table = expert_settings()
-    with tempfile.TemporaryDirectory() as tmp:
-        run = RunConfig(out=str(Path(args.out or tmp)), progress=False)
+    with results_folder(args) as out:
+        run = RunConfig(out=str(out), progress=False)
         base = Config(data=DataConfig(dataset="fashion-mnist", test_limit=args.test_limit), run=run)
         m = evaluate(base).metrics
         for name in ("global", "ttt"):

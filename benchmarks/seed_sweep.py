@@ -14,11 +14,9 @@ protocol is the mean over seeds and the spread (max - min) between them.
 from __future__ import annotations
 
 import argparse
-import tempfile
-from pathlib import Path
 
 import numpy as np
-import torch
+from protocol_flags import add_flags, results_folder
 
 from tttlab.config import Config, DataConfig, RunConfig
 from tttlab.pipeline import evaluate, stages
@@ -34,15 +32,9 @@ def cell(a: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--test-limit", type=int, default=None, help="TTT on this many points")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--out", default=None, help="keep runs and cache here (default: temp)")
+    add_flags(parser)
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(args.out or tmp)
+    with results_folder(args) as out:
         data = DataConfig(dataset="fashion-mnist", test_limit=args.test_limit)
         train_of = {}
         for protocol in ("fixed split", "split moves"):
