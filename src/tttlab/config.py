@@ -15,12 +15,14 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_fraction, check_int, check_number
 from tttlab.models.config import TrainConfig
+from tttlab.models.layouts import key_renames
 from tttlab.models.shapes import scale_for_width
 from tttlab.retrieval.config import RetrievalConfig
 from tttlab.tree import from_values
@@ -45,6 +47,10 @@ class DataConfig:
     fraction: float = 1.0
     """Train on (and retrieve from) this share of each class of the training split: one seeded
     shuffle, then the first n of each class, so smaller sets nest in larger ones."""
+    per_class: int | None = None
+    """Train on (and retrieve from) the first n of each class of the training split (all of a
+    smaller class) after --fraction's seeded shuffle: the authors' dataset-size design, equal
+    counts per class. Not with --fraction."""
     features: str | None = None
     """A feature file (N x d embeddings + labels: .npy with its labels file, .npz, .safetensors,
     torch .pt) or a folder of chunk files: run on these instead of --dataset's images."""
@@ -60,11 +66,44 @@ class DataConfig:
     given."""
     normalize: bool = False
     """features: unit-normalise every row (the paper's CLIP embeddings are unit-norm)."""
+    pixel_stats: tuple[float, ...] = ()
+    """Images: the pixel MEAN STD to normalise with (pixels in [0, 1]), e.g. the authors' MNIST
+    constants 0.1307 0.3081; empty: the training split's own mean and std."""
+    test_index: tuple[int, ...] = ()
+    """Score only these test points, by position in the test split (e.g. 762, the point of the
+    paper's global-eval figure); the pool and the validation set stay whole. Empty: all."""
+    test_limit: int | None = None
+    """Score a stratified subset of this many test points (drawn with split_seed); the pool and
+    the validation set stay whole, unlike --limit."""
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", get_args(Dataset))
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
+        if self.test_limit is not None:
+            check_int(self.test_limit, "test_limit", min=1)
+        if self.per_class is not None:
+            check_int(self.per_class, "per_class", min=1)
+            if self.fraction < 1:
+                raise ValueError(
+                    f"per_class={self.per_class} and fraction={self.fraction} both choose the "
+                    "training points: pass one of them"
+                )
+        self.pixel_stats = tuple(self.pixel_stats)
+        if self.pixel_stats:
+            check_pixel_stats(self.pixel_stats)
+            if self.features is not None:
+                raise ValueError(
+                    "pixel_stats normalises images, but features gives embeddings: drop "
+                    "--pixel-stats (normalize unit-normalises feature rows)"
+                )
+        self.test_index = tuple(self.test_index)
+        if self.test_index:
+            check_test_index(self.test_index)
+            if self.test_limit is not None:
+                raise ValueError(
+                    "test_index and test_limit both choose the test points: pass one of them"
+                )
         check_fraction(self.fraction)
         check_int(self.test_per_class, "test_per_class", min=1)
         check_int(self.val_per_class, "val_per_class", min=1)
@@ -97,6 +136,13 @@ class ModelConfig:
     """mlp: dropout after the hidden layer, in training only."""
     checkpoint: str | None = None
     """Load the global model from this .safetensors / .pt file instead of training it."""
+    backbone: str | None = None
+    """A CNN checkpoint (tttlab's, or the authors' FlexibleLeNet .pth): --model linear or mlp
+    then trains on its last-layer features, computed once into the stage cache, and TTT runs on
+    the head's features."""
+    checkpoint_keys: tuple[str, ...] = ()
+    """Renames of checkpoint and backbone keys as OLD=NEW prefixes (e.g. layer.=classifier.),
+    for a layout tttlab does not recognise; the authors' layouts are recognised without."""
 
     def __post_init__(self):
         if self.model is not None:
@@ -108,6 +154,13 @@ class ModelConfig:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
         if self.model in (None, "cnn") and self.checkpoint is None:
             scale_for_width(self.width)  # raises naming the reachable widths nearby
+        if self.backbone is not None and self.model == "cnn":
+            raise ValueError(
+                "backbone is a fixed CNN whose features a head trains on, but model is cnn: "
+                "add --model linear (the paper's head) or --model mlp"
+            )
+        self.checkpoint_keys = tuple(self.checkpoint_keys)
+        key_renames(self.checkpoint_keys)  # each checked now, before any file is read
 
 
 @dataclass
@@ -143,11 +196,15 @@ class ExpertsConfig:
     expert_epochs: int | None = None
     """Fine-tuning epochs of an expert; default: TTT's."""
     kmeans_iter: int = 20
-    """Lloyd iterations of the (seeded) k-means."""
+    """Lloyd iterations of each k-means run."""
+    kmeans_restarts: int = 1
+    """k-means runs from different seeded starts; the one of least distortion is kept and its
+    empty clusters dropped (the authors' scipy kmeans(iter=20) is 20 restarts)."""
 
     def __post_init__(self):
         check_int(self.n_experts, "n_experts", min=1)
         check_int(self.kmeans_iter, "kmeans_iter", min=1)
+        check_int(self.kmeans_restarts, "kmeans_restarts", min=1)
         if self.expert_k is not None:
             check_int(self.expert_k, "expert_k", min=1)
         if self.expert_epochs is not None:
@@ -161,7 +218,11 @@ class RunConfig:
     """Seeds, statistics and where results go."""
 
     seed: int = 0
-    """Seeds the split, the model's initialisation and training."""
+    """Seeds the model: its initialisation, training order and dropout, and every other random
+    choice of a method (k-means, an IVF index, the bootstrap)."""
+    split_seed: int = 0
+    """Seeds the data: the train/validation split, --limit, --fraction and --test-limit subsets,
+    a feature file's carve-out. 0 is the authors' fixed MNIST split, which their seeds share."""
     n_boot: int = 1000
     """Bootstrap resamples for the confidence intervals."""
     device: Device = "cpu"
@@ -177,6 +238,7 @@ class RunConfig:
 
     def __post_init__(self):
         check_int(self.seed, "seed", min=0)
+        check_int(self.split_seed, "split_seed", min=0)
         check_int(self.n_boot, "n_boot", min=1)
         check_choice(self.device, "device", get_args(Device))
         if not self.name or self.name.startswith(".") or "/" in self.name or os.sep in self.name:
@@ -205,7 +267,8 @@ class Config:
 
     def __post_init__(self):
         if self.model.model is None:  # the default: the CNN on images, the linear head on rows
-            kind = "cnn" if self.data.features is None else "linear"
+            rows = self.data.features is not None or self.model.backbone is not None
+            kind = "linear" if rows else "cnn"
             self.model = dataclasses.replace(self.model, model=kind)
         if self.data.features is not None and self.model.model == "cnn":
             raise ValueError(
@@ -216,6 +279,8 @@ class Config:
             raise ValueError(
                 "the CNN needs 28x28 images but digits are 8x8: use --model linear or mlp"
             )
+        self.train.stop_for(self.model.model)  # converged is for linear heads: say so now
+        self._check_backbone()
         limit = self.data.limit
         checks = [("k", self.ttt.k), ("majority_k", self.majority_k)]
         if "experts" in self.methods.methods:
@@ -226,6 +291,26 @@ class Config:
                     f"{what}={k} but limit={limit} keeps only {limit} training points: "
                     f"choose {what} <= {limit} or a larger limit"
                 )
+
+    def _check_backbone(self) -> None:
+        """A backbone embeds the run's images: neither a feature file nor the 8x8 digits."""
+        if self.model.backbone is None:
+            return
+        if self.data.features is not None:
+            raise ValueError(
+                "backbone embeds images, but features gives embeddings already: drop --backbone "
+                "(the head trains on the file's rows) or drop --features"
+            )
+        if self.data.dataset == "digits":
+            raise ValueError(
+                "backbone is a CNN on 28x28 images but digits are 8x8: use --dataset mnist or "
+                "fashion-mnist"
+            )
+        if self.model.checkpoint is not None and self.model.checkpoint == self.model.backbone:
+            raise ValueError(
+                "checkpoint and backbone name the same file: the backbone is the CNN whose "
+                "features the head sees; pass the head's own file as --checkpoint, or drop it"
+            )
 
     @property
     def majority_k(self) -> int:
@@ -249,10 +334,15 @@ class Config:
 
     def settings(self) -> dict[str, Any]:
         """`to_dict` less the mechanics no result depends on (where output goes, progress bars,
-        the executor): what run folders and study folders are keyed by."""
+        the executor): what run folders and study folders are keyed by. A setting added since
+        run folders were first keyed is left out while it keeps the old behaviour, so such runs
+        keep their folders (`UNCHANGED`)."""
         settings = self.to_dict()
         for mechanics in ("out", "name", "cache_dir", "progress"):
             settings["run"].pop(mechanics)
+        for (section, name), unchanged in UNCHANGED.items():
+            if unchanged(self):
+                settings[section].pop(name)
         return settings
 
     @classmethod
@@ -290,6 +380,54 @@ class RunLogConfig:
 
     def __post_init__(self):
         check_int(self.last, "last", min=0)
+
+
+def _fixed_epochs(cfg: Config) -> bool:
+    return cfg.train.stop_for(cfg.model.model) == "epochs"
+
+
+UNCHANGED: dict[tuple[str, str], Callable[[Config], bool]] = {
+    ("run", "split_seed"): lambda c: c.run.split_seed == c.run.seed,  # one seed did both
+    ("data", "pixel_stats"): lambda c: not c.data.pixel_stats,
+    ("data", "per_class"): lambda c: c.data.per_class is None,
+    ("data", "test_index"): lambda c: not c.data.test_index,
+    ("data", "test_limit"): lambda c: c.data.test_limit is None,
+    ("model", "backbone"): lambda c: c.model.backbone is None,
+    ("model", "checkpoint_keys"): lambda c: not c.model.checkpoint_keys,
+    ("experts", "kmeans_restarts"): lambda c: c.experts.kmeans_restarts == 1,
+    **{
+        ("train", name): _fixed_epochs  # what the CNN did, and every model before `stop`
+        for name in ("stop", "patience", "min_delta", "tol", "max_steps")
+    },
+}
+"""Per setting added after run folders were first keyed: when it leaves a run as it was (and
+so is left out of the run's key)."""
+
+
+def check_pixel_stats(stats: tuple[float, ...]) -> None:
+    """Two numbers, a mean and a std > 0, of pixels scaled to [0, 1]."""
+    if len(stats) != 2:
+        raise ValueError(
+            f"pixel_stats={list(stats)} must be two numbers, MEAN STD (e.g. 0.1307 0.3081), or "
+            "empty for the training split's own"
+        )
+    check_number(stats[0], "pixel_stats mean")
+    check_number(stats[1], "pixel_stats std", min=0, strict_min=True)
+
+
+def check_test_index(index: tuple[int, ...], size: int | None = None) -> None:
+    """Test positions: integers >= 0, none repeated, and below the test set's size if known."""
+    for i in index:
+        check_int(i, "test_index", min=0)
+    repeated = sorted({i for i in index if index.count(i) > 1})
+    if repeated:
+        raise ValueError(f"test_index names {repeated} more than once: list each point once")
+    if size is not None and max(index) >= size:
+        beyond = [i for i in index if i >= size]
+        raise ValueError(
+            f"test_index {beyond} lies beyond the test set, which has {size} points (positions "
+            f"0 ... {size - 1}): choose positions below {size}"
+        )
 
 
 @dataclass

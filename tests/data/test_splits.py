@@ -11,7 +11,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from tttlab.data import load_splits, nested_subset, stratified_split
+from tttlab.data import (
+    load_splits,
+    nested_subset,
+    per_class_subset,
+    stratified_split,
+    training_subset,
+)
 
 MakeDataset = Callable[..., Path]
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -126,6 +132,31 @@ def test_smaller_fractions_nest_in_larger_ones_class_by_class():
             nested_subset(labels, bad, seed=0)
 
 
+def test_the_first_n_of_each_class_nest_and_share_the_fractions_shuffle():
+    labels = np.repeat(np.arange(4), [100, 50, 30, 7])
+    subsets = {n: set(per_class_subset(labels, n, seed=3)) for n in (5, 20, 100)}
+    assert subsets[5] <= subsets[20] <= subsets[100] == set(range(187))
+    counts = np.bincount(labels[sorted(subsets[20])], minlength=4)
+    assert counts.tolist() == [20, 20, 20, 7], "n of each class, all of a smaller one"
+    # The same shuffle as --fraction: 30 of class 0 are the first 30 of its 100 either way.
+    by_fraction = set(nested_subset(labels, 0.3, seed=3))
+    first_30 = set(per_class_subset(labels, 30, seed=3))
+    assert {i for i in by_fraction if labels[i] == 0} == {i for i in first_30 if labels[i] == 0}
+    assert set(training_subset(labels, per_class=20, seed=3)) == subsets[20]
+    with pytest.raises(ValueError, match="per_class must be an integer >= 1"):
+        per_class_subset(labels, 0, seed=0)
+
+
+def test_fixed_pixel_statistics_replace_the_training_splits_own():
+    own = load_splits("digits", seed=0)
+    fixed = load_splits("digits", seed=0, pixel_stats=(0.1307, 0.3081))
+    assert (fixed.mean, fixed.std) == (0.1307, 0.3081) != (own.mean, own.std)
+    raw = (own.train_x * own.std + own.mean - 0.1307) / 0.3081
+    assert torch.allclose(fixed.train_x, raw, atol=1e-5)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        load_splits("digits", pixel_stats=(0.1, 0.0))
+
+
 def test_a_fraction_of_digits_trains_on_a_nested_subset_with_whole_val_and_test():
     full = load_splits("digits", seed=0)
     part = load_splits("digits", seed=0, fraction=0.3)
@@ -139,8 +170,9 @@ def test_the_package_keeps_every_public_name_of_its_modules():
     names = ["CLASSES", "DATASETS", "DatasetContentError", "DatasetNotFoundError", "DownloadError",
              "FeatureFileError", "FeatureSpec", "IDXError", "Splits", "cache_dir",
              "download_dataset", "find_dataset_dir", "load_splits", "nested_subset",
-             "open_features", "prepare_features", "read_idx", "read_idx_dataset",
-             "stratified_split", "stratified_subset", "write_idx"]  # fmt: skip
+             "open_features", "per_class_subset", "prepare_features", "read_idx",
+             "read_idx_dataset", "stratified_split", "stratified_subset", "training_subset",
+             "write_idx"]  # fmt: skip
     assert sorted(data.__all__) == names
     assert all(getattr(data, name) is not None for name in names)
     assert data.CLASSES["fashion-mnist"][9] == "Ankle boot" and len(data.CLASSES["digits"]) == 10

@@ -3,10 +3,13 @@
 import numpy as np
 import pytest
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
+from sklearn.exceptions import ConvergenceWarning, NotFittedError
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from tttlab.methods import GlobalHead, MajorityVote, TTTClassifier
+from tttlab.methods.base import train_linear_head
+from tttlab.models import TrainConfig
 
 rng = np.random.default_rng(0)
 X = rng.normal(size=(40, 3)).astype(np.float32)
@@ -50,6 +53,27 @@ def test_training_settings_are_checked_by_their_own_names():
         GlobalHead(train_epochs=0).fit(X, side)
     with pytest.raises(ValueError, match="random_state must be an integer"):
         GlobalHead(random_state=None).fit(X, side)
+    with pytest.raises(ValueError, match="train_stop='never' is not supported; use one of auto"):
+        GlobalHead(train_stop="never").fit(X, side)
+
+
+def test_without_a_head_the_global_head_is_logistic_regression():
+    # Four clusters, 160 rows: ten epochs at batch 128 were 20 Adam steps (global 7%, TTT +91).
+    rng = np.random.default_rng(0)
+    y4 = np.repeat(np.arange(4), 50)
+    X4 = (6 * np.eye(4, 8)[y4] + rng.standard_normal((200, 8))).astype(np.float32)
+    train, test = np.arange(200) % 5 != 0, np.arange(200) % 5 == 0
+    ours = GlobalHead().fit(X4[train], y4[train])
+    sklearn = LogisticRegression().fit(X4[train], y4[train])
+    assert ours.score(X4[test], y4[test]) == sklearn.score(X4[test], y4[test]) == 1.0
+    short = GlobalHead(train_stop="epochs").fit(X4[train], y4[train])
+    assert short.score(X4[test], y4[test]) < 0.9
+
+
+def test_an_unconverged_head_is_warned_about():
+    budget = TrainConfig(stop="converged", max_steps=2)
+    with pytest.warns(ConvergenceWarning, match="NOT converged.*raise the step budget"):
+        train_linear_head(X, side.astype(np.int64), 2, budget, seed=0)
 
 
 def test_a_trained_head_depends_only_on_random_state():

@@ -9,7 +9,7 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 from torch import nn
 
 from tttlab.methods import ExpertsClassifier, GlobalHead, TTTClassifier
-from tttlab.models import CNN
+from tttlab.models import live_cnn
 from tttlab.retrieval import knn
 from tttlab.ttt import TTTConfig, finetune
 
@@ -81,10 +81,9 @@ def test_predictions_depend_only_on_the_seed_and_the_point(xor):
 
 
 def test_a_whole_cnn_routes_in_its_feature_space():
-    torch.manual_seed(0)
-    cnn = CNN(size_scale=0.35)
     rng = np.random.default_rng(0)
     X, y = rng.random((40, 1, 28, 28), dtype=np.float32), rng.integers(0, 10, 40)
+    cnn, _ = live_cnn(0.35, torch.from_numpy(X))  # seed 0's draw is dead: every feature is 0
     experts = ExpertsClassifier(cnn, n_experts=4, k=5, epochs=3, lr=0.05).fit(X[:30], y[:30])
     assert experts.centroids_.shape == (4, cnn.feature_width)
     assert experts.coef_.shape == (4, 10, cnn.feature_width) and experts.intercept_.shape == (4, 10)
@@ -116,7 +115,7 @@ def data():
 )
 def test_bad_settings_are_refused_before_any_training(data, params, message):
     X, y = data
-    slow = ExpertsClassifier(n_experts=2, k=5, train_epochs=10**9)  # would train for hours
+    slow = ExpertsClassifier(n_experts=2, k=5, train_stop="epochs", train_epochs=10**9)  # hours
     start = time.perf_counter()
     with pytest.raises(ValueError, match=message):
         slow.set_params(**params).fit(X, y)
@@ -146,3 +145,24 @@ def test_defaults_come_from_ttt_config():
 )
 def test_follows_the_scikit_learn_estimator_api(estimator, check):
     check(estimator)
+
+
+def test_restarts_keep_the_least_distortion_run_and_drop_empty_clusters():
+    # Five tight blobs, one far away: some seeds split a blob and merge two others.
+    rng = np.random.default_rng(0)
+    centres = np.array([[0, 0], [10, 0], [0, 10], [10, 10], [40, 40]], dtype=np.float32)
+    X = (centres[np.arange(500) % 5] + 0.3 * rng.standard_normal((500, 2))).astype(np.float32)
+    y = np.arange(500) % 5
+    head = nn.Linear(2, 5)
+    one = [
+        ExpertsClassifier(head, n_experts=5, k=5, epochs=1, random_state=s).fit(X, y)
+        for s in range(20)
+    ]
+    best = ExpertsClassifier(head, n_experts=5, k=5, epochs=1, kmeans_restarts=20).fit(X, y)
+    assert best.kmeans_distortion_ == min(e.kmeans_distortion_ for e in one)
+    assert max(e.kmeans_distortion_ for e in one) > 1  # some single runs merge two blobs
+    assert best.kmeans_distortion_ < 0.5  # one centroid per blob: the points' own spread
+    # Duplicated points: 6 centroids on 5 distinct places leave one nearest to nothing.
+    dup = np.repeat(centres, 20, axis=0)
+    few = ExpertsClassifier(head, n_experts=6, k=5, epochs=1).fit(dup, np.arange(100) % 5)
+    assert few.n_experts_ == len(few.centroids_) == len(few.coef_) <= 5

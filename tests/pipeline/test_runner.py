@@ -43,7 +43,8 @@ def test_a_run_writes_its_folder_and_log(tmp_path):
         (points.pred["ttt"] == points.label).mean(), metrics["methods"]["ttt"]["accuracy"]
     )
     assert Config.from_file(result.run_dir / "config.json") == quick(tmp_path)
-    assert metrics["model"]["history"][0]["epoch"] == 1
+    assert metrics["model"]["ended"] == "converged"  # a linear head: L-BFGS, logistic regression
+    assert "global: converged" in result.table
     (row,) = read_run_log(tmp_path)
     assert row["run"] == result.run_dir.name
     assert (row["seed"], row["l2"], row["k"]) == (0, 0.0, 20)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tttlab.config import Config, DataConfig
+from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig, cnn_shape, scale_for_width
 from tttlab.presets import (
     LAPTOP_WIDTHS,
@@ -18,6 +18,7 @@ from tttlab.presets import (
     WidthSettings,
     expert_settings,
     mlp_head_settings,
+    paper_config,
     read_expert_settings,
     read_mlp_head_settings,
     read_width_settings,
@@ -98,7 +99,7 @@ def test_reported_numbers_match_the_readme_table():
 
 def test_a_width_row_converts_to_the_config_tree():
     d25 = width_settings()[25]
-    assert d25.train_config() == TrainConfig(lr=0.006, batch_size=500, epochs=50)
+    assert d25.train_config() == TrainConfig(lr=0.006, batch_size=500, epochs=50, stop="epochs")
     assert d25.ttt_config(TTTConfig(method="sequential")) == TTTConfig(
         k=200, lr=0.05, epochs=50, method="sequential"
     )
@@ -110,9 +111,24 @@ def test_a_width_row_converts_to_the_config_tree():
 def test_expert_and_mlp_rows_convert_to_the_config_tree():
     assert expert_settings()[10].ttt_config() == TTTConfig(k=30, lr=6e-4, epochs=2)
     head = mlp_head_settings()[4000]
-    assert head.train_config() == TrainConfig(lr=4.5e-4, weight_decay=0, batch_size=650, epochs=50)
+    assert head.train_config() == TrainConfig(
+        lr=4.5e-4, weight_decay=0, batch_size=650, epochs=50, stop="epochs"
+    )
     model = head.model_config()
     assert (model.model, model.hidden, model.dropout) == ("mlp", 4000, 0.7)
+
+
+def test_the_paper_preset_runs_the_authors_protocol():
+    cfg = paper_config(Config(model=ModelConfig(width=50), run=RunConfig(seed=2, split_seed=3)))
+    assert (cfg.train.stop, cfg.train.epochs, cfg.train.lr, cfg.ttt.k) == ("epochs", 50, 0.002, 50)
+    assert (cfg.run.seed, cfg.run.split_seed, cfg.experts.kmeans_restarts) == (2, 0, 20)
+    assert cfg.data.pixel_stats == ()  # Fashion-MNIST: the split's own statistics
+    mnist = paper_config(Config(data=DataConfig(dataset="mnist")))
+    assert mnist.data.pixel_stats == (0.1307, 0.3081)
+    head = paper_config(Config(data=DataConfig(features="clip.npz"), model=ModelConfig("linear")))
+    assert head.train.stop == "epochs" and head.train == dataclasses.replace(
+        TrainConfig(), stop="epochs"
+    )  # a head takes the paper's stopping rule; its own settings come from the head tables
 
 
 def test_the_laptop_widths_span_the_paper_table():

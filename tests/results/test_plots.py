@@ -90,7 +90,9 @@ def test_study_row_from_pipeline_metrics():
     assert row == {
         "width": 25, "seed": 0, "parameters": 1234, "feature_width": 25, "n_test": 100,
         "acc_global": 0.9, "ci_low_global": 0.89, "ci_high_global": 0.91,
+        "se_global": pytest.approx(0.03),  # sqrt(0.9 * 0.1 / 100): older metrics have no se
         "acc_ttt": 0.92, "ci_low_ttt": 0.91, "ci_high_ttt": 0.93,
+        "se_ttt": pytest.approx(0.02713, abs=1e-5),
         "gain": 0.02, "gain_low": 0.01, "gain_high": 0.03,
     }  # fmt: skip
     assert check_rows([row], "parameters", ["global", "ttt"], log_x=True)

@@ -57,6 +57,13 @@ def test_markdown_cells_match_format_table():
     ]
 
 
+def test_accuracy_cells_carry_the_binomial_standard_error_where_rows_have_it():
+    row = {"acc_ttt": 0.9901, "ci_low_ttt": 0.9881, "ci_high_ttt": 0.9920, "se_ttt": 0.000995}
+    lines = markdown_table([row], ["acc_ttt"]).splitlines()
+    assert lines[0] == "| ttt accuracy ± s.e. [CI] |"  # the paper's 99.01 ± 0.10
+    assert lines[2] == "| 99.01% ± 0.10 [98.81, 99.20] |"
+
+
 def test_bad_report_input_is_named(tmp_path):
     rows = model_size_rows()
     ok = {"title": "t", "summary": "s", "table_rows": rows, "columns": ["width"]}

@@ -150,7 +150,9 @@ def test_more_experts_than_training_points_is_refused_before_training(tmp_path):
 
 def test_global_eval_scores_local_heads_on_their_neighbourhood_and_the_whole_test_set(tmp_path):
     sc = GlobalEvalConfig(points=12, block=5, params="config")
-    plan = GlobalEvalPlan(sc, digits_base(tmp_path), options(tmp_path))
+    base = digits_base(tmp_path)  # a converged global head: TTT must move far to specialise
+    base.ttt = TTTConfig(k=10, epochs=20, lr=0.5)
+    plan = GlobalEvalPlan(sc, base, options(tmp_path))
     done = run_study(plan)
     assert len(done.ran) == 3, "12 points in blocks of 5"
     blocks = collect(done.folder, plan.units())

@@ -28,8 +28,10 @@ __getattr__, __dir__, __all__ = exports(
             "Splits",
             "load_splits",
             "nested_subset",
+            "per_class_subset",
             "stratified_split",
             "stratified_subset",
+            "training_subset",
         ],
     },
 )

@@ -111,13 +111,34 @@ def nested_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Sorted indices of `fraction` of each class: one seeded shuffle, then the first
     max(1, round(fraction * class size)) of each class, so smaller fractions nest in larger ones."""
     check_fraction(fraction)
+    return _first_of_each_class(labels, seed, lambda size: max(1, round(fraction * size)))
+
+
+def per_class_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of the first `n` of each class (all of a smaller one) after the seeded
+    shuffle `nested_subset` uses: equal counts per class, as in the authors' dataset-size study
+    (their split_dataset); a smaller n nests in a larger one."""
+    check_int(n, "per_class", min=1)
+    return _first_of_each_class(labels, seed, lambda size: min(n, size))
+
+
+def _first_of_each_class(labels: np.ndarray, seed: int, count) -> np.ndarray:
     labels = np.asarray(labels)
     order = np.random.default_rng(seed).permutation(len(labels))
     keep = []
     for c in np.unique(labels):
         members = order[labels[order] == c]
-        keep.append(members[: max(1, round(fraction * len(members)))])
+        keep.append(members[: count(len(members))])
     return np.sort(np.concatenate(keep)).astype(np.int64)
+
+
+def training_subset(
+    labels: np.ndarray, fraction: float = 1.0, per_class: int | None = None, seed: int = 0
+) -> np.ndarray:
+    """The training rows a run keeps: `per_class` of each class, else `fraction` of each."""
+    if per_class is not None:
+        return per_class_subset(labels, per_class, seed)
+    return nested_subset(labels, fraction, seed)
 
 
 def stratified_subset(labels: np.ndarray, limit: int | None, seed: int) -> np.ndarray:
@@ -151,6 +172,8 @@ def load_splits(
     download: bool = True,
     limit: int | None = None,
     fraction: float = 1.0,
+    per_class: int | None = None,
+    pixel_stats: tuple[float, float] | None = None,
 ) -> Splits:
     """Load `name` with the paper's splits: official train split stratified into train/val.
 
@@ -160,7 +183,9 @@ def load_splits(
     `limit` keeps a stratified subset of at most `limit` points of each split (fast dev runs);
     the subsets are drawn after splitting, so they are subsets of the full splits.
     `fraction` keeps that share of each class of the training split (`nested_subset`), the
-    dataset-size axis; validation and test sets stay whole, and so do the normalisation stats.
+    dataset-size axis, or `per_class` the first n of each (`per_class_subset`); validation and
+    test sets stay whole, and so do the normalisation stats. `pixel_stats` (mean, std) fixes
+    those (the authors' MNIST: 0.1307, 0.3081); None takes the training split's own.
     """
     check_fraction(fraction)
     if name not in DATASETS:
@@ -198,15 +223,20 @@ def load_splits(
     test_idx = test_idx[stratified_subset(test_y[test_idx], limit, seed)]
 
     full_train_x = _unit_float(pool_x[train_idx])
-    mean = float(full_train_x.mean(dtype=np.float64))
-    std = float(full_train_x.std(dtype=np.float64))
-    keep = nested_subset(pool_y[train_idx], fraction, seed)
+    if pixel_stats is None:
+        mean = float(full_train_x.mean(dtype=np.float64))
+        std = float(full_train_x.std(dtype=np.float64))
+        if std == 0.0:
+            raise ValueError(
+                f"{name}: every training pixel has the same value, so the images cannot "
+                "be normalised; check the image files"
+            )
+    else:
+        mean, std = (float(v) for v in pixel_stats)
+        if std <= 0:
+            raise ValueError(f"pixel_stats std must be > 0, got {std}: pass MEAN STD")
+    keep = training_subset(pool_y[train_idx], fraction, per_class, seed)
     train_idx, train_x = train_idx[keep], full_train_x[keep]
-    if std == 0.0:
-        raise ValueError(
-            f"{name}: every training pixel has the same value, so the images cannot "
-            "be normalised; check the image files"
-        )
 
     return Splits(
         train_x=_normalised(train_x, mean, std),

@@ -10,14 +10,17 @@ head of C outputs, output j is class j, so labels must be integer-valued in [0, 
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
-from tttlab.checks import check_int, check_number
+from tttlab.checks import check_choice, check_int, check_number
 from tttlab.models import LinearHead, MLPHead, TrainConfig, extract_features, fit, make_head
 from tttlab.models.heads import head_parts
 from tttlab.ttt import TTTConfig
@@ -175,8 +178,11 @@ def encode_labels(y: np.ndarray, num_outputs: int | None) -> tuple[np.ndarray, n
 # ---- the head trained when none is given ----
 
 
-def check_training_settings(epochs: object, lr: object, batch_size: object, seed: object) -> None:
+def check_training_settings(
+    stop: object, epochs: object, lr: object, batch_size: object, seed: object
+) -> None:
     """The train_* hyper-parameters and random_state, named as the estimators name them."""
+    check_choice(stop, "train_stop", ("auto", "converged", "plateau", "epochs"))
     check_int(epochs, "train_epochs", min=1)
     check_number(lr, "train_lr", min=0, strict_min=True)
     check_int(batch_size, "train_batch_size", min=1)
@@ -187,24 +193,29 @@ def train_linear_head(
     X: np.ndarray,
     y: np.ndarray,
     num_classes: int,
-    epochs: int,
-    lr: float,
-    batch_size: int,
+    cfg: TrainConfig,
     seed: int,
     progress: bool = False,
 ) -> LinearHead:
     """A LinearHead on (X, y) by tttlab's one training loop, initialised from `seed`.
 
-    It validates on the training set itself: a held-out split would fail for the tiny or
-    one-member classes that any data set may have and would cost training points, and a linear
-    head is convex, so keeping its best-training-accuracy epoch overfits little.
+    By default (stop auto) full-batch L-BFGS to convergence: unregularised multinomial logistic
+    regression, what scikit-learn's LogisticRegression fits at a large C. Any validation (the
+    best epoch, a plateau) is on the training set itself: a held-out split would fail for the
+    tiny or one-member classes that any data set may have and would cost training points.
     """
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG
         torch.manual_seed(seed)
         head = make_head("linear", X.shape[1], num_classes)
-    cfg = TrainConfig(epochs=int(epochs), lr=float(lr), batch_size=int(batch_size))
     y_t = torch.from_numpy(y)
-    fit(head, X, y_t, X, y_t, cfg, progress=progress, seed=int(seed))
+    result = fit(head, X, y_t, X, y_t, cfg, progress=progress, seed=int(seed))
+    if not result.converged:
+        warnings.warn(
+            f"the linear head trained on X {result.describe()}: its predictions are not those "
+            "of a converged head; raise the step budget or use train_stop='converged'",
+            ConvergenceWarning,
+            stacklevel=4,
+        )
     return head
 
 
@@ -247,12 +258,17 @@ def fit_head(estimator, X: np.ndarray, y: np.ndarray, progress: bool = False):
     """(head_, classes_, class index per point): the given head, or one trained on (X, y)."""
     if estimator.head is None:
         e = estimator
-        check_training_settings(e.train_epochs, e.train_lr, e.train_batch_size, e.random_state)
+        check_training_settings(
+            e.train_stop, e.train_epochs, e.train_lr, e.train_batch_size, e.random_state
+        )
         classes, y_idx = encode_labels(y, None)
-        head = train_linear_head(
-            X, y_idx, len(classes), e.train_epochs, e.train_lr, e.train_batch_size,
-            e.random_state, progress,
-        )  # fmt: skip
+        cfg = TrainConfig(
+            epochs=int(e.train_epochs),
+            lr=float(e.train_lr),
+            batch_size=int(e.train_batch_size),
+            stop=e.train_stop,
+        )
+        head = train_linear_head(X, y_idx, len(classes), cfg, e.random_state, progress)
         return head, classes, y_idx
     _, clf = head_parts(estimator.head)  # TypeError for a model without the split
     classes, y_idx = encode_labels(y, clf.out_features)

@@ -45,19 +45,22 @@ class GlobalHead(Classifier):
 
     head: a bare head (nn.Linear, LinearHead, MLPHead) on feature rows, or a model with
     `features`/`classifier` (the CNN) on its own inputs; None trains a LinearHead on (X, y) in fit
-    with the train_* settings and random_state (unused when a head is given).
+    with the train_* settings and random_state (unused when a head is given): by default to
+    convergence, which is multinomial logistic regression (see `train_linear_head`).
     Predict methods accept `neighbours` and ignore it, so every method has one call shape.
     """
 
     def __init__(
         self,
         head: nn.Module | None = None,
+        train_stop: str = TrainConfig.stop,
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
         random_state: int = 0,
     ):
         self.head = head
+        self.train_stop = train_stop
         self.train_epochs = train_epochs
         self.train_lr = train_lr
         self.train_batch_size = train_batch_size

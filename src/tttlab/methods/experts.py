@@ -6,8 +6,11 @@ its nearest centroid. One expert is the global head tuned near the data mean; on
 training point is TTT done at the nearest training point instead of at the test point.
 
 The paper's script calls scipy's `kmeans(features, n, iter=20)`, where iter counts restarts (each
-run to convergence, the best kept), and drops empty clusters; here `kmeans_iter` is FAISS's Lloyd
-iterations (`niter`), and FAISS refills empty clusters, so there are always n_experts experts.
+run to convergence, the one of least distortion kept) and empty clusters are dropped. Here each
+run is FAISS's seeded k-means of `kmeans_iter` Lloyd iterations; `kmeans_restarts` runs are made
+(seeds random_state, random_state + 1, ...) and the one of least distortion (scipy's: the mean
+Euclidean distance to the nearest centroid) kept; centroids nearest to no training point are
+dropped, so there may be fewer experts than n_experts (`n_experts_` says how many).
 """
 
 from __future__ import annotations
@@ -45,12 +48,14 @@ class ExpertsClassifier(Classifier):
 
     head: as in TTTClassifier (None trains a LinearHead in fit with the train_* settings).
     n_experts: k-means centroids, 1 to the number of training points. k, epochs, lr, method, l2:
-    TTTConfig's, per expert. kmeans_iter: Lloyd iterations of FAISS's k-means, seeded by
-    random_state. device: where the experts are fine-tuned. Predict methods accept `neighbours`
-    and ignore it (one call shape for all).
+    TTTConfig's, per expert. kmeans_iter: Lloyd iterations of each FAISS k-means run, seeded by
+    random_state; kmeans_restarts: runs, the least distortion kept (see the module docstring).
+    device: where the experts are fine-tuned. Predict methods accept `neighbours` and ignore it
+    (one call shape for all).
 
-    Learned: centroids_ (E, D), expert_neighbours_ (E, k) training indices, coef_ (E, C, D) and
-    intercept_ (E, C), the experts' last layers on the head's features; router_ finds centroids.
+    Learned: centroids_ (E, D), E = n_experts_ <= n_experts, kmeans_distortion_, expert_neighbours_
+    (E, k) training indices, coef_ (E, C, D) and intercept_ (E, C), the experts' last layers on
+    the head's features; router_ finds centroids.
     """
 
     def __init__(
@@ -63,8 +68,10 @@ class ExpertsClassifier(Classifier):
         method: str = TTTConfig.method,
         l2: float = TTTConfig.l2,
         kmeans_iter: int = 20,
+        kmeans_restarts: int = 1,
         device: str = "cpu",
         progress: bool = False,
+        train_stop: str = TrainConfig.stop,
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
@@ -78,8 +85,10 @@ class ExpertsClassifier(Classifier):
         self.method = method
         self.l2 = l2
         self.kmeans_iter = kmeans_iter
+        self.kmeans_restarts = kmeans_restarts
         self.device = device
         self.progress = progress
+        self.train_stop = train_stop
         self.train_epochs = train_epochs
         self.train_lr = train_lr
         self.train_batch_size = train_batch_size
@@ -96,11 +105,13 @@ class ExpertsClassifier(Classifier):
         check_int(self.n_experts, "n_experts", min=1)
         check_int(self.k, "k", min=1)
         check_int(self.kmeans_iter, "kmeans_iter", min=1)
+        check_int(self.kmeans_restarts, "kmeans_restarts", min=1)
         check_int(self.random_state, "random_state", min=0)
-        if self.random_state > MAX_SEED:
+        if self.random_state + self.kmeans_restarts - 1 > MAX_SEED:
             raise ValueError(
-                f"random_state={self.random_state} is too large for FAISS's k-means seed: "
-                f"choose 0 <= random_state <= {MAX_SEED}"
+                f"random_state={self.random_state} is too large for FAISS's k-means seeds "
+                f"(one per restart): choose 0 <= random_state <= "
+                f"{MAX_SEED - self.kmeans_restarts + 1}"
             )
         cfg = self.config  # TTTConfig validates the other hyper-parameters before any work
         check_device(self.device)
@@ -116,6 +127,7 @@ class ExpertsClassifier(Classifier):
         self.head_, self.classes_, y_idx = fit_head(self, X, y, self.progress)
         pool_ND = model_features(self.head_, X, "X")
         self.centroids_ = self._kmeans(pool_ND.numpy())
+        self.n_experts_ = len(self.centroids_)
         # Exact, re-ranked in float64 with ties by index: neighbours never depend on batching.
         _, self.expert_neighbours_ = (
             KNNIndex().fit(pool_ND).search(self.centroids_, self.k, progress=self.progress)
@@ -125,13 +137,27 @@ class ExpertsClassifier(Classifier):
         return self
 
     def _kmeans(self, pool_ND: np.ndarray) -> np.ndarray:
-        """Centroids (n_experts, D) of FAISS's seeded k-means over every training point."""
+        """Centroids (<= n_experts, D): the least-distortion run of `kmeans_restarts` seeded
+        k-means runs, without the centroids that no training point is nearest to."""
+        best, best_distortion = None, np.inf
+        for restart in range(self.kmeans_restarts):
+            centroids_ED = self._kmeans_run(pool_ND, self.random_state + restart)
+            router = KNNIndex().fit(centroids_ED)
+            dist_N1, nearest_N1 = router.search(pool_ND, 1, progress=False)
+            distortion = float(np.sqrt(np.maximum(dist_N1, 0)).mean())
+            if distortion < best_distortion:  # strict: ties keep the earlier seed
+                best, best_distortion = centroids_ED[np.unique(nearest_N1)], distortion
+        self.kmeans_distortion_ = best_distortion
+        return np.ascontiguousarray(best)
+
+    def _kmeans_run(self, pool_ND: np.ndarray, seed: int) -> np.ndarray:
+        """Centroids (n_experts, D) of one FAISS seeded k-means over every training point."""
         N, D = pool_ND.shape
         kmeans = faiss.Kmeans(
             D,
             self.n_experts,
             niter=self.kmeans_iter,
-            seed=self.random_state,
+            seed=seed,
             # FAISS subsamples 256 points per centroid by default; the paper clusters all of them,
             # which also makes one expert's centroid the exact mean.
             max_points_per_centroid=-(-N // self.n_experts),
@@ -148,7 +174,7 @@ class ExpertsClassifier(Classifier):
         _, clf = head_parts(self.head_)
         W_CD = clf.weight.detach().to(device, torch.float32)
         b_C = clf.bias.detach().to(device, torch.float32)
-        (C, D), E = W_CD.shape, self.n_experts
+        (C, D), E = W_CD.shape, len(self.centroids_)
         nbr_EK = torch.from_numpy(self.expert_neighbours_)
         W_ECD = np.empty((E, C, D), dtype=np.float32)
         b_EC = np.empty((E, C), dtype=np.float32)

@@ -41,6 +41,9 @@ class Method:
     """Neighbours per test point it reads (0: none)."""
     output: Literal["logits", "proba"]
     """What `scores` returns: logits (scored by cross-entropy) or class probabilities."""
+    fitted: Callable[[Any], dict[str, Any]] = lambda estimator: {}
+    """What the fitted estimator learned that a run should record (JSON values), e.g. how many
+    experts k-means kept."""
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
@@ -108,6 +111,14 @@ register(
         output="proba",
     )
 )
+
+
+def restarts(cfg: Config) -> dict[str, Any]:
+    """k-means restarts where more than one (one run keys as it did before restarts existed)."""
+    n = cfg.experts.kmeans_restarts
+    return {"kmeans_restarts": n} if n != 1 else {}
+
+
 register(
     Method(
         "experts",
@@ -121,6 +132,7 @@ register(
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
             kmeans_iter=cfg.experts.kmeans_iter,
+            kmeans_restarts=cfg.experts.kmeans_restarts,
             device=cfg.run.device,
             progress=cfg.run.progress,
             random_state=cfg.run.seed,
@@ -129,7 +141,9 @@ register(
             asdict(cfg.experts_ttt)
             | {"n_experts": cfg.experts.n_experts, "kmeans_iter": cfg.experts.kmeans_iter}
             | {"seed": cfg.run.seed, "device": cfg.run.device}
+            | restarts(cfg)
         ),
+        fitted=lambda e: {"n_experts": e.n_experts_, "kmeans_distortion": e.kmeans_distortion_},
         needs_k=lambda cfg: 0,
         output="logits",
     )

@@ -32,7 +32,8 @@ class TTTClassifier(Classifier):
 
     head: a bare head (nn.Linear, LinearHead, MLPHead) on feature rows, or a model with
     `features`/`classifier` (the CNN) on its own inputs; None trains a LinearHead on (X, y) in fit
-    with the train_* settings and random_state (unused when a head is given). k, epochs, lr,
+    with the train_* settings and random_state (unused when a head is given; by default trained
+    to convergence, see `train_linear_head`). k, epochs, lr,
     method and l2 are TTTConfig's; index a KNNIndex whose settings to use (copied); chunk_size,
     device and progress go to the batched engine, whose results match the one-at-a-time
     reference loop (`tttlab.ttt.reference_ttt`) and do not depend on batching.
@@ -50,6 +51,7 @@ class TTTClassifier(Classifier):
         chunk_size: int | None = TTTConfig.chunk_size,
         device: str = "cpu",
         progress: bool = False,
+        train_stop: str = TrainConfig.stop,
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
@@ -65,6 +67,7 @@ class TTTClassifier(Classifier):
         self.chunk_size = chunk_size
         self.device = device
         self.progress = progress
+        self.train_stop = train_stop
         self.train_epochs = train_epochs
         self.train_lr = train_lr
         self.train_batch_size = train_batch_size

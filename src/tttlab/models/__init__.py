@@ -14,5 +14,6 @@ __getattr__, __dir__, __all__ = exports(
         "tttlab.models.train": ["TrainResult", "extract_features", "fit", "predict_logits"],
         "tttlab.models.shapes": ["CNNShape", "cnn_shape", "reachable_widths", "scale_for_width"],
         "tttlab.models.config": ["TrainConfig"],
+        "tttlab.models.layouts": ["LAYOUTS", "Layout", "recognise"],
     },
 )

@@ -13,16 +13,10 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from tttlab.models.layouts import CNN_KEYS
 from tttlab.models.shapes import CNNShape, cnn_shape, find_scale
 
-CHECKPOINT_KEYS = (
-    "feature_extractor.0.weight",
-    "feature_extractor.0.bias",
-    "feature_extractor.3.weight",
-    "feature_extractor.3.bias",
-    "classifier.weight",
-    "classifier.bias",
-)
+CHECKPOINT_KEYS = CNN_KEYS
 
 
 class CNN(nn.Module):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from tttlab.config import Config
 from tttlab.data.splits import Splits
 from tttlab.keys import folder_name
 from tttlab.methods.registry import METHODS
+from tttlab.models.train import describe_ending
 from tttlab.pipeline import memory, stages
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.results import (
@@ -127,6 +129,8 @@ def evaluate(cfg: Config) -> Evaluation:
         ) / len(labels)
         ce[m] = _cross_entropy(s, labels) if METHODS[m].output == "logits" else None
         acc[m]["mean_ce"] = float(ce[m].mean()) if ce[m] is not None else None
+        if s.entry.info.get("fitted"):
+            acc[m]["fitted"] = s.entry.info["fitted"]
     gains = {
         m: paired_bootstrap_diff(
             (preds[m] == labels).astype(float),
@@ -138,11 +142,12 @@ def evaluate(cfg: Config) -> Evaluation:
         if m != BASELINE and BASELINE in preds
     }
     d = int(feats.train.shape[1])
+    training = _training_note(cfg, model_entry.info)
     entries = {"model": model_entry, "features": feats.entry}
     if nbrs is not None:
         entries["neighbours"] = nbrs.entry
     entries |= {f"method:{m}": s.entry for m, s in scores.items()}
-    table = _table(cfg, acc, gains, d, len(labels))
+    table = _table(cfg, acc, gains, d, len(labels), training)
     metrics = {
         "methods": acc,
         "gain_over_global": {m: g._asdict() for m, g in gains.items()},
@@ -211,12 +216,32 @@ def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:
     return F.cross_entropy(logits, torch.from_numpy(column), reduction="none").numpy()
 
 
-def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
+def _training_note(cfg: Config, info: dict[str, Any]) -> str | None:
+    """How the global model's training ended, for the table; warns when it had not converged,
+    since every gain is then measured against an unconverged baseline."""
+    if "ended" not in info:  # loaded from a checkpoint, or trained before this was recorded
+        return None
+    note = describe_ending(info["ended"], info["steps"], info["best_epoch"])
+    if info["ended"] == "budget":
+        stop = cfg.train.stop_for(cfg.model.model)
+        fix = "a larger --max-steps" + (
+            " or --stop converged" if cfg.model.model == "linear" else ""
+        )
+        warnings.warn(
+            f"the global {cfg.model.model} model {note} (stop={stop}): TTT's gain is measured "
+            f"against an unconverged baseline; retrain it with {fix}",
+            stacklevel=3,
+        )
+    return f"global: {note}"
+
+
+def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int, training: str | None = None) -> str:
     rows = [
         {
             "method": m,
             "accuracy": f"{100 * a['accuracy']:.2f}%",
             "95% CI": f"[{100 * a['ci_low']:.2f}, {100 * a['ci_high']:.2f}]",
+            "± s.e.": f"{100 * a['se']:.2f}",
             "ms/point": f"{1000 * a['seconds_per_point']:.3g}",
         }
         for m, a in acc.items()
@@ -231,7 +256,7 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> str:
         f"[{100 * g.low:+.2f}, {100 * g.high:+.2f}] (paired bootstrap)"
         for m, g in gains.items()
     ]
-    return "\n".join([head, format_table(rows), *foot])
+    return "\n".join([head, format_table(rows), *foot, *([training] if training else [])])
 
 
 def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, Any]:

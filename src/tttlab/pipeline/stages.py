@@ -20,10 +20,10 @@ from torch import nn
 
 from tttlab.atomic import file_sha256
 from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
-from tttlab.config import Config
+from tttlab.config import Config, check_test_index
 from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
-from tttlab.data.splits import Splits, load_splits, nested_subset, stratified_subset
+from tttlab.data.splits import Splits, load_splits, stratified_subset, training_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -36,6 +36,8 @@ from tttlab.models import (
     save_model,
     scale_for_width,
 )
+from tttlab.models.layouts import describe as describe_layout
+from tttlab.models.layouts import recognise
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
 from tttlab.tensors import check_device
@@ -49,17 +51,35 @@ FEATURE_BLOCK = 65536
 
 
 def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any]:
-    """What the splits depend on. The image files' identity is checked on load, so not their path;
-    a feature file's splits are keyed by its prepared entry (the files' content)."""
+    """What the training and validation rows depend on (not the choice of test points). The image
+    files' identity is checked on load, so not their path; a feature file's splits are keyed by
+    its prepared entry (the files' content), a backbone's by its features' entry. "seed" is the
+    split seed."""
     d = cfg.data
+    subsets = {"limit": d.limit, "fraction": d.fraction, "seed": cfg.run.split_seed}
+    subsets |= {"per_class": d.per_class} if d.per_class is not None else {}
     if d.features is not None:
-        return {
-            "features": feature_entry(cfg, cache or StageCache(cfg.run.cache_path)).key,
-            "limit": d.limit,
-            "fraction": d.fraction,
-            "seed": cfg.run.seed,
-        }
-    return {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed}
+        cache = cache or StageCache(cfg.run.cache_path)
+        return {"features": feature_entry(cfg, cache).key} | subsets
+    if cfg.model.backbone is not None:
+        cache = cache or StageCache(cfg.run.cache_path)
+        return {"backbone": backbone_entry(cfg, cache).key} | subsets
+    return {"dataset": d.dataset} | subsets | _pixel_settings(cfg)
+
+
+def _pixel_settings(cfg: Config) -> dict[str, Any]:
+    """Fixed pixel statistics where set ({} otherwise, so earlier keys stay valid)."""
+    return {"pixel_stats": list(cfg.data.pixel_stats)} if cfg.data.pixel_stats else {}
+
+
+def test_settings(cfg: Config) -> dict[str, Any]:
+    """Which test points a run scores, where not all ({} then, so earlier keys stay valid)."""
+    d = cfg.data
+    if d.test_index:
+        return {"test_index": list(d.test_index)}
+    if d.test_limit is not None:
+        return {"test_limit": d.test_limit, "seed": cfg.run.split_seed}
+    return {}
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -92,12 +112,12 @@ def feature_entry(cfg: Config, cache: StageCache) -> Entry:
         "sources": sources,
         "carve_out": carved,
         "normalize": spec.normalize,
-        "seed": cfg.run.seed if carved else None,
+        "seed": cfg.run.split_seed if carved else None,
     }
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        summary = write_feature_splits(folder, spec, cfg.run.seed)
+        summary = write_feature_splits(folder, spec, cfg.run.split_seed)
         return summary | {"seconds": time.perf_counter() - start}
 
     return cache.get_or_make("data", settings, make)
@@ -115,14 +135,24 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 
 def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
-    """The run's splits, checked; k must fit the training pool before anything is trained."""
+    """The run's splits, checked; k must fit the training pool and the chosen test points the
+    test set before anything is trained."""
     d = cfg.data
     if d.features is not None:
         splits = _load_features(cfg, cache or StageCache(cfg.run.cache_path))
+    elif cfg.model.backbone is not None:
+        splits = _load_backbone_features(cfg, cache or StageCache(cfg.run.cache_path))
     else:
         splits = load_splits(
-            d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
+            d.dataset,
+            data_dir=d.data_dir,
+            seed=cfg.run.split_seed,
+            limit=d.limit,
+            fraction=d.fraction,
+            per_class=d.per_class,
+            pixel_stats=d.pixel_stats or None,
         )
+    splits = choose_test_points(splits, cfg)
     pool = len(splits.train_y)
     needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
     if "experts" in cfg.methods.methods:
@@ -142,17 +172,46 @@ def _load_features(cfg: Config, cache: StageCache) -> Splits:
     d = cfg.data
     entry = feature_entry(cfg, cache)
     splits = load_prepared(entry.path, d.name, entry.info["num_classes"])
-    seed = cfg.run.seed
+    seed = cfg.run.split_seed
     for split in ("train", "val", "test"):
         y = getattr(splits, f"{split}_y").numpy()
         keep = stratified_subset(y, d.limit, seed)
-        if split == "train" and d.fraction < 1:
-            keep = keep[nested_subset(y[keep], d.fraction, seed)]
-        if len(keep) < len(y):  # a subset is read into memory; the whole split stays mapped
-            x = getattr(splits, f"{split}_x")
-            setattr(splits, f"{split}_x", np.ascontiguousarray(x[keep]))
-            setattr(splits, f"{split}_y", torch.from_numpy(y[keep]))
-            setattr(splits, f"{split}_idx", getattr(splits, f"{split}_idx")[keep])
+        if split == "train":
+            keep = keep[training_subset(y[keep], d.fraction, d.per_class, seed)]
+        _keep_rows(splits, split, keep)
+    return splits
+
+
+def _keep_rows(splits: Splits, split: str, keep: np.ndarray) -> None:
+    """Keep rows `keep` of one split; a subset of a memory-mapped file is read into memory."""
+    y = getattr(splits, f"{split}_y")
+    if len(keep) == len(y) and np.array_equal(keep, np.arange(len(y))):
+        return
+    x = getattr(splits, f"{split}_x")
+    x = x[torch.from_numpy(keep)] if isinstance(x, torch.Tensor) else np.ascontiguousarray(x[keep])
+    setattr(splits, f"{split}_x", x)
+    setattr(splits, f"{split}_y", y[torch.from_numpy(keep)])
+    setattr(splits, f"{split}_idx", getattr(splits, f"{split}_idx")[keep])
+
+
+def choose_test_points(splits: Splits, cfg: Config) -> Splits:
+    """The test points --test-index or --test-limit choose (in place); pool and validation stay
+    whole. Checked against the test set's size before anything is trained."""
+    d, n = cfg.data, len(splits.test_y)
+    if d.test_index:
+        check_test_index(d.test_index, n)
+        _keep_rows(splits, "test", np.asarray(d.test_index, dtype=np.int64))
+    elif d.test_limit is not None:
+        if d.test_limit > n:
+            raise ValueError(
+                f"test_limit={d.test_limit} is above the {n} points of the test set: choose "
+                f"test_limit <= {n}, or drop it to score them all"
+            )
+        try:
+            keep = stratified_subset(splits.test_y.numpy(), d.test_limit, cfg.run.split_seed)
+        except ValueError as err:
+            raise ValueError(f"test_limit={d.test_limit}: {err}") from err
+        _keep_rows(splits, "test", keep)
     return splits
 
 
@@ -165,7 +224,9 @@ def model_inputs(cfg: Config, x: torch.Tensor | np.ndarray) -> torch.Tensor | np
 
 
 def model_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any]:
-    """What the global model depends on: only the fields its kind uses."""
+    """What the global model depends on: only the fields its kind and stop rule use. The model
+    seed is named only where it differs from the split seed (the data settings' seed, which was
+    the one seed of both before they were separate settings)."""
     m = cfg.model
     arch = {"cnn": {"width": m.width}, "linear": {}, "mlp": {"hidden": m.hidden}}[m.model]
     if m.checkpoint is not None:
@@ -173,16 +234,17 @@ def model_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, An
             "data": data_settings(cfg, cache),
             "model": m.model,
             "checkpoint_sha256": file_sha256(Path(m.checkpoint).expanduser()),
-        }
+        } | ({"checkpoint_keys": list(m.checkpoint_keys)} if m.checkpoint_keys else {})
     if m.model == "mlp":
         arch["dropout"] = m.dropout
+    seed = {"seed": cfg.run.seed} if cfg.run.seed != cfg.run.split_seed else {}
     return {
         "data": data_settings(cfg, cache),
         "model": m.model,
         "arch": arch,
-        "train": dataclasses.asdict(cfg.train),
+        "train": cfg.train.key(m.model),
         "device": cfg.run.device,
-    }
+    } | seed
 
 
 def global_model(cfg: Config, splits: Splits, cache: StageCache) -> tuple[nn.Module, Entry]:
@@ -221,9 +283,10 @@ def check_environment(cfg: Config) -> None:
     data_dir as it loads), so a config stays buildable on any machine."""
     for name in cfg.methods.methods:
         check_choice(name, "methods", tuple(METHODS))
-    ckpt = cfg.model.checkpoint
-    if ckpt is not None and not Path(ckpt).expanduser().is_file():
-        raise ValueError(f"checkpoint={ckpt!r}: no such file; check the path")
+    for name in ("checkpoint", "backbone"):
+        path = getattr(cfg.model, name)
+        if path is not None and not Path(path).expanduser().is_file():
+            raise ValueError(f"{name}={path!r}: no such file; check the path")
     for name in ("features", "val_features", "test_features"):
         path = getattr(cfg.data, name)
         if path is not None and not Path(path).expanduser().exists():
@@ -235,11 +298,28 @@ def check_environment(cfg: Config) -> None:
 
 
 def check_checkpoint(cfg: Config) -> None:
-    """A checkpoint is readable, finite, and of the run's data set and model kind (before any
-    data is loaded)."""
-    if cfg.model.checkpoint is not None:
-        path = str(Path(cfg.model.checkpoint).expanduser())
-        _check_checkpoint_meta(cfg, load_state(path)[1], path)
+    """A checkpoint and a backbone are readable, finite, of a known layout, of the run's data set
+    and model kind, and fit each other (the head takes the backbone's width); all before any
+    data is loaded."""
+    width = load_backbone(cfg)[0].feature_width if cfg.model.backbone is not None else None
+    if cfg.model.checkpoint is None:
+        return
+    path = str(Path(cfg.model.checkpoint).expanduser())
+    state, meta = load_state(path)
+    _check_checkpoint_meta(cfg, meta, path)
+    state, layout = recognise(state, cfg.model.checkpoint_keys, where=path)
+    if layout.kind != cfg.model.model:
+        raise ValueError(
+            f"{path} holds a {describe_layout(layout, state)}, but this run asks for --model "
+            f"{cfg.model.model}: pass --model {layout.kind}"
+        )
+    first = state["hidden.0.weight" if layout.kind == "mlp" else "classifier.weight"]
+    if width is not None and first.shape[1] != width:
+        raise ValueError(
+            f"{path} holds a {describe_layout(layout, state)} taking {first.shape[1]} features, "
+            f"but the backbone {cfg.model.backbone} gives {width}: pass the head trained on "
+            "this backbone's features, or the backbone it was trained on"
+        )
 
 
 def _make_model(cfg: Config, splits: Splits, in_dim: int) -> tuple[nn.Module, dict]:
@@ -275,6 +355,8 @@ def _make_model(cfg: Config, splits: Splits, in_dim: int) -> tuple[nn.Module, di
         "train_seconds": result.seconds,
         "best_epoch": result.best_epoch,
         "best_val_acc": result.best_val_acc,
+        "ended": result.ended,
+        "steps": result.steps,
         "history": result.history,
     }
     return model, info
@@ -288,7 +370,14 @@ def _head(cfg: Config, num_classes: int, in_dim: int) -> nn.Module:
 def _build(
     cfg: Config, state: dict[str, torch.Tensor], num_classes: int, in_dim: int, path: str
 ) -> nn.Module:
-    """The model of `cfg`'s kind holding `state`; a mismatch names the file."""
+    """The model of `cfg`'s kind holding `state` (any layout `recognise` knows); a mismatch
+    names the file."""
+    state, layout = recognise(state, cfg.model.checkpoint_keys, where=path)
+    if layout.kind != cfg.model.model:
+        raise ValueError(
+            f"{path} holds a {describe_layout(layout, state)}, but this run asks for --model "
+            f"{cfg.model.model}: pass --model {layout.kind}"
+        )
     try:
         if cfg.model.model == "cnn":
             return cnn_from_state_dict(state, width=cfg.model.width, num_classes=num_classes)
@@ -332,6 +421,9 @@ class Features:
     val: np.ndarray
     test: np.ndarray
     entry: Entry
+    model_key: str | None = None
+    """The global model's key where `entry`'s key lacks it (a linear head sees the data's rows
+    themselves): methods that tune or score the model are keyed by it as well."""
 
 
 def features(
@@ -340,30 +432,120 @@ def features(
     """Train, validation and test features, embedded once per model. A linear head on a feature
     file sees the file's rows themselves: they are used as they are (memory-mapped, no copy), and
     keyed by the data alone, so retraining the head never repeats the search for neighbours."""
-    identity = cfg.data.features is not None and cfg.model.model == "linear"
+    rows = cfg.data.features is not None or cfg.model.backbone is not None
+    identity = rows and cfg.model.model == "linear"
+    test = {"test": test_settings(cfg)} if test_settings(cfg) else {}
     if identity:
-        entry = cache.get_or_make("features", {"data": data_settings(cfg, cache)}, lambda _: {})
+        entry = cache.get_or_make(
+            "features", {"data": data_settings(cfg, cache)} | test, lambda _: {}
+        )
         arrays = {s: getattr(splits, f"{s}_x") for s in SPLITS}
-        return Features(**arrays, entry=entry)
+        return Features(**arrays, entry=entry, model_key=model_entry.key)
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        width = model.classifier.in_features
         for split in SPLITS:
             x = getattr(splits, f"{split}_x")
-            out = np.lib.format.open_memmap(
-                folder / f"{split}.npy", mode="w+", dtype=np.float32, shape=(len(x), width)
-            )
-            for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
-                block = model_inputs(cfg, x[i : i + FEATURE_BLOCK])
-                out[i : i + len(block)] = extract_features(model, block, device=cfg.run.device)
-            out.flush()
-            del out
+            flatten = cfg.model.model != "cnn" and x.ndim > 2
+            _write_features(model, x, folder / f"{split}.npy", cfg.run.device, flatten)
         return {"seconds": time.perf_counter() - start}
 
-    entry = cache.get_or_make("features", {"model": model_entry.key}, make)
+    entry = cache.get_or_make("features", {"model": model_entry.key} | test, make)
     arrays = {s: np.load(entry.file(f"{s}.npy"), mmap_mode="r") for s in SPLITS}
     return Features(**arrays, entry=entry)
+
+
+def _write_features(
+    model: nn.Module, x: Any, path: Path, device: str, flatten: bool = False
+) -> None:
+    """The model's last-layer features of `x` (flattened to rows first for a head on pixels) into
+    a .npy file, a block at a time."""
+    width = model.classifier.in_features
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), width))
+    for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
+        block = x[i : i + FEATURE_BLOCK]
+        block = block.reshape(len(block), -1) if flatten else block
+        out[i : i + len(block)] = extract_features(model, block, device=device)
+    out.flush()
+    del out
+
+
+# ---- a fixed backbone's features, the rows a head trains on ----------------------------------
+
+
+def load_backbone(cfg: Config) -> tuple[CNN, str]:
+    """The --backbone CNN and its layout's name; any other layout is refused, naming the fix."""
+    path = str(Path(cfg.model.backbone).expanduser())
+    state, meta = load_state(path)
+    dataset = meta.get("dataset")
+    if dataset is not None and dataset != cfg.data.name:
+        raise ValueError(
+            f"backbone {path} was trained on {dataset}, but this run uses {cfg.data.name}: "
+            f"pass --dataset {dataset}, or a backbone trained on {cfg.data.name}"
+        )
+    state, layout = recognise(state, cfg.model.checkpoint_keys, where=f"backbone {path}")
+    if layout.kind != "cnn":
+        raise ValueError(
+            f"backbone {path} holds a {describe_layout(layout, state)}, not a CNN: pass a CNN "
+            "checkpoint as --backbone (the head trains on its features), and a head's own file "
+            "as --checkpoint"
+        )
+    try:
+        return cnn_from_state_dict(state), layout.name
+    except ValueError as err:
+        raise ValueError(f"backbone {path}: {err}") from err
+
+
+def backbone_entry(cfg: Config, cache: StageCache) -> Entry:
+    """The backbone's last-layer features of every split of the run's images, computed once and
+    keyed by the backbone file's content and the splits (not `fraction`: training subsets are
+    rows of these)."""
+    d, path = cfg.data, Path(cfg.model.backbone).expanduser()
+    settings = {
+        "backbone_sha256": _content_sha256(path),
+        "dataset": d.dataset,
+        "limit": d.limit,
+        "seed": cfg.run.split_seed,
+    } | _pixel_settings(cfg)
+    if cfg.model.checkpoint_keys:
+        settings["checkpoint_keys"] = list(cfg.model.checkpoint_keys)
+
+    def make(folder: Path) -> dict[str, Any]:
+        start = time.perf_counter()
+        model, layout = load_backbone(cfg)
+        images = load_splits(
+            d.dataset,
+            data_dir=d.data_dir,
+            seed=cfg.run.split_seed,
+            limit=d.limit,
+            pixel_stats=d.pixel_stats or None,
+        )
+        for split in SPLITS:
+            x = getattr(images, f"{split}_x")
+            _write_features(model, x, folder / f"{split}_x.npy", cfg.run.device)
+            np.save(folder / f"{split}_y.npy", getattr(images, f"{split}_y").numpy())
+            np.save(folder / f"{split}_idx.npy", getattr(images, f"{split}_idx"))
+        return {
+            "num_classes": images.num_classes,
+            "classes": images.classes,
+            "feature_width": model.feature_width,
+            "backbone": str(path),
+            "layout": layout,
+            "seconds": time.perf_counter() - start,
+        }
+
+    return cache.get_or_make("backbone", settings, make)
+
+
+def _load_backbone_features(cfg: Config, cache: StageCache) -> Splits:
+    """The backbone's features of the run's splits (from the cache where made before), with the
+    training rows of `fraction` kept (the same nested subset as for images)."""
+    entry = backbone_entry(cfg, cache)
+    splits = load_prepared(entry.path, cfg.data.name, entry.info["num_classes"])
+    splits.classes = list(entry.info["classes"])
+    d, y = cfg.data, splits.train_y.numpy()
+    _keep_rows(splits, "train", training_subset(y, d.fraction, d.per_class, cfg.run.split_seed))
+    return splits
 
 
 # ---- neighbours -------------------------------------------------------------------------------
@@ -455,7 +637,7 @@ def method_scores(
         "retrieval": retrieval_settings(cfg) if k else None,
         "method": name,
         "settings": spec.settings(cfg),
-    }
+    } | ({"model": feats.model_key} if feats.model_key else {})
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
@@ -471,7 +653,7 @@ def method_scores(
             )
         np.save(folder / "scores.npy", np.asarray(scores, dtype=np.float32))
         np.save(folder / "classes.npy", np.asarray(estimator.classes_))
-        return {"seconds": seconds}
+        return {"seconds": seconds, "fitted": spec.fitted(estimator)}
 
     entry = cache.get_or_make("methods", settings, make)
     return MethodScores(

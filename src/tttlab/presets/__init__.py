@@ -86,12 +86,14 @@ class WidthSettings:
             )
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
-        """`base` (default: TrainConfig()) with this width's global lr, batch size and epochs."""
+        """`base` (default: TrainConfig()) with this width's global lr, batch size and epochs,
+        trained for exactly those epochs as the authors did."""
         return dataclasses.replace(
             base or TrainConfig(),
             lr=self.global_lr,
             batch_size=self.global_batch_size,
             epochs=self.global_epochs,
+            stop="epochs",
         )
 
     def ttt_config(self, base: TTTConfig | None = None) -> TTTConfig:
@@ -161,19 +163,66 @@ class MLPHeadSettings:
             raise ValueError(f"dropout must be a number in [0, 1), got {self.dropout!r}")
 
     def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
-        """`base` (default: TrainConfig()) with this head's lr, weight decay, batch and epochs."""
+        """`base` (default: TrainConfig()) with this head's lr, weight decay, batch and epochs,
+        trained for exactly those epochs as the authors did."""
         return dataclasses.replace(
             base or TrainConfig(),
             lr=self.lr,
             weight_decay=self.weight_decay,
             batch_size=self.batch_size,
             epochs=self.epochs,
+            stop="epochs",
         )
 
     def model_config(self, base: ModelConfig | None = None) -> ModelConfig:
         """`base` (default: ModelConfig()) as an MLP head of this hidden width and dropout."""
         return dataclasses.replace(
             base or ModelConfig(), model="mlp", hidden=self.hidden, dropout=self.dropout
+        )
+
+
+@dataclass(frozen=True)
+class HeadProtocolSettings:
+    """The authors' MNIST dataset-size design (mnist_dataset_size_head.json): a fixed backbone,
+    a linear head trained on the first n of each class, TTT retrieving from that subset."""
+
+    backbone: dict[str, float]
+    """The reference CNN: size_scale, feature_width, and its Adam lr, batch_size and epochs."""
+    head: dict[str, float]
+    """The head's Adam lr, batch_size and epochs."""
+    ttt: dict[str, float]
+    """TTT's k, lr and epochs."""
+    per_class: tuple[int, ...]
+    """The training points per class of the study's units."""
+
+    def train_config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """`base` with the head's lr, batch size and epochs, trained for exactly those epochs."""
+        h = self.head
+        return dataclasses.replace(
+            base or TrainConfig(),
+            lr=h["lr"],
+            batch_size=int(h["batch_size"]),
+            epochs=int(h["epochs"]),
+            stop="epochs",
+        )
+
+    def ttt_config(self, base: TTTConfig | None = None) -> TTTConfig:
+        """`base` with TTT's k, lr and epochs."""
+        t = self.ttt
+        return dataclasses.replace(
+            base or TTTConfig(), k=int(t["k"]), lr=t["lr"], epochs=int(t["epochs"])
+        )
+
+    def backbone_train_config(self, base: TrainConfig | None = None) -> TrainConfig:
+        """How the authors trained the backbone (to train one like it: `tttlab ttt --width 50`
+        with these settings, then pass the run's model.safetensors as --backbone)."""
+        b = self.backbone
+        return dataclasses.replace(
+            base or TrainConfig(),
+            lr=b["lr"],
+            batch_size=int(b["batch_size"]),
+            epochs=int(b["epochs"]),
+            stop="epochs",
         )
 
 
@@ -189,6 +238,38 @@ def _check_fields(row: Any, allow_zero: tuple[str, ...] = ()) -> None:
         else:
             check_number(value, f.name, min=0, strict_min=f.name not in allow_zero)
             object.__setattr__(row, f.name, float(value))  # JSON's 1 is the float 1.0 here
+
+
+# ---- the paper's protocol as a run's settings -------------------------------------------------
+
+PAPER_KMEANS_RESTARTS = 20
+"""scipy's kmeans(features, n, iter=20) in the authors' mixture of experts: 20 restarts."""
+PAPER_MNIST_PIXEL_STATS = (0.1307, 0.3081)
+"""The authors' MNIST normalisation (torchvision's usual constants), fixed, not the split's."""
+
+
+def paper_config(base: Config | None = None) -> Config:
+    """`base` (default: Config()) run by the authors' protocol where it differs from tttlab's
+    defaults: global training for a fixed number of epochs (no early stop, no L-BFGS), the fixed
+    split (split_seed 0), MNIST's pixels normalised with the authors' constants, and k-means with
+    20 restarts. A CNN of a width the paper tuned also takes that width's settings
+    (`WidthSettings.config`)."""
+    from tttlab.config import Config
+
+    base = base or Config()
+    mnist = base.data.dataset == "mnist" and base.data.features is None
+    pixels = PAPER_MNIST_PIXEL_STATS if mnist else base.data.pixel_stats
+    cfg = dataclasses.replace(
+        base,
+        data=dataclasses.replace(base.data, pixel_stats=pixels),
+        train=dataclasses.replace(base.train, stop="epochs"),
+        experts=dataclasses.replace(base.experts, kmeans_restarts=PAPER_KMEANS_RESTARTS),
+        run=dataclasses.replace(base.run, split_seed=0),
+    )
+    table = width_settings()
+    if cfg.model.model == "cnn" and cfg.model.checkpoint is None and cfg.model.width in table:
+        cfg = table[cfg.model.width].config(cfg)
+    return cfg
 
 
 # ---- the shipped presets --------------------------------------------------------------------
@@ -217,6 +298,17 @@ def expert_settings(preset: str = "paper") -> dict[int, ExpertSettings]:
 def mlp_head_settings(preset: str = "paper") -> dict[int, MLPHeadSettings]:
     """Per hidden width, the preset's training settings of the CLIP/ImageNet MLP heads."""
     return _parse(MLPHeadSettings, *_preset_text(preset, "imagenet_mlp_heads.csv"), fmt="csv")
+
+
+def dataset_size_head(preset: str = "paper") -> HeadProtocolSettings:
+    """The preset's dataset-size head protocol: backbone, head and TTT settings, n per class."""
+    values = json.loads(_preset_text(preset, "mnist_dataset_size_head.json")[0])
+    return HeadProtocolSettings(
+        backbone=values["backbone"],
+        head=values["head"],
+        ttt=values["ttt"],
+        per_class=tuple(values["per_class"]),
+    )
 
 
 def sae_config(preset: str = "paper") -> dict[str, Any]:

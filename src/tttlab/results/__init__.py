@@ -28,6 +28,7 @@ __getattr__, __dir__, __all__ = exports(
         "tttlab.results.stats": [
             "Estimate",
             "accuracy_table",
+            "binomial_se",
             "bootstrap_ci",
             "paired_bootstrap_diff",
         ],

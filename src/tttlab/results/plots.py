@@ -8,7 +8,8 @@ A study row is a flat dict, one per unit (one setting, one seed):
 
 - `<x>`: the setting on the x axis, a number (> 0 for a log axis), e.g. `parameters`.
 - `acc_<m>`, `ci_low_<m>`, `ci_high_<m>` for every plotted method m: its test accuracy and the
-  bootstrap CI around it, as fractions in [0, 1] with ci_low <= acc <= ci_high.
+  bootstrap CI around it, as fractions in [0, 1] with ci_low <= acc <= ci_high; `se_<m>`, the
+  binomial standard error of acc_<m> (the paper's error bars), is carried along for tables.
 - optionally `gain`, `gain_low`, `gain_high`: the paired bootstrap of acc_a - acc_b for
   `gain_of = (a, b)` (default TTT minus global), fractions in [-1, 1]; all three or none.
 - anything else (seed, settings, seconds) is carried along and ignored by the plot.
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from tttlab.atomic import atomic_path
 from tttlab.checks import check_choice, check_int, check_number
 from tttlab.presets import reported
+from tttlab.results.stats import binomial_se
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -94,11 +96,15 @@ def study_row(
     settings: dict[str, Any], metrics: dict[str, Any], gain_of: str | None = "ttt"
 ) -> dict[str, Any]:
     """One unit's row: its settings, `parameters`/`feature_width`/`n_test` and every method's
-    accuracy and CI from `tttlab.pipeline.evaluate`'s metrics, and `gain_of`'s gain over global."""
+    accuracy, bootstrap CI and binomial standard error from `tttlab.pipeline.evaluate`'s metrics,
+    and `gain_of`'s gain over global."""
     row = dict(settings)
     row |= {k: metrics[k] for k in ("parameters", "feature_width", "n_test") if k in metrics}
     for m, a in metrics["methods"].items():
         row |= {f"acc_{m}": a["accuracy"], f"ci_low_{m}": a["ci_low"], f"ci_high_{m}": a["ci_high"]}
+        n = a.get("n", metrics.get("n_test"))
+        se = a.get("se", binomial_se(a["accuracy"], n) if n else None)  # older metrics: derived
+        row[f"se_{m}"] = se
     if gain_of is not None:
         gains = metrics.get("gain_over_global", {})
         if gain_of not in gains:

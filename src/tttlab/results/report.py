@@ -44,8 +44,10 @@ def format_gain(mean: float, low: float, high: float) -> str:
 
 
 def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    """Rows as a Markdown table. `acc_<m>` cells show their CI ('81.95% [81.19, 82.67]'), `gain`
-    cells theirs in points, other cells as `format_table` prints them; numbers align right."""
+    """Rows as a Markdown table. `acc_<m>` cells show their CI ('81.95% [81.19, 82.67]') and,
+    where every row has `se_<m>`, the binomial standard error ('81.95% ± 0.38 [81.19, 82.67]');
+    `gain` cells their CI in points; other cells as `format_table` prints them; numbers align
+    right."""
     if not rows:
         raise ValueError("table_rows is empty: pass at least one row")
     if not columns:
@@ -60,10 +62,16 @@ def markdown_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> st
     for c in columns:
         spec = _interval_columns(c)
         with_ci = spec is not None and all(k in row for row in rows for k in spec[1:])
-        header.append(_header(c) if with_ci else c)
+        se = f"se_{c.removeprefix('acc_')}" if c.startswith("acc_") else None
+        with_se = with_ci and se is not None and all(row.get(se) is not None for row in rows)
+        header.append(_header(c, with_se) if with_ci else c)
         right.append(with_ci or all(is_number(r[c]) for r in rows if r.get(c) is not None))
         for cells, row in zip(body, rows, strict=True):
-            cells.append(_cell_text(row, c, spec if with_ci else None))
+            text = _cell_text(row, c, spec if with_ci else None)
+            if with_se and row.get(c) is not None:
+                percent, interval = text.split(" ", 1)
+                text = f"{percent} ± {100 * row[se]:.2f} {interval}"
+            cells.append(text)
     lines = [_md_line(header), "| " + " | ".join("---:" if r else "---" for r in right) + " |"]
     return "\n".join(lines + [_md_line(cells) for cells in body])
 
@@ -78,10 +86,10 @@ def _interval_columns(column: str) -> tuple[str, str, str] | None:
     return None
 
 
-def _header(column: str) -> str:
+def _header(column: str, with_se: bool = False) -> str:
     if column == "gain":
         return "gain, points [CI]"
-    return f"{column.removeprefix('acc_')} accuracy [CI]"
+    return f"{column.removeprefix('acc_')} accuracy{' ± s.e.' if with_se else ''} [CI]"
 
 
 def _cell_text(row: dict[str, Any], column: str, spec: tuple[str, str, str] | None) -> str:

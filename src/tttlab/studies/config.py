@@ -221,6 +221,9 @@ class ModelSizeConfig:
     embeddings)."""
     seeds: tuple[int, ...] = (0,)
     """One unit per width and seed."""
+    vary_split: bool = False
+    """--seeds vary the train/validation split as well (split_seed = seed); by default they vary
+    the model seed alone, on the fixed split (--split-seed)."""
     params: Params = "paper"
     """Per-width settings: 'paper' (the authors'), a YAML/JSON/CSV file of the same columns,
     'config' (the run flags' own settings for every width), or 'select' (TTT's k, lr, epochs and
@@ -271,20 +274,43 @@ class ModelSizeConfig:
         return Grid(self.k_grid, self.lr_grid, self.epochs_grid, self.select_points)
 
 
+Protocol = Literal["model", "head"]
+
+
 @dataclass
 class DatasetSizeConfig:
-    """Global head, TTT and majority vote across nested per-class fractions of the training set
-    (the model is retrained on each, and the subset is the neighbour pool)."""
+    """Global head, TTT and majority vote across nested subsets of the training set, which are
+    also the neighbour pool: the global model retrained on each (protocol model), or a head on a
+    fixed backbone's features of each (protocol head, the authors' MNIST design)."""
 
+    protocol: Protocol = "model"
+    """model: retrain the whole global model on each fraction (tttlab's design; the paper's on
+    ImageNet); head: the authors' MNIST design, a fixed --backbone CNN and a head trained on its
+    features of the first n of each class (--per-class-sizes), TTT retrieving from that subset."""
     fractions: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0)
-    """Shares of each class of the training set (one seeded shuffle: smaller sets nest)."""
+    """--protocol model: shares of each class of the training set (one seeded shuffle: smaller
+    sets nest)."""
+    per_class_sizes: tuple[int, ...] = (50, 150, 500, 1500, 5000)
+    """--protocol head: the first n of each class (all of a smaller class) after the same seeded
+    shuffle; the authors' 1, 3, 10, 30 and 100% of MNIST's 5,000 per class."""
+    params: str = "paper"
+    """--protocol head: 'paper' trains the head and runs TTT with the authors' settings (Adam lr
+    0.005, batch 400, 100 epochs; TTT k 80, lr 0.02, 500 epochs), 'config' with the run flags'."""
     seeds: tuple[int, ...] = (0,)
-    """One unit per fraction and seed."""
+    """One unit per subset and seed."""
+    vary_split: bool = False
+    """--seeds vary the train/validation split as well (split_seed = seed); by default they vary
+    the model seed alone, on the fixed split (--split-seed)."""
 
     def __post_init__(self):
+        check_choice(self.protocol, "protocol", get_args(Protocol))
         self.fractions = _distinct(self.fractions, "fractions")
         for f in self.fractions:
             check_fraction(f)
+        self.per_class_sizes = _distinct(self.per_class_sizes, "per_class_sizes")
+        for n in self.per_class_sizes:
+            check_int(n, "per_class_sizes", min=1)
+        check_choice(self.params, "params", ("paper", "config"))
         self.seeds = _check_seeds(self.seeds)
 
 
@@ -298,6 +324,9 @@ class ExpertsStudyConfig:
     """The CNN width it runs on (the paper's d = 192); ignored on a feature file."""
     seeds: tuple[int, ...] = (0,)
     """One unit per number of experts and seed."""
+    vary_split: bool = False
+    """--seeds vary the train/validation split as well (split_seed = seed); by default they vary
+    the model seed alone, on the fixed split (--split-seed)."""
     params: Params = "paper"
     """The CNN's settings: 'paper', a file of the width table's columns, or 'config'."""
     expert_params: Params = "paper"
@@ -329,13 +358,17 @@ class GlobalEvalConfig:
     specialist, good near its point and poor elsewhere."""
 
     points: int = 100
-    """Seeded test points whose local heads are scored on the whole test set."""
+    """Seeded test points whose local heads are scored on the whole test set (--test-index
+    names them instead, e.g. 762, the point of the paper's figure)."""
     block: int = 25
     """Test points per unit."""
     cnn_width: int = 192
     """The CNN width it runs on (the paper's d = 192); ignored on a feature file."""
     seeds: tuple[int, ...] = (0,)
     """One set of units per seed."""
+    vary_split: bool = False
+    """--seeds vary the train/validation split as well (split_seed = seed); by default they vary
+    the model seed alone, on the fixed split (--split-seed)."""
     params: Params = "paper"
     """The CNN's settings: 'paper', a file of the width table's columns, or 'config'."""
 

@@ -1,9 +1,10 @@
 """The global-eval study: a TTT head is a specialist, good near its test point, poor elsewhere.
 
-For seeded test points, each point's local head (the last layer fine-tuned on its k neighbours)
-is scored on its own neighbourhood and on the whole test set, beside the global head. The
-paper's MNIST reference: 100% on the neighbourhood, about 36% on the whole test set, against
-about 98.6% for the global head.
+For seeded test points (or chosen ones: --test-index 762 is the point of the paper's figure),
+each point's local head (the last layer fine-tuned on its k neighbours) is scored on its own
+neighbourhood and on the whole test set, beside the global head. The paper's MNIST reference:
+100% on the neighbourhood, about 36% on the whole test set, against about 98.6% for the global
+head.
 """
 
 from __future__ import annotations
@@ -32,15 +33,22 @@ def chosen_points(n_test: int, points: int, seed: int) -> np.ndarray:
     return np.sort(np.random.default_rng(seed).choice(n_test, size=points, replace=False))
 
 
-def run_block(cfg: Config, unit: Unit, points: int, block: int) -> dict[str, Any]:
+def run_block(
+    cfg: Config, unit: Unit, points: int, block: int, test_index: tuple[int, ...] = ()
+) -> dict[str, Any]:
     """Per test point of the block: its local head's accuracy on its neighbourhood and on the
-    whole test set, the global head's on both, and whether each gets the point itself right."""
+    whole test set, the global head's on both, and whether each gets the point itself right.
+    The points are `test_index` where given (positions in the test set), else `points` seeded
+    draws."""
     cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, seed=unit.settings["seed"]))
     p = prepare(cfg, k=cfg.ttt.k)
     test_h = torch.from_numpy(np.array(p.features.test, dtype=np.float32))  # read from the cache
     train_h = torch.from_numpy(np.array(p.features.train, dtype=np.float32))
     labels, train_y = p.splits.test_y, p.splits.train_y
-    mine = chosen_points(len(labels), points, cfg.run.seed)
+    if test_index:
+        mine = np.asarray(test_index, dtype=np.int64)
+    else:
+        mine = chosen_points(len(labels), points, cfg.run.seed)
     mine = mine[unit.settings["block"] * block : (unit.settings["block"] + 1) * block]
     nbr = torch.from_numpy(p.neighbours.indices[mine, : cfg.ttt.k])
     X_BKD, y_BK = train_h[nbr], train_y[nbr]

@@ -3,8 +3,10 @@
     tttlab study model-size --widths 25 192 1152 --seeds 0 1   # the paper's settings per width
     tttlab study model-size --features clip/ --model mlp        # MLP hidden widths on a file
     tttlab study dataset-size --fractions 0.01 0.1 1.0         # nested per-class subsets
+    tttlab study dataset-size --protocol head --backbone cnn.pth   # the authors' MNIST design
     tttlab study experts --experts 1 100 10000                 # mixture of experts vs TTT
     tttlab study global-eval --points 100                      # local heads scored globally
+    tttlab study global-eval --test-index 762                  # the paper's figure's point
 
 A unit is one setting and seed: its Config is the plan's base Config with the unit's changes, and
 `tttlab.pipeline.evaluate` scores it, so a width trained once is trained once, whatever study or
@@ -14,16 +16,19 @@ run needs it.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from tttlab.config import Config
+from tttlab.config import Config, check_test_index
+from tttlab.data.splits import Splits
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import evaluate
 from tttlab.pipeline.stages import check_environment, load_data
+from tttlab.presets import dataset_size_head
 from tttlab.results import (
     bootstrap_ci,
     paper_references,
@@ -69,10 +74,17 @@ class _ScalingPlan:
         raise NotImplementedError  # each plan below defines it
 
     def run_config(self, cfg: Config, seed: int) -> Config:
-        """`cfg` writing to the study's results folder and cache, with the unit's seed."""
+        """`cfg` writing to the study's results folder and cache, with the unit's seed as the
+        model seed (and as the split seed too with vary_split)."""
         o = self.options
+        split_seed = seed if self.study.vary_split else cfg.run.split_seed
         run = dataclasses.replace(
-            cfg.run, seed=seed, out=o.out, cache_dir=o.cache_dir, progress=o.progress
+            cfg.run,
+            seed=seed,
+            split_seed=split_seed,
+            out=o.out,
+            cache_dir=o.cache_dir,
+            progress=o.progress,
         )
         return dataclasses.replace(cfg, run=run)
 
@@ -88,13 +100,18 @@ class _ScalingPlan:
         # The unit that asks most of the data (smallest pool, most experts) is checked before
         # any unit trains: k or the number of experts above the pool fails here, not in a unit.
         units = self.units()
-        strictest = max(
-            units, key=lambda u: (-u.settings.get("fraction", 1), u.settings.get("experts", 0))
-        )
-        load_data(self.unit_config(strictest))
+        strictest = min(units, key=lambda u: (
+            u.settings.get("fraction", 1),
+            u.settings.get("per_class", math.inf),
+            -u.settings.get("experts", 0),
+        ))  # fmt: skip
+        self.check_data(load_data(self.unit_config(strictest)))
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""
+
+    def check_data(self, splits: Splits) -> None:
+        """What the loaded data can tell before any unit trains (the strictest unit's splits)."""
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         cfg = self.unit_config(unit)
@@ -117,7 +134,7 @@ class _ScalingPlan:
         return write_report(
             folder / "report.md",
             title=f"tttlab {self.kind} study",
-            summary=_summary(axis[0], rows),
+            summary=f"{self.protocol_note()} {_summary(axis[0], rows)}",
             table_rows=rows,
             columns=columns,
             plot=plot,
@@ -128,6 +145,14 @@ class _ScalingPlan:
     def axis_columns(self) -> tuple[str, str]:
         """The report table's first columns: the unit's setting, and what it amounts to."""
         raise NotImplementedError
+
+    def protocol_note(self) -> str:
+        """How the study was run, in a sentence for the report: what its seeds vary."""
+        seeds = self.study.seeds
+        if self.study.vary_split:
+            return f"Seeds {list(seeds)} vary the model and the train/validation split."
+        split = self.base.run.split_seed
+        return f"Seeds {list(seeds)} vary the model on one fixed split (split seed {split})."
 
     def settings(self) -> dict[str, Any]:
         return {"study": section_settings(self.study), "base": self.base.settings()}
@@ -208,15 +233,70 @@ class DatasetSizePlan(_ScalingPlan):
     base: Config
     options: StudyOptions = field(default_factory=StudyOptions)
 
+    @property
+    def head(self) -> bool:
+        return self.study.protocol == "head"
+
+    def settings(self) -> dict[str, Any]:
+        """Only the axis and settings its protocol reads."""
+        study = section_settings(self.study)
+        for name in ("per_class_sizes", "params") if not self.head else ("fractions",):
+            study.pop(name)
+        return {"study": study, "base": self.base.settings()}
+
     def units(self) -> list[Unit]:
+        if self.head:
+            return grid(per_class=sorted(self.study.per_class_sizes), seed=self.study.seeds)
         return grid(fraction=sorted(self.study.fractions), seed=self.study.seeds)
 
+    def check(self) -> None:
+        if self.head and self.base.model.backbone is None:
+            raise ValueError(
+                "--protocol head trains a head on a fixed backbone's features: pass --backbone "
+                "CHECKPOINT, a CNN trained on the whole training set (the authors' "
+                "torch_global_classifier_mnist_*.pth, or a tttlab run's model.safetensors), or "
+                "use --protocol model to retrain the whole model on each subset"
+            )
+        super().check()
+
     def unit_config(self, unit: Unit) -> Config:
-        data = dataclasses.replace(self.base.data, fraction=unit.settings["fraction"])
-        return self.run_config(dataclasses.replace(self.base, data=data), unit.settings["seed"])
+        s, base = unit.settings, self.base
+        if not self.head:
+            data = dataclasses.replace(base.data, fraction=s["fraction"])
+            return self.run_config(dataclasses.replace(base, data=data), s["seed"])
+        data = dataclasses.replace(base.data, fraction=1.0, per_class=s["per_class"])
+        cfg = dataclasses.replace(base, data=data)
+        if self.study.params == "paper":
+            paper = dataset_size_head()
+            cfg = dataclasses.replace(
+                cfg, train=paper.train_config(base.train), ttt=paper.ttt_config(base.ttt)
+            )
+        return self.run_config(cfg, s["seed"])
 
     def axis_columns(self) -> tuple[str, str]:
-        return ("fraction", "n_train")
+        return ("per_class" if self.head else "fraction", "n_train")
+
+    def protocol_note(self) -> str:
+        seeds = super().protocol_note()
+        m = self.base.model
+        if not self.head:
+            return (
+                f"Protocol model: the global {m.model} model is retrained on each subset (a "
+                "fraction of each class after one seeded shuffle), and the subset is TTT's "
+                f"neighbour pool. {seeds}"
+            )
+        settings = (
+            "the authors' (head: Adam lr 0.005, batch 400, 100 epochs; TTT: k 80, lr 0.02, "
+            "500 epochs)"
+            if self.study.params == "paper"
+            else "the run's own"
+        )
+        return (
+            f"Protocol head (the authors' MNIST design): the backbone {Path(m.backbone).name} "
+            f"stays fixed; a {m.model} head is trained on its features of the first n of each "
+            f"class (one seeded shuffle; n per class is the table's per_class), and the subset "
+            f"is TTT's neighbour pool. Head and TTT settings: {settings}. {seeds}"
+        )
 
 
 @dataclass
@@ -265,18 +345,45 @@ class GlobalEvalPlan(_ScalingPlan):
     base: Config
     options: StudyOptions = field(default_factory=StudyOptions)
 
+    @property
+    def test_index(self) -> tuple[int, ...]:
+        """--test-index: the test points whose local heads are scored (the test set stays
+        whole); empty: `points` seeded draws."""
+        return self.base.data.test_index
+
+    def settings(self) -> dict[str, Any]:
+        """`points` is not read where --test-index names the points."""
+        settings = super().settings()
+        if self.test_index:
+            settings["study"].pop("points")
+        return settings
+
     def units(self) -> list[Unit]:
-        return blocks(self.study.points, self.study.block, self.study.seeds)
+        points = len(self.test_index) or self.study.points
+        return blocks(points, self.study.block, self.study.seeds)
 
     def check_tables(self) -> None:
         if not self.on_file:
             width_table(self.study.params, (self.study.cnn_width,))
 
+    def check_data(self, splits: Splits) -> None:
+        if self.test_index:
+            check_test_index(self.test_index, len(splits.test_y))
+        elif self.study.points > len(splits.test_y):
+            raise ValueError(
+                f"points={self.study.points} but the test set has {len(splits.test_y)}: choose "
+                f"points <= {len(splits.test_y)}"
+            )
+
     def unit_config(self, unit: Unit) -> Config:
-        return self.cnn_config(unit.settings["seed"])
+        """The run whose whole test set the local heads are scored on (--test-index names the
+        heads' points, so it does not cut the test set here)."""
+        cfg = self.cnn_config(unit.settings["seed"])
+        return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, test_index=()))
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
-        return run_block(self.unit_config(unit), unit, self.study.points, self.study.block)
+        cfg, study = self.unit_config(unit), self.study
+        return run_block(cfg, unit, study.points, study.block, self.test_index)
 
     def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
         """The global-eval table (means over test points with bootstrap CIs) and a histogram."""
