@@ -30,6 +30,7 @@ from tttlab.encoders.config import EmbedConfig
 from tttlab.flags import FlagError, FlagParser
 from tttlab.lm.config import CorpusOutput
 from tttlab.lm.corpus import CorpusConfig
+from tttlab.presets import width_settings
 from tttlab.sae.config import (
     AnalyseConfig,
     SaeAnalyseInput,
@@ -78,6 +79,13 @@ def _run_config(argv: list[str], default: Config | None = None) -> Config | type
     defaults, so an unset --model still follows --features)."""
     path = _config_file(argv)
     return Config.from_file(path) if path else default or Config
+
+
+def demo_config() -> Config:
+    """The demo: the d = 25 CNN trained as the paper trains it (its tuned lr, batch and epochs),
+    so TTT's headline gain is measured against a global model trained to the paper's standard."""
+    train = width_settings()[25].train_config()
+    return Config(train=train, run=RunConfig(name="demo"))
 
 
 def _ttt_sections(default: Config | None = None) -> Callable[[list[str]], dict[str, Any]]:
@@ -153,7 +161,7 @@ STUDY_COMMANDS: dict[str, Command] = {
 COMMANDS: dict[str, Command | dict[str, Command]] = {
     "demo": Command(
         "Fashion-MNIST, the smallest CNN (d = 25): global head, TTT, majority vote",
-        _ttt_sections(Config(run=RunConfig(name="demo"))),
+        lambda argv: _ttt_sections(demo_config())(argv),
         "tttlab.commands:ttt",
     ),
     "ttt": Command(
