@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_fraction, check_int, check_number
+from tttlab.data.noise import check_noise
 from tttlab.models.config import TrainConfig
 from tttlab.models.shapes import scale_for_width
 from tttlab.retrieval.config import RetrievalConfig
@@ -60,9 +61,13 @@ class DataConfig:
     given."""
     normalize: bool = False
     """features: unit-normalise every row (the paper's CLIP embeddings are unit-norm)."""
+    label_noise: float = 0.0
+    """Share of the training pool's labels flipped to another class at random (seeded; the global
+    model trains on them too); validation and test labels are never changed."""
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", get_args(Dataset))
+        check_noise(self.label_noise)
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
         check_fraction(self.fraction)

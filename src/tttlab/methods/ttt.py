@@ -14,9 +14,9 @@ from tttlab.methods.base import (
     Classifier,
     check_k,
     check_neighbours,
-    euclidean,
     fit_head,
     model_features,
+    reported_distances,
     ttt_config,
     validate_X,
 )
@@ -97,19 +97,20 @@ class TTTClassifier(Classifier):
     def kneighbors(
         self, X, n_neighbors: int | None = None, return_distance: bool = True
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
-        """(Euclidean distances, training indices) in the head's feature space, both
-        N x n_neighbors (default k), nearest first; the indices alone if not return_distance."""
+        """(distances, training indices) in the head's feature space, both N x n_neighbors
+        (default k), chosen by the index's rule (nearest first for the k nearest); the indices
+        alone if not return_distance. Distances: Euclidean for l2, else the index's."""
         check_is_fitted(self)
         n = self.k if n_neighbors is None else n_neighbors
         check_k(n, self.index_.size, "n_neighbors")
-        dist, idx = self.index_.search(self._features(X), n, progress=self.progress)
-        return (euclidean(dist), idx) if return_distance else idx
+        dist, idx = self.index_.neighbours(self._features(X), n, progress=self.progress)
+        return (reported_distances(dist, self.index_.distance), idx) if return_distance else idx
 
     def _scores(self, X, neighbours: np.ndarray | None) -> np.ndarray:
         """Logits (N x C) of each point under its own fine-tuned head."""
         h = self._features(X)
         if neighbours is None:
-            neighbours = self.index_.search(h, self.k, progress=self.progress)[1]
+            neighbours = self.index_.neighbours(h, self.k, progress=self.progress)[1]
         else:
             neighbours = check_neighbours(neighbours, len(h), self.k, self.index_.size)
         _, clf = head_parts(self.head_)
@@ -139,7 +140,7 @@ class TTTClassifier(Classifier):
                 f"(or {(1, *self.input_shape_)}) like the rows of X in fit"
             )
         h = self._features(x)
-        nbr = torch.from_numpy(self.index_.search(h, self.k)[1])
+        nbr = torch.from_numpy(self.index_.neighbours(h, self.k)[1])
         _, clf = head_parts(self.head_)
         W, b = finetune(clf.weight, clf.bias, self.pool_[nbr], self.y_[nbr], self.config)
         local = nn.Linear(clf.in_features, clf.out_features)

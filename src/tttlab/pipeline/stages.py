@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
 from tttlab.config import Config
 from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
+from tttlab.data.noise import flip_labels
 from tttlab.data.splits import Splits, load_splits, nested_subset, stratified_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
@@ -38,6 +40,9 @@ from tttlab.models import (
 )
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
+from tttlab.sae.concepts import code_neighbours, cosine_in_concept_space, encode_rows
+from tttlab.sae.model import check_width
+from tttlab.sae.runs import load_sae
 from tttlab.tensors import check_device
 
 SPLITS = ("train", "val", "test")
@@ -52,14 +57,17 @@ def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any
     """What the splits depend on. The image files' identity is checked on load, so not their path;
     a feature file's splits are keyed by its prepared entry (the files' content)."""
     d = cfg.data
+    noise = {"label_noise": d.label_noise} if d.label_noise else {}  # keys made before stay
     if d.features is not None:
         return {
             "features": feature_entry(cfg, cache or StageCache(cfg.run.cache_path)).key,
             "limit": d.limit,
             "fraction": d.fraction,
             "seed": cfg.run.seed,
-        }
-    return {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed}
+        } | noise
+    return {
+        "dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed
+    } | noise  # fmt: skip
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -115,7 +123,8 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 
 def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
-    """The run's splits, checked; k must fit the training pool before anything is trained."""
+    """The run's splits, checked, with the pool's labels flipped at the run's label_noise; k must
+    fit the training pool before anything is trained."""
     d = cfg.data
     if d.features is not None:
         splits = _load_features(cfg, cache or StageCache(cfg.run.cache_path))
@@ -123,6 +132,9 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
         splits = load_splits(
             d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
         )
+    if d.label_noise:
+        y, _ = flip_labels(splits.train_y.numpy(), d.label_noise, splits.num_classes, cfg.run.seed)
+        splits.train_y = torch.from_numpy(y)
     pool = len(splits.train_y)
     needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
     if "experts" in cfg.methods.methods:
@@ -370,9 +382,37 @@ def features(
 
 
 def retrieval_settings(cfg: Config) -> dict[str, Any]:
-    """What a search depends on: the index settings, and the seed where the index is random."""
-    seeded = {"seed": cfg.run.seed} if cfg.retrieval.kind == "ivf" else {}
-    return dataclasses.asdict(cfg.retrieval) | seeded
+    """What a search depends on: the index settings, the seed where the index is random, and the
+    selection rule's settings where they differ from the plain k nearest by l2 (so neighbours of
+    different rules are never mixed, and entries made before the rules existed keep their keys)."""
+    r = cfg.retrieval
+    settings = {f: getattr(r, f) for f in INDEX_SETTINGS}
+    if r.kind == "ivf":
+        settings["seed"] = cfg.run.seed
+    if r.distance != "l2":
+        settings["distance"] = r.distance
+    if r.select == "sift":
+        settings |= {"select": "sift", "sift_lambda": r.sift_lambda}
+        settings["sift_candidates"] = r.sift_candidates
+    if r.space == "concepts":
+        settings |= {"space": "concepts", "sae": sae_settings(r.sae)}
+    return settings
+
+
+INDEX_SETTINGS = ("kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size")
+"""The search settings every key holds (the rule's enter `retrieval_settings` where set)."""
+
+
+def sae_settings(path: str) -> dict[str, Any]:
+    """An SAE run folder (or the paper's .pt file) by the content of its weights."""
+    path = Path(path).expanduser()
+    weights = path if path.is_file() else path / "sae.safetensors"
+    if not weights.is_file():
+        raise ValueError(
+            f"sae={str(path)!r} holds no SAE (no {weights.name}): pass a folder written by "
+            "`tttlab sae train`, or the paper's .pt checkpoint"
+        )
+    return {"sha256": _content_sha256(weights)}
 
 
 @dataclass
@@ -387,17 +427,20 @@ class Neighbours:
 def neighbours(
     cfg: Config, feats: Features, k: int, cache: StageCache, split: str = "test"
 ) -> Neighbours:
-    """The k nearest training points of every point of `split` (test, or val for selection); an
-    exact search done before for a larger k is reused (its first k columns are exactly the k
-    nearest, ties by index)."""
+    """The k neighbours of every point of `split` (test, or val for selection) by the run's rule
+    (`KNNIndex.neighbours`, or nearest in an SAE's concept space). An entry made before for a
+    larger k is reused where its first k columns are exactly the answer for k: the exact k nearest
+    (ties by index), or SIFT's greedy choice from a fixed number of candidates."""
     check_choice(split, "split", ("val", "test"))
+    r = cfg.retrieval
     settings = {
         "features": feats.entry.key,
         "retrieval": retrieval_settings(cfg),
         "split": split,
     }
     base = settings_key("neighbours", settings)
-    if cfg.retrieval.kind == "flat":
+    prefix_holds = r.select == "nearest" or r.sift_candidates is not None
+    if r.kind == "flat" and prefix_holds:
         for path in cache.entries("neighbours", prefix=f"{base}-k"):
             larger = int(path.name.rsplit("-k", 1)[1])
             if larger >= k and (entry := cache.lookup("neighbours", path.name)) is not None:
@@ -405,15 +448,47 @@ def neighbours(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        index = KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device)
-        index.fit(feats.train)
-        dist, idx = index.search(getattr(feats, split), k, progress=cfg.run.progress)
+        queries = getattr(feats, split)
+        if r.space == "concepts":
+            dist, idx = concept_neighbours(r.sae, feats.train, queries, k, cfg.run.device)
+        else:
+            index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
+            index.fit(feats.train)
+            dist, idx = index.neighbours(queries, k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
         return {"seconds": time.perf_counter() - start, "k": k}
 
     entry = cache.get_or_make("neighbours", settings | {"k": k}, make, key=f"{base}-k{k}")
     return _load_neighbours(entry, k)
+
+
+def check_concept_space(cfg: Config, splits: Splits) -> None:
+    """A concept-space rule's SAE reads features as wide as the run's model makes: checked from
+    the settings, before any model is trained."""
+    r, m = cfg.retrieval, cfg.model
+    if r.space != "concepts":
+        return
+    in_dim = int(np.prod(splits.train_x.shape[1:]))
+    width = {"cnn": m.width, "mlp": m.hidden, "linear": in_dim}[m.model]
+    check_width(load_sae(r.sae), width, f"the run's {m.model} model")
+
+
+def concept_neighbours(
+    sae: str, pool: np.ndarray, queries: np.ndarray, k: int, device: str = "cpu"
+) -> tuple[np.ndarray, np.ndarray]:
+    """(1 - cosine similarity, pool indices), both B x k: each query's k nearest pool rows in the
+    SAE's concept (code) space, nearest first, ties by index."""
+    coder = load_sae(sae, device)
+    check_width(coder, pool.shape[1], "the run's features")
+    with warnings.catch_warnings():  # memory-mapped features: the encoder only reads them
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        pool_codes, _ = encode_rows(coder, pool)
+        query_codes, _ = encode_rows(coder, queries)
+    latents = coder.cfg.latents
+    idx = code_neighbours(pool_codes, query_codes, latents, k)
+    cos = cosine_in_concept_space(pool_codes, query_codes, idx, latents)
+    return (1.0 - cos).astype(np.float32), idx
 
 
 def _load_neighbours(entry: Entry, k: int) -> Neighbours:

@@ -1,0 +1,112 @@
+"""Runs with a selection rule or label noise: keyed apart, reused where exact, refused early."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
+from tttlab.models import TrainConfig
+from tttlab.pipeline import run
+from tttlab.pipeline import stages
+from tttlab.pipeline.cache import StageCache
+from tttlab.pipeline.runner import prepare
+from tttlab.retrieval import RetrievalConfig
+from tttlab.ttt import TTTConfig
+
+
+def quick(tmp_path, retrieval=None, label_noise=0.0, k=20) -> Config:
+    return Config(
+        data=DataConfig(dataset="digits", label_noise=label_noise),
+        model=ModelConfig(model="linear"),
+        train=TrainConfig(epochs=20),
+        retrieval=retrieval or RetrievalConfig(),
+        ttt=TTTConfig(k=k, epochs=20, lr=0.05),
+        run=RunConfig(n_boot=100, progress=False, out=str(tmp_path)),
+    )
+
+
+def test_each_rule_has_its_own_neighbours(tmp_path):
+    plain = run(quick(tmp_path))
+    for retrieval in (RetrievalConfig(distance="cosine"), RetrievalConfig(select="sift")):
+        other = run(quick(tmp_path, retrieval))
+        assert other.reused["model"] and not other.reused["neighbours"]
+        assert (
+            other.metrics["stages"]["neighbours"]["key"]
+            != plain.metrics["stages"]["neighbours"]["key"]
+        )
+        assert not other.reused["method:ttt"] and other.reused["method:global"]
+
+
+def test_the_plain_rule_keeps_the_keys_it_had():
+    assert stages.retrieval_settings(quick(".")) == {
+        "kind": "flat", "backend": "faiss", "nlist": 256, "nprobe": 16, "hnsw_m": 32,
+        "batch_size": 4096,
+    }  # fmt: skip
+    assert "label_noise" not in stages.data_settings(quick("."))
+
+
+def test_sift_with_fixed_candidates_reuses_a_larger_k(tmp_path):
+    sift = RetrievalConfig(select="sift", sift_candidates=60)
+    run(quick(tmp_path, sift, k=30))
+    smaller = run(quick(tmp_path, sift, k=10))
+    assert smaller.reused["neighbours"], "SIFT's first 10 choices of 60 are its choice of 10"
+    fresh = run(quick(tmp_path / "b", sift, k=10))
+    assert fresh.metrics["methods"]["ttt"] == smaller.metrics["methods"]["ttt"] | {
+        "seconds_per_point": fresh.metrics["methods"]["ttt"]["seconds_per_point"]
+    }
+    scaled = RetrievalConfig(select="sift")  # K = 4k: the choice of 10 is not a prefix of 30's
+    run(quick(tmp_path, scaled, k=30))
+    assert not run(quick(tmp_path, scaled, k=10)).reused["neighbours"]
+
+
+def test_label_noise_flips_pool_labels_only(tmp_path):
+    clean = prepare(quick(tmp_path))
+    noisy = prepare(quick(tmp_path, label_noise=0.3))
+    flipped = clean.splits.train_y != noisy.splits.train_y
+    assert abs(flipped.float().mean().item() - 0.3) < 0.01
+    assert (clean.splits.test_y == noisy.splits.test_y).all()
+    assert (clean.splits.val_y == noisy.splits.val_y).all()
+    assert noisy.model_entry.key != clean.model_entry.key, "the global model trains on the noise"
+
+
+def test_a_concept_rule_without_an_sae_is_refused():
+    with pytest.raises(ValueError, match="no SAE is given: pass --sae"):
+        RetrievalConfig(space="concepts", distance="cosine")
+    with pytest.raises(ValueError, match="served with distance='cosine' and select='nearest'"):
+        RetrievalConfig(space="concepts", sae="x", distance="l2")
+
+
+def test_an_sae_of_another_width_is_refused_before_any_training(tmp_path):
+    torch = pytest.importorskip("torch")
+    from tttlab.sae import SaeConfig, SparseCoder
+
+    folder = SparseCoder(SaeConfig(d_in=12, expansion_factor=2, k=4)).save(tmp_path / "sae")
+    retrieval = RetrievalConfig(space="concepts", sae=str(folder), distance="cosine")
+    cfg = quick(tmp_path / "runs", retrieval)
+    with pytest.raises(ValueError, match="width d=64 but the SAE was trained on d=12"):
+        run(cfg)
+    assert not (tmp_path / "runs" / "cache" / "model").exists(), "no model was trained"
+    del torch
+
+
+def test_neighbours_in_an_saes_concept_space(tmp_path):
+    from tttlab.sae import SaeConfig, SparseCoder
+    from tttlab.sae.analyses import code_neighbours, encode_rows
+
+    coder = SparseCoder(SaeConfig(d_in=64, expansion_factor=4, k=8), seed=1)
+    folder = coder.save(tmp_path / "sae")
+    retrieval = RetrievalConfig(space="concepts", sae=str(folder), distance="cosine")
+    cfg = quick(tmp_path / "runs", retrieval)
+    result = run(cfg)
+    assert 0 < result.metrics["methods"]["ttt"]["accuracy"] <= 1
+    p = prepare(cfg)
+    pool, _ = encode_rows(coder, np.asarray(p.features.train))
+    test, _ = encode_rows(coder, np.asarray(p.features.test))
+    expected = code_neighbours(pool, test, coder.cfg.latents, 20)
+    np.testing.assert_array_equal(p.neighbours.indices, expected)
+    assert (p.neighbours.distances >= 0).all() and (
+        np.diff(p.neighbours.distances, axis=1) >= -1e-6
+    ).all()
+    plain = prepare(dataclasses.replace(cfg, retrieval=RetrievalConfig()))
+    assert (plain.neighbours.indices != p.neighbours.indices).any()
