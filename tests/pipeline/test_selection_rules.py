@@ -7,9 +7,7 @@ import pytest
 
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
-from tttlab.pipeline import run
-from tttlab.pipeline import stages
-from tttlab.pipeline.cache import StageCache
+from tttlab.pipeline import run, stages
 from tttlab.pipeline.runner import prepare
 from tttlab.retrieval import RetrievalConfig
 from tttlab.ttt import TTTConfig
@@ -78,7 +76,6 @@ def test_a_concept_rule_without_an_sae_is_refused():
 
 
 def test_an_sae_of_another_width_is_refused_before_any_training(tmp_path):
-    torch = pytest.importorskip("torch")
     from tttlab.sae import SaeConfig, SparseCoder
 
     folder = SparseCoder(SaeConfig(d_in=12, expansion_factor=2, k=4)).save(tmp_path / "sae")
@@ -87,7 +84,6 @@ def test_an_sae_of_another_width_is_refused_before_any_training(tmp_path):
     with pytest.raises(ValueError, match="width d=64 but the SAE was trained on d=12"):
         run(cfg)
     assert not (tmp_path / "runs" / "cache" / "model").exists(), "no model was trained"
-    del torch
 
 
 def test_neighbours_in_an_saes_concept_space(tmp_path):
