@@ -120,10 +120,12 @@ class MethodsConfig:
     """Which registered methods a run scores, on shared neighbours."""
 
     methods: tuple[str, ...] = ("global", "ttt", "majority")
-    """Methods to score, by registered name (global, ttt, majority, experts, and any added with
-    `tttlab.methods.registry.register`), in table order."""
+    """Methods to score, by registered name (global, ttt, majority, cache, experts, and any
+    added with `tttlab.methods.registry.register`), in table order."""
     majority_k: int | None = None
     """Neighbours that vote in the majority vote; default: TTT's k."""
+    cache_k: int | None = None
+    """Neighbours in the soft cache (method 'cache'); default: TTT's k."""
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -131,8 +133,9 @@ class MethodsConfig:
             raise ValueError("methods is empty: name at least one, e.g. global ttt majority")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods={list(self.methods)} names a method twice")
-        if self.majority_k is not None:
-            check_int(self.majority_k, "majority_k", min=1)
+        for name in ("majority_k", "cache_k"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, min=1)
 
 
 @dataclass
@@ -222,7 +225,7 @@ class Config:
                 "the CNN needs 28x28 images but digits are 8x8: use --model linear or mlp"
             )
         limit = self.data.limit
-        checks = [("k", self.ttt.k), ("majority_k", self.majority_k)]
+        checks = [("k", self.ttt.k), ("majority_k", self.majority_k), ("cache_k", self.cache_k)]
         if "experts" in self.methods.methods:
             checks += [("expert_k", self.experts_ttt.k), ("n_experts", self.experts.n_experts)]
         for what, k in checks:
@@ -236,6 +239,11 @@ class Config:
     def majority_k(self) -> int:
         """The majority vote's k (TTT's k unless set)."""
         return self.methods.majority_k or self.ttt.k
+
+    @property
+    def cache_k(self) -> int:
+        """The soft cache's k (TTT's k unless set)."""
+        return self.methods.cache_k or self.ttt.k
 
     @property
     def experts_ttt(self) -> TTTConfig:

@@ -5,7 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
+from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
 from tttlab.models import TrainConfig
 from tttlab.pipeline import run, stages
 from tttlab.pipeline.runner import prepare
@@ -106,3 +106,11 @@ def test_neighbours_in_an_saes_concept_space(tmp_path):
     ).all()
     plain = prepare(dataclasses.replace(cfg, retrieval=RetrievalConfig()))
     assert (plain.neighbours.indices != p.neighbours.indices).any()
+
+
+def test_the_cache_chooses_on_the_validation_split(tmp_path):
+    cfg = dataclasses.replace(quick(tmp_path), methods=MethodsConfig(("global", "cache", "ttt")))
+    result = run(cfg)
+    acc = result.metrics["methods"]
+    assert 0.5 < acc["cache"]["accuracy"] <= 1 and "cache - global" in result.table
+    assert "cache" in {k.removeprefix("method:") for k in result.reused}

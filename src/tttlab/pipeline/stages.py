@@ -534,7 +534,12 @@ def method_scores(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        estimator = spec.build(cfg, model.classifier).fit(feats.train, splits.train_y.numpy())
+        estimator = spec.build(cfg, model.classifier)
+        if spec.validation:  # its settings are chosen on the validation split's neighbours
+            val = neighbours(cfg, feats, k, cache, split="val").indices if k else None
+            estimator.fit(feats.train, splits.train_y.numpy(), feats.val, splits.val_y.numpy(), val)
+        else:
+            estimator.fit(feats.train, splits.train_y.numpy())
         scores = spec.scores(estimator, feats.test, nbrs.indices[:, :k] if k else None)
         seconds = time.perf_counter() - start
         bad = ~np.isfinite(scores).all(axis=1)
