@@ -52,8 +52,8 @@ class KNNIndex:
     kind: "flat" (exact), "ivf" (inverted lists, `nlist` cells, `nprobe` probed) or "hnsw"
     (graph with `hnsw_m` links). backend: "faiss", or "torch" (exact, no FAISS needed).
     distance: "l2", "cosine" or "ip". select, sift_lambda, sift_candidates: the rule `neighbours`
-    applies (the k nearest, or SIFT's choice). device: "cuda" runs the exact search's GEMM and
-    SIFT on the GPU (pool copied there once, in chunks); ivf and hnsw always run on the CPU.
+    applies (the k nearest, or SIFT's choice, on the CPU). device: "cuda" runs the exact search's
+    GEMM on the GPU (pool copied there once, in chunks); ivf and hnsw always run on the CPU.
     Defaults: `RetrievalConfig`; `seed` seeds ivf's k-means.
     """
 
@@ -205,9 +205,7 @@ class KNNIndex:
             e = min(s + step, len(q))
             cand_BKD = self.kernel_rows(self.pool_[idx_K[s:e].reshape(-1)])
             cand_BKD = cand_BKD.reshape(e - s, K, -1)
-            chosen = sift_select(
-                self.kernel_rows(q[s:e]), cand_BKD, k, self.kernel_noise_, self.device
-            )
+            chosen = sift_select(self.kernel_rows(q[s:e]), cand_BKD, k, self.kernel_noise_)
             dist[s:e] = np.take_along_axis(dist_K[s:e], chosen.positions, 1)
             idx[s:e] = np.take_along_axis(idx_K[s:e], chosen.positions, 1)
         return dist, idx

@@ -22,8 +22,8 @@ import torch
 
 from tttlab.checks import check_int, check_number
 
-CHUNK_BYTES = 2**26
-"""Cap of the float64 candidate rows (B x K x D) stepped at once."""
+CHUNK_BYTES = 2**22
+"""Cap of the float64 candidate rows (B x K x D) stepped at once: small, so they stay in cache."""
 
 
 class SiftSelection(NamedTuple):
@@ -40,62 +40,61 @@ def sift_select(
     candidates_BKD: np.ndarray | torch.Tensor,
     k: int,
     noise: float,
-    device: str = "cpu",
 ) -> SiftSelection:
     """Choose k of each query's K candidates by SIFT's greedy rule with noise variance `noise`.
 
     Candidates are ordered nearest first, so that ties go to the nearest; the kernel is the plain
     inner product of the rows as given (unit-normalise them first for the paper's setting).
     """
-    q = torch.as_tensor(queries_BD)
-    c = torch.as_tensor(candidates_BKD)
+    q = np.asarray(queries_BD, dtype=np.float64)
+    c = np.asarray(candidates_BKD, dtype=np.float64)
     if q.ndim != 2 or c.ndim != 3 or c.shape[0] != q.shape[0] or c.shape[2] != q.shape[1]:
         raise ValueError(
             f"queries must be (B, D) and candidates (B, K, D) with the same B and D, got "
-            f"{tuple(q.shape)} and {tuple(c.shape)}"
+            f"{q.shape} and {c.shape}"
         )
     check_int(k, "k", min=1)
     check_number(noise, "noise", min=0, strict_min=True)
     B, K, D = c.shape
     positions = np.empty((B, k), dtype=np.int64)
     variance = np.empty(B, dtype=np.float64)
-    step = max(1, CHUNK_BYTES // (8 * max(1, K + k) * D))
+    step = max(1, CHUNK_BYTES // (8 * (K + k) * D))
     for s in range(0, B, step):
         e = min(s + step, B)
-        pos, var = _select_chunk(q[s:e], c[s:e], k, float(noise), device)
-        positions[s:e], variance[s:e] = pos.cpu().numpy(), var.cpu().numpy()
+        positions[s:e], variance[s:e] = _select_chunk(q[s:e], c[s:e], k, float(noise))
     return SiftSelection(positions, variance)
 
 
 def _select_chunk(
-    q_BD: torch.Tensor, C_BKD: torch.Tensor, k: int, noise: float, device: str
-) -> tuple[torch.Tensor, torch.Tensor]:
-    q_BD = q_BD.to(device, torch.float64)
-    C_BKD = C_BKD.to(device, torch.float64)
+    q_BD: np.ndarray, C_BKD: np.ndarray, k: int, noise: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stacked matrix-vector products (numpy's matmul, one BLAS call per query, so a query's
+    bits never depend on its chunk) and element-wise updates, k steps for the whole chunk."""
     B, K, D = C_BKD.shape
-    rows = torch.arange(B, device=device)
-    cov_BK = (C_BKD * q_BD[:, None, :]).sum(-1)  # cov(x, c) under the current posterior
-    var_BK = (C_BKD * C_BKD).sum(-1)  # var(c)
-    var_B = (q_BD * q_BD).sum(-1)  # var(x)
-    U_BTD = C_BKD.new_zeros(B, k, D)
-    pos_BT = torch.empty(B, k, dtype=torch.int64, device=device)
+    C_BKD = np.ascontiguousarray(C_BKD)
+    rows = np.arange(B)
+    cov_BK = np.matmul(C_BKD, q_BD[:, :, None])[..., 0]  # cov(x, c) under the current posterior
+    var_BK = np.einsum("bkd,bkd->bk", C_BKD, C_BKD)  # var(c)
+    var_B = np.einsum("bd,bd->b", q_BD, q_BD)  # var(x)
+    U_BTD = np.zeros((B, k, D))  # u_1 .. u_t as rows: P = I - U^T U
+    pos_BT = np.empty((B, k), dtype=np.int64)
     for t in range(k):
-        drop_BK = cov_BK.square() / (var_BK.clamp_min(0) + noise)
+        drop_BK = np.square(cov_BK) / (np.maximum(var_BK, 0) + noise)
         j_B = drop_BK.argmax(1)  # the first of equal drops: the nearest candidate
         pos_BT[:, t] = j_B
-        c_BD = C_BKD[rows, j_B]
+        c_BD1 = C_BKD[rows, j_B][:, :, None]
         if t:  # P c = c - U^T (U c): the chosen row under the current posterior
             U = U_BTD[:, :t]
-            c_BD = c_BD - (U * (U * c_BD[:, None, :]).sum(-1, keepdim=True)).sum(1)
-        scale_B = (var_BK[rows, j_B].clamp_min(0) + noise).rsqrt()
-        u_BD = c_BD * scale_B[:, None]
-        U_BTD[:, t] = u_BD
-        w_BK = (C_BKD * u_BD[:, None, :]).sum(-1)  # <c, u> for every candidate
+            c_BD1 = c_BD1 - np.matmul(U.transpose(0, 2, 1), np.matmul(U, c_BD1))
+        scale_B = 1 / np.sqrt(np.maximum(var_BK[rows, j_B], 0) + noise)
+        u_BD1 = c_BD1 * scale_B[:, None, None]
+        U_BTD[:, t] = u_BD1[..., 0]
+        w_BK = np.matmul(C_BKD, u_BD1)[..., 0]  # <c, u> for every candidate
         a_B = cov_BK[rows, j_B] * scale_B  # <x, u>
         cov_BK -= a_B[:, None] * w_BK
-        var_BK -= w_BK.square()
-        var_B -= a_B.square()
-    return pos_BT, var_B.clamp_min(0)
+        var_BK -= np.square(w_BK)
+        var_B -= np.square(a_B)
+    return pos_BT, np.maximum(var_B, 0)
 
 
 def posterior_variance(
