@@ -22,6 +22,7 @@ import dataclasses
 import time
 
 import numpy as np
+import torch
 
 from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
 from tttlab.methods import CacheClassifier, GlobalHead, MajorityVote, TTTClassifier
@@ -169,7 +170,10 @@ def main() -> None:
     parser.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--out", default="runs/neighbourhood-parts")
     parser.add_argument("--quick", action="store_true", help="digits and a linear head")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     cfg = base_config(args)
     start = time.perf_counter()
     _, secs = timed(lambda: prepare(cfg))

@@ -228,7 +228,15 @@ class Config:
         checks = [("k", self.ttt.k), ("majority_k", self.majority_k), ("cache_k", self.cache_k)]
         if "experts" in self.methods.methods:
             checks += [("expert_k", self.experts_ttt.k), ("n_experts", self.experts.n_experts)]
+        r = self.retrieval
         for what, k in checks:
+            sift_k = what in ("k", "majority_k", "cache_k") and r.select == "sift"
+            if sift_k and r.sift_candidates is not None and k > r.sift_candidates:
+                raise ValueError(
+                    f"{what}={k} but sift_candidates={r.sift_candidates}: SIFT chooses k of the "
+                    f"K pre-selected nearest points, so raise --sift-candidates to >= {k} or lower "
+                    f"{what}"
+                )
             if limit is not None and k > limit:
                 raise ValueError(
                     f"{what}={k} but limit={limit} keeps only {limit} training points: "

@@ -114,3 +114,16 @@ def test_the_cache_chooses_on_the_validation_split(tmp_path):
     acc = result.metrics["methods"]
     assert 0.5 < acc["cache"]["accuracy"] <= 1 and "cache - global" in result.table
     assert "cache" in {k.removeprefix("method:") for k in result.reused}
+
+
+def test_k_above_the_sift_candidates_is_refused_when_the_config_is_built():
+    with pytest.raises(ValueError, match="k=50 but sift_candidates=40: .* raise --sift-candidates"):
+        Config(retrieval=RetrievalConfig(select="sift", sift_candidates=40), ttt=TTTConfig(k=50))
+
+
+def test_candidates_beyond_the_pool_are_refused_before_any_training(tmp_path):
+    sift = RetrievalConfig(select="sift", sift_candidates=5000)
+    with pytest.raises(ValueError, match="sift_candidates=5000 but the pool has"):
+        run(quick(tmp_path, sift))
+    assert not (tmp_path / "cache" / "model").exists()
+    assert not any(p.name.endswith(".json") for p in tmp_path.iterdir())

@@ -145,6 +145,8 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
                 f"{what}={k} training points but the training pool has {pool}: choose a value "
                 f"<= {pool}"
             )
+        if cfg.retrieval.select == "sift" and k and what.endswith("needs k"):
+            cfg.retrieval.candidates(k, pool)  # K fits the pool, before anything is trained
     return splits
 
 
