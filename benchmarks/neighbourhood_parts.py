@@ -18,16 +18,16 @@ cache against TTT, label noise, and adaptive compute; every figure beside its ba
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import time
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
+from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
 from tttlab.methods import CacheClassifier, GlobalHead, MajorityVote, TTTClassifier
 from tttlab.models import TrainConfig
-from tttlab.pipeline.runner import evaluate, prepare
+from tttlab.pipeline.runner import prepare
 from tttlab.presets import width_settings
 from tttlab.results import paired_bootstrap_diff
 from tttlab.retrieval import KNNIndex
@@ -52,7 +52,30 @@ def base_config(args: argparse.Namespace) -> Config:
             run=run,
         )
     cfg = width_settings()[args.width].config(Config(run=run))
-    return dataclasses.replace(cfg, data=DataConfig(limit=args.limit))
+    train = cfg.train if args.train_epochs is None else replace(cfg.train, epochs=args.train_epochs)
+    return replace(cfg, data=DataConfig(limit=args.limit), train=train)
+
+
+@dataclass
+class Ready:
+    """A run's prepared stages as arrays: pool, validation and (the first n) test points."""
+
+    pool: np.ndarray
+    y_pool: np.ndarray
+    val: np.ndarray
+    y_val: np.ndarray
+    test: np.ndarray
+    labels: np.ndarray
+    clf: torch.nn.Linear
+
+
+def ready(cfg: Config, n_test: int | None) -> Ready:
+    p = prepare(cfg, k=0)
+    f, s = p.features, p.splits
+    return Ready(
+        np.asarray(f.train), s.train_y.numpy(), np.asarray(f.val), s.val_y.numpy(),
+        np.asarray(f.test[:n_test]), s.test_y.numpy()[:n_test], p.model.classifier,
+    )  # fmt: skip
 
 
 def timed(fn):
@@ -66,96 +89,91 @@ def ci(a: np.ndarray, b: np.ndarray) -> str:
     return f"{100 * g.mean:+.2f} [{100 * g.low:+.2f}, {100 * g.high:+.2f}]"
 
 
-def selection(cfg: Config, ks: list[int]) -> None:
-    p = prepare(cfg)
-    pool, test, y = np.asarray(p.features.train), np.asarray(p.features.test), p.splits.test_y
-    y_pool, labels, n = p.splits.train_y.numpy(), y.numpy(), len(y)
-    clf = p.model.classifier
-    print(f"\n1. selection rules, TTT at the same k ({n} test points; selection s/point)")
+def ttt(cfg: Config, r: Ready, k: int | None = None, **kwargs) -> TTTClassifier:
+    t = cfg.ttt
+    return TTTClassifier(r.clf, k=k or t.k, epochs=t.epochs, lr=t.lr, **kwargs).fit(
+        r.pool, r.y_pool
+    )
+
+
+def selection(cfg: Config, r: Ready, ks: list[int]) -> None:
+    n = len(r.labels)
+    print(f"\n1. selection rules, TTT at the same k ({n} test points; selection per point)")
     head = "gain over nearest l2 [95% CI]"
-    print(f"{'k':>5} {'rule':<15} {'select ms':>10} {'TTT acc':>8} {head:>32}")
+    print(f"{'k':>5} {'rule':<15} {'select ms':>10} {'TTT ms':>8} {'TTT acc':>8} {head:>32}")
     for k in ks:
         correct = {}
         for name, settings in RULES.items():
             index = KNNIndex(**settings)
-            (_, nbr), secs = timed(lambda i=index, k=k: i.fit(pool).neighbours(test, k))
-            t = cfg.ttt
-            ttt = TTTClassifier(clf, k=k, epochs=t.epochs, lr=t.lr, index=index).fit(pool, y_pool)
-            correct[name] = ttt.predict(test, neighbours=nbr) == labels
+            (_, nbr), secs = timed(lambda i=index, k=k: i.fit(r.pool).neighbours(r.test, k))
+            model = ttt(cfg, r, k, index=index)
+            pred, ttt_secs = timed(lambda m=model, nbr=nbr: m.predict(r.test, neighbours=nbr))
+            correct[name] = pred == r.labels
             gain = "" if name == "nearest l2" else ci(correct[name], correct["nearest l2"])
             acc = 100 * correct[name].mean()
-            print(f"{k:>5} {name:<15} {1000 * secs / n:>10.3f} {acc:>7.2f}% {gain:>32}")
+            ms, ttt_ms = 1000 * secs / n, 1000 * ttt_secs / n
+            print(f"{k:>5} {name:<15} {ms:>10.3f} {ttt_ms:>8.3f} {acc:>7.2f}% {gain:>32}")
 
 
-def cache_against_ttt(cfg: Config) -> None:
-    p = prepare(cfg)
-    pool, test, labels = (
-        np.asarray(p.features.train),
-        np.asarray(p.features.test),
-        p.splits.test_y.numpy(),
-    )
-    y_pool, n, k, t = p.splits.train_y.numpy(), len(labels), cfg.ttt.k, cfg.ttt
-    val, y_val = np.asarray(p.features.val), p.splits.val_y.numpy()
-    clf = p.model.classifier
+def compare(cfg: Config, r: Ready) -> dict[str, tuple[np.ndarray, float]]:
+    """(correct per test point, seconds per point with fit) of global, majority, cache, TTT."""
+    k = cfg.ttt.k
     methods = {
-        "global": lambda: GlobalHead(clf).fit(pool, y_pool),
-        f"majority k={cfg.majority_k}": lambda: MajorityVote(k=cfg.majority_k).fit(pool, y_pool),
-        f"cache k={k}": lambda: CacheClassifier(clf, k=k).fit(pool, y_pool, val, y_val),
-        f"ttt k={k}": lambda: TTTClassifier(clf, k=k, epochs=t.epochs, lr=t.lr).fit(pool, y_pool),
+        "global": lambda: GlobalHead(r.clf).fit(r.pool, r.y_pool),
+        "majority": lambda: MajorityVote(k=cfg.majority_k).fit(r.pool, r.y_pool),
+        "cache": lambda: CacheClassifier(r.clf, k=k).fit(r.pool, r.y_pool, r.val, r.y_val),
+        "ttt": lambda: ttt(cfg, r),
     }
-    print(f"\n2. the soft cache against TTT ({n} test points; fit and predict per point)")
-    print(f"{'method':<16} {'accuracy':>9} {'ms/point':>9}  gain over global [95% CI]")
-    correct = {}
+    out = {}
     for name, make in methods.items():
-        (pred, secs) = timed(lambda make=make: make().predict(test))
-        correct[name] = pred == labels
-        gain = "" if name == "global" else ci(correct[name], correct["global"])
-        print(f"{name:<16} {100 * correct[name].mean():>8.2f}% {1000 * secs / n:>9.3f}  {gain}")
+        pred, secs = timed(lambda make=make: make().predict(r.test))
+        out[name] = (pred == r.labels, secs / len(r.labels))
+    return out
 
 
-def noise_sweep(cfg: Config, levels: list[float]) -> None:
+def cache_against_ttt(cfg: Config, r: Ready) -> None:
+    k, n = cfg.ttt.k, len(r.labels)
+    print(f"\n2. the soft cache against TTT (k={k}, majority k={cfg.majority_k}; {n} test points)")
+    print(
+        f"{'method':<9} {'accuracy':>9} {'ms/point':>9}  gain over global [95% CI]  (fit included)"
+    )
+    results = compare(cfg, r)
+    for name, (correct, secs) in results.items():
+        gain = "" if name == "global" else ci(correct, results["global"][0])
+        print(f"{name:<9} {100 * correct.mean():>8.2f}% {1000 * secs:>9.3f}  {gain}")
+
+
+def noise_sweep(cfg: Config, levels: list[float], n_test: int | None) -> None:
     print("\n3. label noise (share of pool labels flipped; the global model retrained on them)")
-    names = ("global", "ttt", "majority", "cache")
+    names = ("global", "majority", "cache", "ttt")
     print(f"{'noise':>6} " + " ".join(f"{m:>9}" for m in names) + "  ttt - global [95% CI]")
     for level in levels:
-        noisy = dataclasses.replace(
-            cfg,
-            data=dataclasses.replace(cfg.data, label_noise=level),
-            methods=MethodsConfig(names, majority_k=cfg.methods.majority_k),
-        )
-        m = evaluate(noisy).metrics
-        accs = " ".join(f"{100 * m['methods'][x]['accuracy']:>8.2f}%" for x in names)
-        g = m["gain_over_global"]["ttt"]
-        interval = f"[{100 * g['low']:+.2f}, {100 * g['high']:+.2f}]"
-        print(f"{level:>6} {accs}  {100 * g['mean']:+.2f} {interval}")
+        noisy = replace(cfg, data=replace(cfg.data, label_noise=level))
+        results = compare(noisy, ready(noisy, n_test))
+        accs = " ".join(f"{100 * results[m][0].mean():>8.2f}%" for m in names)
+        print(f"{level:>6} {accs}  {ci(results['ttt'][0], results['global'][0])}")
 
 
-def adaptive(cfg: Config, fractions: list[float]) -> None:
-    p = prepare(cfg)
-    pool, test, labels = (
-        np.asarray(p.features.train),
-        np.asarray(p.features.test),
-        p.splits.test_y.numpy(),
-    )
-    y_pool, val, n, t = p.splits.train_y.numpy(), np.asarray(p.features.val), len(labels), cfg.ttt
-    clf = p.model.classifier
-    global_correct = GlobalHead(clf).fit(pool, y_pool).predict(test) == labels
+def adaptive(cfg: Config, r: Ready, fractions: list[float]) -> None:
+    n = len(r.labels)
+    global_correct = GlobalHead(r.clf).fit(r.pool, r.y_pool).predict(r.test) == r.labels
     print(f"\n4. adaptive compute (thresholds from the validation split; {n} test points)")
     head = f"{'gain':<9} {'target':>7} {'tuned':>7} {'accuracy':>9} {'ms/point':>9}"
     print(f"{head}  vs global [95% CI]")
-    print(f"{'(global)':<9} {'0%':>7} {'0.0%':>7} {100 * global_correct.mean():>8.2f}% {'':>9}")
+    print(f"{'(global)':<9} {'0%':>7} {'0.0%':>7} {100 * global_correct.mean():>8.2f}%")
     for gain in ("margin", "variance"):
-        ttt = TTTClassifier(clf, k=t.k, epochs=t.epochs, lr=t.lr, gain=gain).fit(pool, y_pool)
-        val_gain = ttt.predicted_gain(val)
+        model = ttt(cfg, r, gain=gain)
+        val_gain = model.predicted_gain(r.val)
+        test_gain = model.predicted_gain(r.test)
         for f in fractions:
-            threshold = -1.0 if f >= 1 else float(np.quantile(val_gain, 1 - f))
-            ttt.set_params(gain="all" if f >= 1 else gain, gain_threshold=max(threshold, 0.0))
-            pred, secs = timed(lambda ttt=ttt: ttt.predict(test))
-            tuned = 1.0 if f >= 1 else float(np.mean(ttt.predicted_gain(test) > threshold))
-            ttt.set_params(gain=gain)
-            correct = pred == labels
+            threshold = float(np.quantile(val_gain, 1 - f)) if f < 1 else -1.0
+            model.set_params(gain="all" if f >= 1 else gain, gain_threshold=max(threshold, 0.0))
+            pred, secs = timed(lambda m=model: m.predict(r.test))
+            model.set_params(gain=gain)
+            correct = pred == r.labels
+            tuned = 100 * float(np.mean(test_gain > threshold))
             print(
-                f"{gain:<9} {100 * f:>6.0f}% {100 * tuned:>6.1f}% {100 * correct.mean():>8.2f}% "
+                f"{gain:<9} {100 * f:>6.0f}% {tuned:>6.1f}% {100 * correct.mean():>8.2f}% "
                 f"{1000 * secs / n:>9.3f}  {ci(correct, global_correct)}"
             )
 
@@ -164,6 +182,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--width", type=int, default=25, help="CNN feature width (paper preset)")
     parser.add_argument("--limit", type=int, default=None, help="points per split (default all)")
+    parser.add_argument("--train-epochs", type=int, default=None, help="global CNN epochs")
+    parser.add_argument(
+        "--test-points", type=int, default=None, help="score the first N test points (default all)"
+    )
     parser.add_argument("--ks", type=int, nargs="+", default=[50, 200])
     parser.add_argument("--noise", type=float, nargs="+", default=[0.0, 0.1, 0.3])
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.1, 0.3, 1.0])
@@ -176,20 +198,21 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     cfg = base_config(args)
     start = time.perf_counter()
-    _, secs = timed(lambda: prepare(cfg))
-    d = prepare(cfg).features.train.shape[1]
+    r, secs = timed(lambda: ready(cfg, args.test_points))
     print(
-        f"{cfg.data.name}, {cfg.model.model} d={d}, TTT k={cfg.ttt.k} lr={cfg.ttt.lr} "
-        f"epochs={cfg.ttt.epochs}; model, features and neighbours ready in {secs:.0f} s"
+        f"{cfg.data.name}, {cfg.model.model} d={r.pool.shape[1]} ({cfg.train.epochs} epochs), "
+        f"pool {len(r.pool)}, {len(r.labels)} test points; TTT k={cfg.ttt.k} lr={cfg.ttt.lr} "
+        f"epochs={cfg.ttt.epochs}; torch threads {torch.get_num_threads()}; ready in {secs:.0f} s",
+        flush=True,
     )
     if 1 in args.parts:
-        selection(cfg, args.ks)
+        selection(cfg, r, args.ks)
     if 2 in args.parts:
-        cache_against_ttt(cfg)
-    if 3 in args.parts:
-        noise_sweep(cfg, args.noise)
+        cache_against_ttt(cfg, r)
     if 4 in args.parts:
-        adaptive(cfg, args.fractions)
+        adaptive(cfg, r, args.fractions)
+    if 3 in args.parts:
+        noise_sweep(cfg, args.noise, args.test_points)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
