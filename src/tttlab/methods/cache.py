@@ -153,10 +153,11 @@ class CacheClassifier(Classifier):
 
     def _vote(self, dist_BK: np.ndarray, nbr_BK: np.ndarray, beta: float) -> np.ndarray:
         """(1/k) sum_j exp(-beta (d_j - d_min) / spread) onehot(y_j), B x C."""
+        B, C = len(nbr_BK), len(self.classes_)
         w_BK = np.exp(-beta * (dist_BK - dist_BK.min(1, keepdims=True)) / self.beta_scale_)
-        vote = np.zeros((len(nbr_BK), len(self.classes_)))
-        np.add.at(vote, (np.arange(len(nbr_BK))[:, None], self.y_[nbr_BK]), w_BK)
-        return vote / nbr_BK.shape[1]
+        cell_BK = np.arange(B)[:, None] * C + self.y_[nbr_BK]  # (point, class) of each weight
+        vote = np.bincount(cell_BK.ravel(), weights=w_BK.ravel(), minlength=B * C)
+        return vote.reshape(B, C) / nbr_BK.shape[1]
 
     def _scores(self, X, neighbours: np.ndarray | None) -> np.ndarray:
         check_is_fitted(self)
