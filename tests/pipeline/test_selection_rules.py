@@ -2,7 +2,6 @@
 
 import dataclasses
 
-import numpy as np
 import pytest
 
 from tttlab.config import Config, DataConfig, MethodsConfig, ModelConfig, RunConfig
@@ -66,46 +65,6 @@ def test_label_noise_flips_pool_labels_only(tmp_path):
     assert (clean.splits.test_y == noisy.splits.test_y).all()
     assert (clean.splits.val_y == noisy.splits.val_y).all()
     assert noisy.model_entry.key != clean.model_entry.key, "the global model trains on the noise"
-
-
-def test_a_concept_rule_without_an_sae_is_refused():
-    with pytest.raises(ValueError, match="no SAE is given: pass --sae"):
-        RetrievalConfig(space="concepts", distance="cosine")
-    with pytest.raises(ValueError, match="served with distance='cosine' and select='nearest'"):
-        RetrievalConfig(space="concepts", sae="x", distance="l2")
-
-
-def test_an_sae_of_another_width_is_refused_before_any_training(tmp_path):
-    from tttlab.sae import SaeConfig, SparseCoder
-
-    folder = SparseCoder(SaeConfig(d_in=12, expansion_factor=2, k=4)).save(tmp_path / "sae")
-    retrieval = RetrievalConfig(space="concepts", sae=str(folder), distance="cosine")
-    cfg = quick(tmp_path / "runs", retrieval)
-    with pytest.raises(ValueError, match="width d=64 but the SAE was trained on d=12"):
-        run(cfg)
-    assert not (tmp_path / "runs" / "cache" / "model").exists(), "no model was trained"
-
-
-def test_neighbours_in_an_saes_concept_space(tmp_path):
-    from tttlab.sae import SaeConfig, SparseCoder
-    from tttlab.sae.analyses import code_neighbours, encode_rows
-
-    coder = SparseCoder(SaeConfig(d_in=64, expansion_factor=4, k=8), seed=1)
-    folder = coder.save(tmp_path / "sae")
-    retrieval = RetrievalConfig(space="concepts", sae=str(folder), distance="cosine")
-    cfg = quick(tmp_path / "runs", retrieval)
-    result = run(cfg)
-    assert 0 < result.metrics["methods"]["ttt"]["accuracy"] <= 1
-    p = prepare(cfg)
-    pool, _ = encode_rows(coder, np.asarray(p.features.train))
-    test, _ = encode_rows(coder, np.asarray(p.features.test))
-    expected = code_neighbours(pool, test, coder.cfg.latents, 20)
-    np.testing.assert_array_equal(p.neighbours.indices, expected)
-    assert (p.neighbours.distances >= 0).all() and (
-        np.diff(p.neighbours.distances, axis=1) >= -1e-6
-    ).all()
-    plain = prepare(dataclasses.replace(cfg, retrieval=RetrievalConfig()))
-    assert (plain.neighbours.indices != p.neighbours.indices).any()
 
 
 def test_the_cache_chooses_on_the_validation_split(tmp_path):

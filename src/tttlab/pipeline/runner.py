@@ -91,7 +91,6 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     stages.check_checkpoint(cfg)
     cache = StageCache(cfg.run.cache_path)
     splits = stages.load_data(cfg, cache)
-    stages.check_concept_space(cfg, splits)
     d_in = int(np.prod(splits.train_x.shape[1:]))
     need = memory.estimate(cfg, len(splits.train_y), len(splits.test_y), d_in, splits.num_classes)
     if cfg.run.progress:

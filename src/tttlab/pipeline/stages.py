@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -40,9 +39,6 @@ from tttlab.models import (
 )
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
-from tttlab.sae.concepts import code_neighbours, cosine_in_concept_space, encode_rows
-from tttlab.sae.model import check_width
-from tttlab.sae.runs import load_sae
 from tttlab.tensors import check_device
 
 SPLITS = ("train", "val", "test")
@@ -396,25 +392,11 @@ def retrieval_settings(cfg: Config) -> dict[str, Any]:
     if r.select == "sift":
         settings |= {"select": "sift", "sift_lambda": r.sift_lambda}
         settings["sift_candidates"] = r.sift_candidates
-    if r.space == "concepts":
-        settings |= {"space": "concepts", "sae": sae_settings(r.sae)}
     return settings
 
 
 INDEX_SETTINGS = ("kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size")
 """The search settings every key holds (the rule's enter `retrieval_settings` where set)."""
-
-
-def sae_settings(path: str) -> dict[str, Any]:
-    """An SAE run folder (or the paper's .pt file) by the content of its weights."""
-    path = Path(path).expanduser()
-    weights = path if path.is_file() else path / "sae.safetensors"
-    if not weights.is_file():
-        raise ValueError(
-            f"sae={str(path)!r} holds no SAE (no {weights.name}): pass a folder written by "
-            "`tttlab sae train`, or the paper's .pt checkpoint"
-        )
-    return {"sha256": _content_sha256(weights)}
 
 
 @dataclass
@@ -430,7 +412,7 @@ def neighbours(
     cfg: Config, feats: Features, k: int, cache: StageCache, split: str = "test"
 ) -> Neighbours:
     """The k neighbours of every point of `split` (test, or val for selection) by the run's rule
-    (`KNNIndex.neighbours`, or nearest in an SAE's concept space). An entry made before for a
+    (`KNNIndex.neighbours`). An entry made before for a
     larger k is reused where its first k columns are exactly the answer for k: the exact k nearest
     (ties by index), or SIFT's greedy choice from a fixed number of candidates."""
     check_choice(split, "split", ("val", "test"))
@@ -451,46 +433,15 @@ def neighbours(
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
         queries = getattr(feats, split)
-        if r.space == "concepts":
-            dist, idx = concept_neighbours(r.sae, feats.train, queries, k, cfg.run.device)
-        else:
-            index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
-            index.fit(feats.train)
-            dist, idx = index.neighbours(queries, k, progress=cfg.run.progress)
+        index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
+        index.fit(feats.train)
+        dist, idx = index.neighbours(queries, k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
         return {"seconds": time.perf_counter() - start, "k": k}
 
     entry = cache.get_or_make("neighbours", settings | {"k": k}, make, key=f"{base}-k{k}")
     return _load_neighbours(entry, k)
-
-
-def check_concept_space(cfg: Config, splits: Splits) -> None:
-    """A concept-space rule's SAE reads features as wide as the run's model makes: checked from
-    the settings, before any model is trained."""
-    r, m = cfg.retrieval, cfg.model
-    if r.space != "concepts":
-        return
-    in_dim = int(np.prod(splits.train_x.shape[1:]))
-    width = {"cnn": m.width, "mlp": m.hidden, "linear": in_dim}[m.model]
-    check_width(load_sae(r.sae), width, f"the run's {m.model} model")
-
-
-def concept_neighbours(
-    sae: str, pool: np.ndarray, queries: np.ndarray, k: int, device: str = "cpu"
-) -> tuple[np.ndarray, np.ndarray]:
-    """(1 - cosine similarity, pool indices), both B x k: each query's k nearest pool rows in the
-    SAE's concept (code) space, nearest first, ties by index."""
-    coder = load_sae(sae, device)
-    check_width(coder, pool.shape[1], "the run's features")
-    with warnings.catch_warnings():  # memory-mapped features: the encoder only reads them
-        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
-        pool_codes, _ = encode_rows(coder, pool)
-        query_codes, _ = encode_rows(coder, queries)
-    latents = coder.cfg.latents
-    idx = code_neighbours(pool_codes, query_codes, latents, k)
-    cos = cosine_in_concept_space(pool_codes, query_codes, idx, latents)
-    return (1.0 - cos).astype(np.float32), idx
 
 
 def _load_neighbours(entry: Entry, k: int) -> Neighbours:

@@ -11,17 +11,15 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 Backend = Literal["faiss", "torch"]
 Distance = Literal["l2", "cosine", "ip"]
 Select = Literal["nearest", "sift"]
-Space = Literal["features", "concepts"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DISTANCES: tuple[str, ...] = get_args(Distance)
 SELECTS: tuple[str, ...] = get_args(Select)
-SPACES: tuple[str, ...] = get_args(Space)
 INDEX_FIELDS: tuple[str, ...] = (
     "kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size",
     "distance", "select", "sift_lambda", "sift_candidates",
 )  # fmt: skip
-"""The fields `KNNIndex` takes; `space` and `sae` are served by the pipeline's neighbours stage."""
+"""The fields `KNNIndex` takes (all of them)."""
 
 
 @dataclass
@@ -52,18 +50,12 @@ class RetrievalConfig:
     same on raw and on unit-norm features); smaller chooses more diverse neighbours."""
     sift_candidates: int | None = None
     """sift: nearest points pre-selected per query (K); default 4 x k, capped at the pool."""
-    space: Space = "features"
-    """Where neighbours are searched: the model's features, or the concept (code) space of the
-    sparse autoencoder given by --sae (cosine distance, nearest rule)."""
-    sae: str | None = None
-    """space=concepts: an SAE run folder (`tttlab sae train`) trained on this model's features."""
 
     def __post_init__(self):
         check_choice(self.kind, "kind", KINDS)
         check_choice(self.backend, "backend", BACKENDS)
         check_choice(self.distance, "distance", DISTANCES)
         check_choice(self.select, "select", SELECTS)
-        check_choice(self.space, "space", SPACES)
         if self.backend == "torch" and self.kind != "flat":
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):
@@ -71,23 +63,6 @@ class RetrievalConfig:
         check_number(self.sift_lambda, "sift_lambda", min=0, strict_min=True)
         if self.sift_candidates is not None:
             check_int(self.sift_candidates, "sift_candidates", min=1)
-        if self.space == "concepts":
-            if self.sae is None:
-                raise ValueError(
-                    "space='concepts' searches an SAE's concept space but no SAE is given: pass "
-                    "--sae RUN_FOLDER (from `tttlab sae train`), or use --space features"
-                )
-            if self.distance != "cosine" or self.select != "nearest":
-                raise ValueError(
-                    f"space='concepts' is served with distance='cosine' and select='nearest' "
-                    f"only (got {self.distance!r}, {self.select!r}): pass --distance cosine "
-                    "--select nearest, or use --space features"
-                )
-        elif self.sae is not None:
-            raise ValueError(
-                f"sae={self.sae!r} is set but space='features' does not use it: add --space "
-                "concepts, or drop --sae"
-            )
 
     def candidates(self, k: int, pool_size: int) -> int:
         """K, the nearest points SIFT chooses from for k neighbours (checked against k and pool)."""
