@@ -494,7 +494,8 @@ def plot_cost(rows: list[dict[str, Any]], path: Path) -> Path:
                 x = [_mean(r, f"sec_{m}") for r in ks.values()]
                 y = [_mean(r, f"acc_{m}") for r in ks.values()]
                 ax.plot(x, y, marker=MARKERS[m], color=color, alpha=1 if m == "ttt" else 0.45,
-                        ls="-" if m == "ttt" else ":", ms=5, label=f"{m} ({rule})")  # fmt: skip
+                        ls="-" if m == "ttt" else "none", ms=5 if m == "ttt" else 4,
+                        label=f"{m} ({rule})")  # fmt: skip
                 if m == "ttt":
                     for (k,), xi, yi in zip(ks, x, y, strict=True):
                         ax.annotate(str(k), (xi, yi), fontsize=7, xytext=(3, 3),
