@@ -17,6 +17,8 @@ def test_a_draw_becomes_feature_files_a_run_reads(tmp_path):
     draw = generate(SMALL)
     np.testing.assert_allclose(pool["embeddings"], draw.train.psi_ND, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(pool["labels"], draw.train.labels_N)
+    test = np.load(folder / "test.npz")
+    np.testing.assert_array_equal(test["labels"], draw.test.true_class_N)
     assert read_sim(folder / "pool.npz") == SMALL
     cfg = Config(
         data=DataConfig(features=str(folder / "pool.npz"), test_features=str(folder / "test.npz")),

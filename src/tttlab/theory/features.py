@@ -22,9 +22,10 @@ SIM_FILE = "sim.json"
 
 
 def write_features(sim: Sim, folder: str | Path) -> Path:
-    """pool.npz (the training points), test.npz and sim.json of `sim`'s draw in `folder`; labels
-    are the classification labels (argmax of the noisy scores). Each file is written whole or
-    not at all."""
+    """pool.npz (the training points), test.npz and sim.json of `sim`'s draw in `folder`. Pool
+    labels are the noisy classes (argmax of the noisy scores), test labels the noise-free ones
+    (argmax of f), so test error measures how well f is recovered, as the theory's error does.
+    Each file is written whole or not at all."""
     if sim.task != "classification":
         raise ValueError(
             f"task={sim.task!r}: feature files hold class labels, so draw with "
@@ -33,14 +34,13 @@ def write_features(sim: Sim, folder: str | Path) -> Path:
     folder = Path(folder).expanduser()
     folder.mkdir(parents=True, exist_ok=True)
     draw = generate(sim)
-    for name, points in (("pool", draw.train), ("test", draw.test)):
-        with atomic_path(folder / f"{name}.npz") as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(
-                    f,
-                    embeddings=points.psi_ND.astype(np.float32),
-                    labels=points.labels_N.astype(np.int64),
-                )
+    splits = (
+        ("pool", draw.train, draw.train.labels_N),
+        ("test", draw.test, draw.test.true_class_N),
+    )
+    for name, points, labels in splits:
+        with atomic_path(folder / f"{name}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez(f, embeddings=points.psi_ND.astype(np.float32), labels=labels.astype(np.int64))
     atomic_write_json(folder / SIM_FILE, dataclasses.asdict(sim))
     return folder
 
