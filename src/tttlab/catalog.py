@@ -79,7 +79,7 @@ STUDY_KINDS: dict[str, StudyKind] = {
         "base",
         ("base.ttt.k", "base.methods.majority_k", "base.methods.cache_k", "base.methods.methods",
          "base.data.label_noise", "base.retrieval.distance", "base.retrieval.select",
-         "base.model.width"),
+         "base.model.width", "base.ttt.gain", "base.ttt.gain_threshold"),
     ),
     "lm-size": StudyKind(
         "language models (a GPT ladder, pretrained models): TTT's gain in bits per byte vs size",

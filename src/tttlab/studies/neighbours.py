@@ -99,7 +99,7 @@ class NeighboursPlan:
         cfg = self.model_config(s["seed"], s["noise"])
         retrieval = RetrievalConfig(**(_index_settings(cfg.retrieval) | RULES[s["rule"]]))
         methods = METHODS + (("experts",) if self.experts_here(unit) else ())
-        ttt = dataclasses.replace(cfg.ttt, k=s["k"])
+        ttt = dataclasses.replace(cfg.ttt, k=s["k"], gain="all")  # adaptive: see `adaptive`
         return dataclasses.replace(
             cfg,
             retrieval=retrieval,
