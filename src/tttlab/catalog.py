@@ -25,6 +25,7 @@ from tttlab.studies.config import (
     ExpertsStudyConfig,
     GlobalEvalConfig,
     ModelSizeConfig,
+    NeighboursConfig,
     StudyOptions,
 )
 from tttlab.studies.units import CONFIG_FILE, read_jobs, read_record
@@ -71,6 +72,14 @@ STUDY_KINDS: dict[str, StudyKind] = {
     "global-eval": StudyKind(
         "local TTT heads scored on their neighbourhood and on the whole test set",
         {"study": GlobalEvalConfig, "base": Config}, f"{_SCALING}:GlobalEvalPlan", "base",
+    ),
+    "neighbours": StudyKind(
+        "which neighbours, how many, and is training worth it: k x selection rule x label noise",
+        {"study": NeighboursConfig, "base": Config}, "tttlab.studies.neighbours:NeighboursPlan",
+        "base",
+        ("base.ttt.k", "base.methods.majority_k", "base.methods.cache_k", "base.methods.methods",
+         "base.data.label_noise", "base.retrieval.distance", "base.retrieval.select",
+         "base.model.width", "base.ttt.gain", "base.ttt.gain_threshold"),
     ),
     "lm-size": StudyKind(
         "language models (a GPT ladder, pretrained models): TTT's gain in bits per byte vs size",

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_fraction, check_int, check_number
+from tttlab.data.noise import check_noise
 from tttlab.models.config import TrainConfig
 from tttlab.models.layouts import key_renames
 from tttlab.models.shapes import scale_for_width
@@ -75,9 +76,13 @@ class DataConfig:
     test_limit: int | None = None
     """Score a stratified subset of this many test points (drawn with split_seed); the pool and
     the validation set stay whole, unlike --limit."""
+    label_noise: float = 0.0
+    """Share of the training pool's labels flipped to another class at random (seeded; the global
+    model trains on them too); validation and test labels are never changed."""
 
     def __post_init__(self):
         check_choice(self.dataset, "dataset", get_args(Dataset))
+        check_noise(self.label_noise)
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
         if self.test_limit is not None:
@@ -168,10 +173,12 @@ class MethodsConfig:
     """Which registered methods a run scores, on shared neighbours."""
 
     methods: tuple[str, ...] = ("global", "ttt", "majority")
-    """Methods to score, by registered name (global, ttt, majority, experts, and any added with
-    `tttlab.methods.registry.register`), in table order."""
+    """Methods to score, by registered name (global, ttt, majority, cache, experts, and any
+    added with `tttlab.methods.registry.register`), in table order."""
     majority_k: int | None = None
     """Neighbours that vote in the majority vote; default: TTT's k."""
+    cache_k: int | None = None
+    """Neighbours in the soft cache (method 'cache'); default: TTT's k."""
 
     def __post_init__(self):
         self.methods = tuple(self.methods)
@@ -179,8 +186,9 @@ class MethodsConfig:
             raise ValueError("methods is empty: name at least one, e.g. global ttt majority")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods={list(self.methods)} names a method twice")
-        if self.majority_k is not None:
-            check_int(self.majority_k, "majority_k", min=1)
+        for name in ("majority_k", "cache_k"):
+            if getattr(self, name) is not None:
+                check_int(getattr(self, name), name, min=1)
 
 
 @dataclass
@@ -282,10 +290,18 @@ class Config:
         self.train.stop_for(self.model.model)  # converged is for linear heads: say so now
         self._check_backbone()
         limit = self.data.limit
-        checks = [("k", self.ttt.k), ("majority_k", self.majority_k)]
+        checks = [("k", self.ttt.k), ("majority_k", self.majority_k), ("cache_k", self.cache_k)]
         if "experts" in self.methods.methods:
             checks += [("expert_k", self.experts_ttt.k), ("n_experts", self.experts.n_experts)]
+        r = self.retrieval
         for what, k in checks:
+            sift_k = what in ("k", "majority_k", "cache_k") and r.select == "sift"
+            if sift_k and r.sift_candidates is not None and k > r.sift_candidates:
+                raise ValueError(
+                    f"{what}={k} but sift_candidates={r.sift_candidates}: SIFT chooses k of the "
+                    f"K pre-selected nearest points, so raise --sift-candidates to >= {k} or lower "
+                    f"{what}"
+                )
             if limit is not None and k > limit:
                 raise ValueError(
                     f"{what}={k} but limit={limit} keeps only {limit} training points: "
@@ -316,6 +332,11 @@ class Config:
     def majority_k(self) -> int:
         """The majority vote's k (TTT's k unless set)."""
         return self.methods.majority_k or self.ttt.k
+
+    @property
+    def cache_k(self) -> int:
+        """The soft cache's k (TTT's k unless set)."""
+        return self.methods.cache_k or self.ttt.k
 
     @property
     def experts_ttt(self) -> TTTConfig:

@@ -1,7 +1,7 @@
 """How many threads tttlab computes with, and applying a count to a block of work.
 
     n = available_cpus()              # affinity, cgroup quota and SLURM_CPUS_PER_TASK, the least
-    with compute_threads(2):          # torch's intra-op threads and BLAS's, restored afterwards
+    with compute_threads(2):          # torch's intra-op threads, BLAS's and OpenMP's (FAISS)
         ...
 
 Results are bit-identical at a given thread count, not across counts (the TTT engine pads its
@@ -46,12 +46,13 @@ def available_cpus() -> int:
 
 @contextmanager
 def compute_threads(threads: int) -> Iterator[None]:
-    """Run the block with `threads` torch intra-op threads and BLAS threads, then restore both."""
+    """Run the block with `threads` torch intra-op threads and BLAS and OpenMP threads (FAISS
+    searches with OpenMP), then restore them."""
     check_int(threads, "threads", min=1)
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        with threadpool_limits(limits=threads, user_api="blas"):
+        with threadpool_limits(limits=threads):
             yield
     finally:
         torch.set_num_threads(before)

@@ -6,14 +6,19 @@ build estimators from defaults); test_baselines.py and test_ttt.py cover given h
 
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from tttlab.methods import GlobalHead, MajorityVote, TTTClassifier
+from tttlab.methods import CacheClassifier, GlobalHead, MajorityVote, TTTClassifier
 
 # A higher train_lr than TrainConfig's: the checks fit on 30 to 300 points, a few Adam steps.
 FAST = dict(train_epochs=10, train_lr=0.05)
 
 
 @parametrize_with_checks(
-    [GlobalHead(**FAST), MajorityVote(k=3), TTTClassifier(k=3, epochs=5, **FAST)],
+    [
+        GlobalHead(**FAST),
+        MajorityVote(k=3),
+        TTTClassifier(k=3, epochs=5, **FAST),
+        CacheClassifier(k=3, **FAST),
+    ],
     expected_failed_checks=lambda estimator: {},
 )
 def test_follows_the_scikit_learn_estimator_api(estimator, check):

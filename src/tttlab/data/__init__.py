@@ -13,6 +13,7 @@ __getattr__, __dir__, __all__ = exports(
             "prepare_features",
         ],
         "tttlab.data.idx": ["IDXError", "read_idx", "write_idx"],
+        "tttlab.data.noise": ["check_noise", "flip_labels"],
         "tttlab.data.mnist": [
             "DatasetContentError",
             "DatasetNotFoundError",

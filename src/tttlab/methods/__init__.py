@@ -10,6 +10,7 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "tttlab.methods.baselines": ["GlobalHead", "MajorityVote", "vote_fractions"],
+        "tttlab.methods.cache": ["CacheClassifier"],
         "tttlab.methods.experts": ["ExpertsClassifier"],
         "tttlab.methods.ttt": ["TTTClassifier", "global_eval"],
     },

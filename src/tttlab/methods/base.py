@@ -275,9 +275,10 @@ def fit_head(estimator, X: np.ndarray, y: np.ndarray, progress: bool = False):
     return estimator.head, classes, y_idx
 
 
-def euclidean(squared: np.ndarray) -> np.ndarray:
-    """KNNIndex's squared L2 distances as the Euclidean ones scikit-learn's kneighbors returns."""
-    return np.sqrt(squared)
+def reported_distances(dist: np.ndarray, distance: str) -> np.ndarray:
+    """KNNIndex's distances as kneighbors returns them: Euclidean for l2 (as scikit-learn does,
+    not squared), 1 - cosine similarity for cosine, minus the inner product for ip."""
+    return np.sqrt(dist) if distance == "l2" else dist
 
 
 def ttt_config(estimator, **extra) -> TTTConfig:

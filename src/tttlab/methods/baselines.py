@@ -13,9 +13,9 @@ from tttlab.methods.base import (
     check_k,
     check_neighbours,
     encode_labels,
-    euclidean,
     fit_head,
     model_features,
+    reported_distances,
     validate_X,
 )
 from tttlab.models import TrainConfig
@@ -109,14 +109,15 @@ class MajorityVote(Classifier):
     def kneighbors(
         self, X, n_neighbors: int | None = None, return_distance: bool = True
     ) -> tuple[np.ndarray, np.ndarray] | np.ndarray:
-        """(Euclidean distances, training indices), both N x n_neighbors (default k), nearest
-        first; the indices alone if not return_distance (pass them as `neighbours`)."""
+        """(distances, training indices), both N x n_neighbors (default k), chosen by the index's
+        rule (nearest first for the k nearest); the indices alone if not return_distance (pass
+        them as `neighbours`). Distances: Euclidean for l2, as scikit-learn's, else the index's."""
         check_is_fitted(self)
         n = self.k if n_neighbors is None else n_neighbors
         check_k(n, self.index_.size, "n_neighbors")
         X = validate_X(self, X, model=None, reset=False)
-        dist, idx = self.index_.search(X, n)
-        return (euclidean(dist), idx) if return_distance else idx
+        dist, idx = self.index_.neighbours(X, n)
+        return (reported_distances(dist, self.index_.distance), idx) if return_distance else idx
 
     def _scores(self, X, neighbours: np.ndarray | None) -> np.ndarray:
         check_is_fitted(self)

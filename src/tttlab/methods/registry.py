@@ -17,9 +17,11 @@ import numpy as np
 from torch import nn
 
 from tttlab.methods.baselines import GlobalHead, MajorityVote
+from tttlab.methods.cache import ALPHAS, BETAS, CacheClassifier
 from tttlab.methods.experts import ExpertsClassifier
 from tttlab.methods.ttt import TTTClassifier
 from tttlab.retrieval import KNNIndex
+from tttlab.ttt import TTTConfig
 
 if TYPE_CHECKING:
     from tttlab.config import Config
@@ -44,6 +46,8 @@ class Method:
     fitted: Callable[[Any], dict[str, Any]] = lambda estimator: {}
     """What the fitted estimator learned that a run should record (JSON values), e.g. how many
     experts k-means kept."""
+    validation: bool = False
+    """fit takes the validation split (X_val, y_val, val_neighbours) to choose its settings."""
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
@@ -53,6 +57,15 @@ class Method:
         if logits.ndim == 1:  # two classes: sklearn's margin l1 - l0, the same softmax as (0, m)
             logits = np.stack([np.zeros_like(logits), logits], axis=1)
         return logits
+
+
+def ttt_settings(ttt: TTTConfig) -> dict[str, Any]:
+    """What TTT's output depends on: its config, with adaptive compute's settings only where it
+    is on (so results cached before it existed keep their keys)."""
+    settings = asdict(ttt)
+    if ttt.gain == "all":
+        del settings["gain"], settings["gain_threshold"]
+    return settings
 
 
 METHODS: dict[str, Method] = {}
@@ -89,11 +102,13 @@ register(
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
             chunk_size=cfg.ttt.chunk_size,
+            gain=cfg.ttt.gain,
+            gain_threshold=cfg.ttt.gain_threshold,
             index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device),
             device=cfg.run.device,
             progress=cfg.run.progress,
         ),
-        settings=lambda cfg: asdict(cfg.ttt) | {"device": cfg.run.device},
+        settings=lambda cfg: ttt_settings(cfg.ttt) | {"device": cfg.run.device},
         needs_k=lambda cfg: cfg.ttt.k,
         output="logits",
     )
@@ -121,6 +136,22 @@ def restarts(cfg: Config) -> dict[str, Any]:
 
 register(
     Method(
+        "cache",
+        "soft neighbour cache (Tip-Adapter style): the global head's logits plus a distance-"
+        "weighted vote of the k neighbours' labels, alpha and beta chosen on validation points",
+        build=lambda cfg, clf: CacheClassifier(
+            clf,
+            k=cfg.cache_k,
+            index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device),
+        ),
+        settings=lambda cfg: {"k": cfg.cache_k, "alphas": ALPHAS, "betas": BETAS},
+        needs_k=lambda cfg: cfg.cache_k,
+        output="logits",
+        validation=True,
+    )
+)
+register(
+    Method(
         "experts",
         "mixture of experts: the head tuned per k-means cell, each test point routed to its cell",
         build=lambda cfg, clf: ExpertsClassifier(
@@ -138,7 +169,7 @@ register(
             random_state=cfg.run.seed,
         ),
         settings=lambda cfg: (
-            asdict(cfg.experts_ttt)
+            ttt_settings(cfg.experts_ttt)
             | {"n_experts": cfg.experts.n_experts, "kmeans_iter": cfg.experts.kmeans_iter}
             | {"seed": cfg.run.seed, "device": cfg.run.device}
             | restarts(cfg)

@@ -276,6 +276,8 @@ def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, A
     }
     if "majority" in acc:
         row["majority_k"] = cfg.majority_k
+    if "cache" in acc:
+        row["cache_k"] = cfg.cache_k
     for m, a in acc.items():
         row[f"acc_{m}"] = round(a["accuracy"], 4)
     for m, g in gains.items():

@@ -7,7 +7,6 @@ retrains or re-embeds, and neighbours computed for a larger k serve any smaller 
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from tttlab.checks import NonFiniteError, check_choice, check_writable_dir
 from tttlab.config import Config, check_test_index
 from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
+from tttlab.data.noise import flip_labels
 from tttlab.data.splits import Splits, load_splits, stratified_subset, training_subset
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
@@ -58,6 +58,8 @@ def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any
     d = cfg.data
     subsets = {"limit": d.limit, "fraction": d.fraction, "seed": cfg.run.split_seed}
     subsets |= {"per_class": d.per_class} if d.per_class is not None else {}
+    if d.label_noise:  # only where set, so keys made before stay
+        subsets |= {"label_noise": d.label_noise, "noise_seed": cfg.run.seed}
     if d.features is not None:
         cache = cache or StageCache(cfg.run.cache_path)
         return {"features": feature_entry(cfg, cache).key} | subsets
@@ -135,8 +137,8 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
 
 
 def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
-    """The run's splits, checked; k must fit the training pool and the chosen test points the
-    test set before anything is trained."""
+    """The run's splits, checked, with the pool's labels flipped at the run's label_noise; k must
+    fit the training pool and the chosen test points the test set before anything is trained."""
     d = cfg.data
     if d.features is not None:
         splits = _load_features(cfg, cache or StageCache(cfg.run.cache_path))
@@ -153,6 +155,9 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
             pixel_stats=d.pixel_stats or None,
         )
     splits = choose_test_points(splits, cfg)
+    if d.label_noise:
+        y, _ = flip_labels(splits.train_y.numpy(), d.label_noise, splits.num_classes, cfg.run.seed)
+        splits.train_y = torch.from_numpy(y)
     pool = len(splits.train_y)
     needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
     if "experts" in cfg.methods.methods:
@@ -163,6 +168,8 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
                 f"{what}={k} training points but the training pool has {pool}: choose a value "
                 f"<= {pool}"
             )
+        if cfg.retrieval.select == "sift" and k and what.endswith("needs k"):
+            cfg.retrieval.candidates(k, pool)  # K fits the pool, before anything is trained
     return splits
 
 
@@ -552,9 +559,23 @@ def _load_backbone_features(cfg: Config, cache: StageCache) -> Splits:
 
 
 def retrieval_settings(cfg: Config) -> dict[str, Any]:
-    """What a search depends on: the index settings, and the seed where the index is random."""
-    seeded = {"seed": cfg.run.seed} if cfg.retrieval.kind == "ivf" else {}
-    return dataclasses.asdict(cfg.retrieval) | seeded
+    """What a search depends on: the index settings, the seed where the index is random, and the
+    selection rule's settings where they differ from the plain k nearest by l2 (so neighbours of
+    different rules are never mixed, and entries made before the rules existed keep their keys)."""
+    r = cfg.retrieval
+    settings = {f: getattr(r, f) for f in INDEX_SETTINGS}
+    if r.kind == "ivf":
+        settings["seed"] = cfg.run.seed
+    if r.distance != "l2":
+        settings["distance"] = r.distance
+    if r.select == "sift":
+        settings |= {"select": "sift", "sift_lambda": r.sift_lambda}
+        settings["sift_candidates"] = r.sift_candidates
+    return settings
+
+
+INDEX_SETTINGS = ("kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size")
+"""The search settings every key holds (the rule's enter `retrieval_settings` where set)."""
 
 
 @dataclass
@@ -569,17 +590,20 @@ class Neighbours:
 def neighbours(
     cfg: Config, feats: Features, k: int, cache: StageCache, split: str = "test"
 ) -> Neighbours:
-    """The k nearest training points of every point of `split` (test, or val for selection); an
-    exact search done before for a larger k is reused (its first k columns are exactly the k
-    nearest, ties by index)."""
+    """The k neighbours of every point of `split` (test, or val for selection) by the run's rule
+    (`KNNIndex.neighbours`). An entry made before for a
+    larger k is reused where its first k columns are exactly the answer for k: the exact k nearest
+    (ties by index), or SIFT's greedy choice from a fixed number of candidates."""
     check_choice(split, "split", ("val", "test"))
+    r = cfg.retrieval
     settings = {
         "features": feats.entry.key,
         "retrieval": retrieval_settings(cfg),
         "split": split,
     }
     base = settings_key("neighbours", settings)
-    if cfg.retrieval.kind == "flat":
+    prefix_holds = r.select == "nearest" or r.sift_candidates is not None
+    if r.kind == "flat" and prefix_holds:
         for path in cache.entries("neighbours", prefix=f"{base}-k"):
             larger = int(path.name.rsplit("-k", 1)[1])
             if larger >= k and (entry := cache.lookup("neighbours", path.name)) is not None:
@@ -587,9 +611,10 @@ def neighbours(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        index = KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device)
+        queries = getattr(feats, split)
+        index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
         index.fit(feats.train)
-        dist, idx = index.search(getattr(feats, split), k, progress=cfg.run.progress)
+        dist, idx = index.neighbours(queries, k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
         return {"seconds": time.perf_counter() - start, "k": k}
@@ -641,7 +666,12 @@ def method_scores(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        estimator = spec.build(cfg, model.classifier).fit(feats.train, splits.train_y.numpy())
+        estimator = spec.build(cfg, model.classifier)
+        if spec.validation:  # its settings are chosen on the validation split's neighbours
+            val = neighbours(cfg, feats, k, cache, split="val").indices if k else None
+            estimator.fit(feats.train, splits.train_y.numpy(), feats.val, splits.val_y.numpy(), val)
+        else:
+            estimator.fit(feats.train, splits.train_y.numpy())
         scores = spec.scores(estimator, feats.test, nbrs.indices[:, :k] if k else None)
         seconds = time.perf_counter() - start
         bad = ~np.isfinite(scores).all(axis=1)

@@ -1,11 +1,13 @@
-"""Retrieval: the k nearest training points of each test point in feature space."""
+"""Retrieval: each test point's neighbours among the training points in feature space, by a
+distance (l2, cosine, inner product) and a rule (the k nearest, or SIFT's choice)."""
 
 from tttlab._lazy import exports
 
 __getattr__, __dir__, __all__ = exports(
     __name__,
     {
-        "tttlab.retrieval.index": ["KNNIndex", "knn", "search_memory_bytes"],
+        "tttlab.retrieval.index": ["KNNIndex", "knn", "pair_distances", "search_memory_bytes"],
         "tttlab.retrieval.config": ["RetrievalConfig"],
+        "tttlab.retrieval.sift": ["SiftSelection", "posterior_variance", "sift_select"],
     },
 )

@@ -1,21 +1,30 @@
-"""How neighbours are searched: the settings `KNNIndex` takes (plain Python, no torch)."""
+"""How neighbours are searched and chosen: the settings `KNNIndex` takes (plain Python)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal, get_args
 
-from tttlab.checks import check_choice, check_int
+from tttlab.checks import check_choice, check_int, check_number
 
 IndexKind = Literal["flat", "ivf", "hnsw"]
 Backend = Literal["faiss", "torch"]
+Distance = Literal["l2", "cosine", "ip"]
+Select = Literal["nearest", "sift"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
+DISTANCES: tuple[str, ...] = get_args(Distance)
+SELECTS: tuple[str, ...] = get_args(Select)
+INDEX_FIELDS: tuple[str, ...] = (
+    "kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size",
+    "distance", "select", "sift_lambda", "sift_candidates",
+)  # fmt: skip
+"""The fields `KNNIndex` takes (all of them)."""
 
 
 @dataclass
 class RetrievalConfig:
-    """How neighbours are searched; `KNNIndex` takes these as its parameters."""
+    """How neighbours are searched and chosen; `KNNIndex` takes these as its parameters."""
 
     kind: IndexKind = "flat"
     """Index: flat (exact), ivf (inverted lists) or hnsw (graph); the last two are approximate."""
@@ -30,11 +39,42 @@ class RetrievalConfig:
     """hnsw: links per node."""
     batch_size: int = 4096
     """Queries searched at once (the float64 re-rank is further capped at ~64 MB)."""
+    distance: Distance = "l2"
+    """What 'near' means: l2 (Euclidean), cosine (1 - cosine similarity) or ip (largest inner
+    product first)."""
+    select: Select = "nearest"
+    """Which k neighbours: nearest (the k nearest), or sift (pre-select the sift_candidates nearest,
+    then choose k greedily by SIFT's posterior-variance rule, Hubotter et al. 2025)."""
+    sift_lambda: float = 0.01
+    """sift: noise parameter lambda, relative to the pool's mean squared norm (so it means the
+    same on raw and on unit-norm features); smaller chooses more diverse neighbours."""
+    sift_candidates: int | None = None
+    """sift: nearest points pre-selected per query (K); default 4 x k, capped at the pool."""
 
     def __post_init__(self):
         check_choice(self.kind, "kind", KINDS)
         check_choice(self.backend, "backend", BACKENDS)
+        check_choice(self.distance, "distance", DISTANCES)
+        check_choice(self.select, "select", SELECTS)
         if self.backend == "torch" and self.kind != "flat":
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):
             check_int(getattr(self, name), name, min=1)
+        check_number(self.sift_lambda, "sift_lambda", min=0, strict_min=True)
+        if self.sift_candidates is not None:
+            check_int(self.sift_candidates, "sift_candidates", min=1)
+
+    def candidates(self, k: int, pool_size: int) -> int:
+        """K, the nearest points SIFT chooses from for k neighbours (checked against k and pool)."""
+        K = self.sift_candidates if self.sift_candidates is not None else min(4 * k, pool_size)
+        if k > K:
+            raise ValueError(
+                f"k={k} but sift_candidates={K}: SIFT chooses k of the K pre-selected nearest "
+                f"points, so raise --sift-candidates to >= {k} or lower k"
+            )
+        if K > pool_size:
+            raise ValueError(
+                f"sift_candidates={K} but the pool has {pool_size} points: choose "
+                f"--sift-candidates <= {pool_size}"
+            )
+        return K

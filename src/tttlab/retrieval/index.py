@@ -1,22 +1,25 @@
-"""k-nearest-neighbour search over a training pool: FAISS (exact or approximate) or pure torch.
+"""k-nearest-neighbour search over a training pool (FAISS, exact or approximate, or pure torch), and
+the choice of neighbours by a rule: the k nearest, or SIFT's greedy choice among the K nearest.
 
-Every backend only proposes candidates; the final k are re-ranked by exact squared L2 distance in
-float64 with ties broken by pool index. So a query's neighbours never depend on which batch it was
-searched in (FAISS switches to a BLAS path for big batches, which rounds differently).
+Distances: l2 (squared Euclidean), cosine (1 - cosine similarity) or ip (minus the inner product,
+so that smaller is nearer for every distance). Every backend only proposes candidates; the final k
+are re-ranked by the exact distance in float64 with ties broken by pool index. So a query's
+neighbours never depend on which batch it was searched in (FAISS switches to a BLAS path for big
+batches, which rounds differently).
 
-Exact search (kind="flat") never copies the pool: a C-contiguous float32 pool, a read-only
-memory map included, is searched in place, block by block, and only per-batch buffers are
-allocated (`search_memory_bytes` says how much). The default, FAISS's blocked BLAS search called
-on the pool in place with 8,192-row pool blocks, was the fastest exact path measured on 2 AVX-512
-cores (a 200,000 x 512 pool, runs interleaved): 1.35x FAISS's default blocks, 1.5x torch's GEMM
-plus top-k (MKL's sgemm is slower than FAISS's OpenBLAS on this AMD CPU, and topk adds ~25%).
-Alone on the machine at ImageNet size it matches FAISS flat's speed without its copy of the pool.
+Exact search (kind="flat") never copies the pool for l2 and ip: a C-contiguous float32 pool, a
+read-only memory map included, is searched in place, block by block, and only per-batch buffers
+are allocated (`search_memory_bytes` says how much); cosine searches a unit-normalised copy. The
+default, FAISS's blocked BLAS search called on the pool in place with 8,192-row pool blocks, was
+the fastest exact path measured on 2 AVX-512 cores (a 200,000 x 512 pool, runs interleaved): 1.35x
+FAISS's default blocks, 1.5x torch's GEMM plus top-k (MKL's sgemm is slower than FAISS's OpenBLAS
+on this AMD CPU, and topk adds ~25%). Alone on the machine at ImageNet size it matches FAISS
+flat's speed without its copy of the pool.
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import warnings
 from collections.abc import Iterator
 
@@ -25,7 +28,8 @@ import torch
 from tqdm.auto import tqdm
 
 from tttlab.checks import check_int
-from tttlab.retrieval.config import RetrievalConfig
+from tttlab.retrieval.config import INDEX_FIELDS, RetrievalConfig
+from tttlab.retrieval.sift import sift_select
 from tttlab.tensors import as_matrix, check_device
 
 # Block sizes of the exact search (queries x pool rows per GEMM), the fastest measured on 2 AVX-512
@@ -38,16 +42,19 @@ RERANK_BYTES = 2**26
 """Cap of the float64 candidate rows gathered at once for the exact re-rank."""
 CHUNK_BYTES = 2**24
 """Float64 copy of pool rows made at once by fit's norms (the NaN check reads 2**25 bytes)."""
+SIFT_BYTES = 2**26
+"""Cap of the float64 candidate rows gathered at once for SIFT."""
 
 
 class KNNIndex:
-    """Nearest neighbours of queries in a fixed pool, sorted by squared L2 distance.
+    """Nearest neighbours of queries in a fixed pool by a distance, and neighbours by a rule.
 
     kind: "flat" (exact), "ivf" (inverted lists, `nlist` cells, `nprobe` probed) or "hnsw"
     (graph with `hnsw_m` links). backend: "faiss", or "torch" (exact, no FAISS needed).
-    device: "cuda" runs the exact search's GEMM on the GPU (pool copied there once, in chunks);
-    ivf and hnsw always run on the CPU. On unit-normalised features L2 ranks like cosine
-    similarity. Defaults: `RetrievalConfig`; `seed` seeds ivf's k-means.
+    distance: "l2", "cosine" or "ip". select, sift_lambda, sift_candidates: the rule `neighbours`
+    applies (the k nearest, or SIFT's choice, on the CPU). device: "cuda" runs the exact search's
+    GEMM on the GPU (pool copied there once, in chunks); ivf and hnsw always run on the CPU.
+    Defaults: `RetrievalConfig`; `seed` seeds ivf's k-means.
     """
 
     def __init__(
@@ -58,6 +65,10 @@ class KNNIndex:
         nprobe: int = RetrievalConfig.nprobe,
         hnsw_m: int = RetrievalConfig.hnsw_m,
         batch_size: int = RetrievalConfig.batch_size,
+        distance: str = RetrievalConfig.distance,
+        select: str = RetrievalConfig.select,
+        sift_lambda: float = RetrievalConfig.sift_lambda,
+        sift_candidates: int | None = RetrievalConfig.sift_candidates,
         seed: int = 0,
         device: str = "cpu",
     ):
@@ -67,13 +78,17 @@ class KNNIndex:
         self.nprobe = nprobe
         self.hnsw_m = hnsw_m
         self.batch_size = batch_size
+        self.distance = distance
+        self.select = select
+        self.sift_lambda = sift_lambda
+        self.sift_candidates = sift_candidates
         self.seed = seed
         self.device = device
 
     @classmethod
     def from_config(cls, cfg: RetrievalConfig, seed: int = 0, device: str = "cpu") -> KNNIndex:
-        """An unfitted index with `cfg`'s settings."""
-        return cls(**dataclasses.asdict(cfg), seed=seed, device=device)
+        """An unfitted index with `cfg`'s settings (its space is the pipeline's concern)."""
+        return cls(**{name: getattr(cfg, name) for name in INDEX_FIELDS}, seed=seed, device=device)
 
     def fit(self, pool: np.ndarray | torch.Tensor) -> KNNIndex:
         """Keep the pool (a view when it is already contiguous float32, e.g. a read-only
@@ -85,32 +100,48 @@ class KNNIndex:
         self.pool_sq_ = np.concatenate(
             [_sq_norms(self.pool_[s : s + rows]) for s in range(0, self.size, rows)]
         )
+        if self.distance == "cosine":  # searched as l2 on unit rows; re-ranked on the originals
+            self.search_pool_ = np.empty_like(self.pool_)
+            for s in range(0, self.size, rows):
+                self.search_pool_[s : s + rows] = _unit_rows(self.pool_[s : s + rows])
+            self.search_sq_ = _sq_norms(self.search_pool_).astype(np.float32)
+        else:
+            self.search_pool_ = self.pool_
+            sq = self.pool_sq_ if self.distance == "l2" else np.zeros(self.size)
+            self.search_sq_ = sq.astype(np.float32)
+        unit = self.distance == "cosine"
+        self.kernel_noise_ = self.sift_lambda * (
+            float(np.mean(self.pool_sq_ > 0)) if unit else float(np.mean(self.pool_sq_))
+        )
         self.index_ = None if self.kind == "flat" else self._build_faiss()
         self.pool_t_ = self.pool_sq_t_ = None
         if self.kind == "flat" and (self.backend == "torch" or self.device == "cuda"):
-            self.pool_t_, self.pool_sq_t_ = _pool_tensors(self.pool_, self.pool_sq_, self.device)
+            self.pool_t_, self.pool_sq_t_ = _pool_tensors(
+                self.search_pool_, self.search_sq_, self.device
+            )
         return self
 
     def _build_faiss(self):
         import faiss
 
         n, d = self.pool_.shape
+        metric = faiss.METRIC_INNER_PRODUCT if self.distance == "ip" else faiss.METRIC_L2
         if self.kind == "hnsw":
-            index = faiss.IndexHNSWFlat(d, self.hnsw_m)
+            index = faiss.IndexHNSWFlat(d, self.hnsw_m, metric)
         else:
             nlist = min(self.nlist, max(1, n // 39))  # FAISS wants >= 39 training points per cell
-            index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
+            quantizer = faiss.IndexFlatIP(d) if self.distance == "ip" else faiss.IndexFlatL2(d)
+            index = faiss.IndexIVFFlat(quantizer, d, nlist, metric)
             index.cp.seed = self.seed
-            index.train(self.pool_)
+            index.train(self.search_pool_)
             index.nprobe = min(self.nprobe, nlist)
-        index.add(self.pool_)  # approximate indexes keep their own copy of the vectors
+        index.add(self.search_pool_)  # approximate indexes keep their own copy of the vectors
         return index
 
     def config(self) -> RetrievalConfig:
         """This index's parameters (but the seed and device) as a validated RetrievalConfig."""
         check_int(self.seed, "seed", min=0)
-        names = [f.name for f in dataclasses.fields(RetrievalConfig)]
-        return RetrievalConfig(**{name: getattr(self, name) for name in names})
+        return RetrievalConfig(**{name: getattr(self, name) for name in INDEX_FIELDS})
 
     @property
     def size(self) -> int:
@@ -123,20 +154,12 @@ class KNNIndex:
         exclude: np.ndarray | None = None,
         progress: bool = False,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Return (distances, indices), both B x k, nearest first.
+        """Return (distances, indices) of the k nearest, both B x k, nearest first.
 
         exclude: pool indices that a query may not return, shape (B,) or (B, m); -1 is ignored.
         Use it so a training point is never its own neighbour.
         """
-        if not hasattr(self, "pool_"):
-            raise RuntimeError("KNNIndex is not fitted: call fit(pool) first")
-        q = as_matrix(queries, "queries")
-        if q.shape[1] != self.pool_.shape[1]:
-            raise ValueError(
-                f"queries have {q.shape[1]} features but the pool has {self.pool_.shape[1]}: "
-                "search with features from the same model as the pool"
-            )
-        excl = _as_exclude(exclude, q.shape[0], self.size)
+        q, excl = self._check_queries(queries, exclude)
         m = 0 if excl is None else excl.shape[1]
         if not 1 <= k <= self.size - m:
             raise ValueError(
@@ -157,14 +180,66 @@ class KNNIndex:
                 dist[r:t], idx[r:t] = self._rerank(q[r:t], cand[r - s : t - s], k, ex)
         return dist, idx
 
+    def neighbours(
+        self,
+        queries: np.ndarray | torch.Tensor,
+        k: int,
+        exclude: np.ndarray | None = None,
+        progress: bool = False,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(distances, indices), both B x k, by the index's rule: the k nearest (nearest first),
+        or SIFT's k choices among the sift_candidates nearest (in the order chosen; a point
+        may be chosen more than once)."""
+        if self.select == "nearest":
+            return self.search(queries, k, exclude, progress)
+        q, excl = self._check_queries(queries, exclude)
+        check_int(k, "k", min=1)
+        m = 0 if excl is None else excl.shape[1]
+        K = self.config().candidates(k, self.size - m)
+        dist_K, idx_K = self.search(q, K, excl, progress)
+        dist = np.empty((len(q), k), dtype=np.float32)
+        idx = np.empty((len(q), k), dtype=np.int64)
+        step = max(1, SIFT_BYTES // (8 * K * q.shape[1]))
+        starts = range(0, len(q), step)
+        for s in tqdm(starts, desc="sift", disable=not progress, leave=False):
+            e = min(s + step, len(q))
+            cand_BKD = self.kernel_rows(self.pool_[idx_K[s:e].reshape(-1)])
+            cand_BKD = cand_BKD.reshape(e - s, K, -1)
+            chosen = sift_select(self.kernel_rows(q[s:e]), cand_BKD, k, self.kernel_noise_)
+            dist[s:e] = np.take_along_axis(dist_K[s:e], chosen.positions, 1)
+            idx[s:e] = np.take_along_axis(idx_K[s:e], chosen.positions, 1)
+        return dist, idx
+
+    def kernel_rows(self, x: np.ndarray) -> np.ndarray:
+        """Rows as SIFT's linear kernel sees them (float64): unit rows for cosine, else as is."""
+        x64 = np.asarray(x, dtype=np.float64)
+        return _unit_rows(x64) if self.distance == "cosine" else x64
+
+    def _check_queries(
+        self, queries: np.ndarray | torch.Tensor, exclude: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        if not hasattr(self, "pool_"):
+            raise RuntimeError("KNNIndex is not fitted: call fit(pool) first")
+        q = as_matrix(queries, "queries")
+        if q.shape[1] != self.pool_.shape[1]:
+            raise ValueError(
+                f"queries have {q.shape[1]} features but the pool has {self.pool_.shape[1]}: "
+                "search with features from the same model as the pool"
+            )
+        return q, _as_exclude(exclude, q.shape[0], self.size)
+
     def _candidates(self, q: np.ndarray, n: int) -> np.ndarray:
+        if self.distance == "cosine":
+            q = _unit_rows(q)
         if self.index_ is not None:
             _, cand = self.index_.search(q, n)
             return cand
+        alpha = -1.0 if self.distance == "ip" else -2.0
         if self.pool_t_ is not None:
             q_BD = torch.from_numpy(q).to(self.pool_t_.device)
-            return _torch_candidates(q_BD, self.pool_t_, self.pool_sq_t_, n).cpu().numpy()
-        return _faiss_candidates(q, self.pool_, self.pool_sq_.astype(np.float32), n)
+            cand = _torch_candidates(q_BD, self.pool_t_, self.pool_sq_t_, n, alpha)
+            return cand.cpu().numpy()
+        return _faiss_candidates(q, self.search_pool_, self.search_sq_, n, self.distance == "ip")
 
     def _rerank(
         self, q: np.ndarray, cand: np.ndarray, k: int, excl: np.ndarray | None
@@ -173,8 +248,7 @@ class KNNIndex:
         safe = np.where(valid, cand, 0)
         q64 = q.astype(np.float64)
         cross = np.einsum("bd,bcd->bc", q64, self.pool_[safe].astype(np.float64))
-        d2 = _sq_norms(q)[:, None] - 2 * cross + self.pool_sq_[safe]
-        d2 = np.maximum(d2, 0.0)
+        d2 = exact_distance(cross, _sq_norms(q)[:, None], self.pool_sq_[safe], self.distance)
         drop = ~valid
         if excl is not None:
             drop |= (cand[:, :, None] == excl[:, None, :]).any(-1)
@@ -189,6 +263,37 @@ class KNNIndex:
         return d_k.astype(np.float32), np.take_along_axis(safe, order, 1)
 
 
+def exact_distance(
+    cross: np.ndarray, q_sq: np.ndarray, p_sq: np.ndarray, distance: str
+) -> np.ndarray:
+    """Distances from inner products and squared norms (float64, broadcast): squared l2,
+    1 - cosine (a zero row is at distance 1 from everything) or minus the inner product."""
+    if distance == "ip":
+        return -cross
+    if distance == "cosine":
+        norms = np.sqrt(q_sq * p_sq)
+        cos = np.divide(cross, norms, out=np.zeros_like(cross), where=norms > 0)
+        return np.clip(1.0 - cos, 0.0, 2.0)
+    return np.maximum(q_sq - 2 * cross + p_sq, 0.0)
+
+
+def pair_distances(queries_BD: np.ndarray, rows_BKD: np.ndarray, distance: str) -> np.ndarray:
+    """B x K distances of each query to its own K rows (float64), as `KNNIndex` measures them."""
+    q = np.asarray(queries_BD, dtype=np.float64)
+    r = np.asarray(rows_BKD, dtype=np.float64)
+    cross = np.einsum("bd,bkd->bk", q, r)
+    return exact_distance(
+        cross, np.einsum("bd,bd->b", q, q)[:, None], np.einsum("bkd,bkd->bk", r, r), distance
+    )
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit length (norms in float64), zero rows left zero; x's dtype."""
+    x64 = np.asarray(x, dtype=np.float64)
+    norms = np.sqrt(np.einsum("nd,nd->n", x64, x64))[:, None]
+    return np.divide(x64, norms, out=np.zeros_like(x64), where=norms > 0).astype(x.dtype)
+
+
 def _n_candidates(pool_size: int, k: int, n_exclude: int) -> int:
     """Candidates beyond k absorb exclusions and float32 rounding near the k-th distance."""
     return min(pool_size, k + n_exclude + max(8, k // 8))
@@ -200,7 +305,7 @@ def _rerank_step(n_cand: int, d: int, batch_size: int) -> int:
 
 
 def _faiss_candidates(
-    q_BD: np.ndarray, pool_ND: np.ndarray, pool_sq_N: np.ndarray, n: int
+    q_BD: np.ndarray, pool_ND: np.ndarray, pool_sq_N: np.ndarray, n: int, ip: bool = False
 ) -> np.ndarray:
     """FAISS's exact blocked search straight on the pool's memory (no index, so no copy)."""
     import faiss
@@ -210,6 +315,11 @@ def _faiss_candidates(
     idx_BK = np.empty((b, n), dtype=np.int64)
     ptr = faiss.swig_ptr
     with _faiss_blocks(FAISS_QUERY_BLOCK, FAISS_POOL_BLOCK):
+        if ip:
+            faiss.knn_inner_product(
+                ptr(q_BD), ptr(pool_ND), d, b, len(pool_ND), n, ptr(dist_BK), ptr(idx_BK)
+            )
+            return idx_BK
         faiss.knn_L2sqr(
             ptr(q_BD),
             ptr(pool_ND),
@@ -257,10 +367,11 @@ def _pool_tensors(
 
 
 def _torch_candidates(
-    q_BD: torch.Tensor, pool_ND: torch.Tensor, pool_sq_N: torch.Tensor, n: int
+    q_BD: torch.Tensor, pool_ND: torch.Tensor, pool_sq_N: torch.Tensor, n: int, alpha: float
 ) -> torch.Tensor:
     """The n nearest pool rows of each query by float32 distance: a GEMM per pool block, its
-    partial top-n merged into a running top-n, so no queries x pool matrix is ever held."""
+    partial top-n merged into a running top-n, so no queries x pool matrix is ever held.
+    alpha=-2 with squared norms ranks by l2, alpha=-1 with zeros by minus the inner product."""
     b = q_BD.shape[0]
     best_d_BK = q_BD.new_empty((b, 0))
     best_i_BK = torch.empty((b, 0), dtype=torch.int64, device=q_BD.device)
@@ -268,7 +379,7 @@ def _torch_candidates(
         for s in range(0, len(pool_ND), TORCH_POOL_BLOCK):
             e = min(s + TORCH_POOL_BLOCK, len(pool_ND))
             # |p|^2 - 2 q.p ranks like |q - p|^2: |q|^2 is the same for every pool row
-            d2_BP = torch.addmm(pool_sq_N[s:e], q_BD, pool_ND[s:e].T, alpha=-2)
+            d2_BP = torch.addmm(pool_sq_N[s:e], q_BD, pool_ND[s:e].T, alpha=alpha)
             top = d2_BP.topk(min(n, e - s), dim=1, largest=False, sorted=False)
             best_d_BK = torch.cat([best_d_BK, top.values], dim=1)
             best_i_BK = torch.cat([best_i_BK, top.indices + s], dim=1)
@@ -327,12 +438,19 @@ def search_memory_bytes(
     Not counted: the pool itself (as passed; a memory-mapped pool becomes resident page cache as
     it is read) and the queries. Counted: the pool's norms, the B x k results, per-batch
     candidates, GEMM blocks and the capped re-rank, and the vectors ivf/hnsw copy into their
-    index. device="cuda" moves the GEMM blocks to the GPU, which also holds a copy of the pool.
+    index, cosine's unit copy of the pool, and SIFT's search for K and its float64 candidate rows.
+    device="cuda" moves the GEMM blocks to the GPU, which also holds a copy of the pool.
     """
     cfg = cfg or RetrievalConfig()
     b = min(cfg.batch_size, n_queries)
+    total = 0
+    if cfg.select == "sift":
+        total += n_queries * k * (4 + 8) + 3 * SIFT_BYTES  # its results, gathered rows, steps
+        k = cfg.candidates(k, n_pool - n_exclude)
     n_cand = _n_candidates(n_pool, k, n_exclude)
-    total = n_pool * (8 + 4)  # float64 norms for the re-rank, float32 ones for the search
+    total += n_pool * (8 + 4)  # float64 norms for the re-rank, float32 ones for the search
+    if cfg.distance == "cosine":
+        total += n_pool * d * 4  # the unit rows searched
     total += CHUNK_BYTES + 2**25  # fit's chunked passes over the pool (norms, NaN check)
     total += n_queries * k * (4 + 8)  # the returned distances and indices
     total += b * n_cand * (4 + 8) * 3  # candidates, and the merge's concatenation and top-k

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
 from tttlab.checks import check_choice, check_fraction, check_int, check_number
+from tttlab.data.noise import check_noise
 from tttlab.models.shapes import scale_for_width
 from tttlab.presets import (
     LAPTOP_WIDTHS,
@@ -377,6 +378,64 @@ class GlobalEvalConfig:
         check_int(self.block, "block", min=1)
         _check_width(self.cnn_width, "cnn_width")
         self.seeds = _check_seeds(self.seeds)
+        if self.params == "select":
+            raise ValueError(
+                "params='select' is for the model-size study: use paper, config or a file"
+            )
+
+
+RULES: dict[str, dict[str, str]] = {
+    "l2": {},
+    "cosine": {"distance": "cosine"},
+    "ip": {"distance": "ip"},
+    "sift": {"select": "sift"},
+    "sift-cosine": {"distance": "cosine", "select": "sift"},
+}
+"""The neighbours study's selection rules as RetrievalConfig settings: the k nearest by a
+distance, or SIFT's choice among the nearest (raw or unit-norm kernel)."""
+
+
+@dataclass
+class NeighboursConfig:
+    """Which neighbours, how many, and is training worth it: k, selection rules and label noise,
+    with the global head, TTT, the majority vote and the soft cache (and once the mixture of
+    experts) scored on the same test points."""
+
+    ks: tuple[int, ...] = (1, 3, 10, 30, 50, 100, 200, 500, 1000)
+    """Neighbours per test point (a k above the training pool is skipped, and named)."""
+    rules: tuple[str, ...] = ("l2", "cosine", "sift")
+    """Selection rules: l2, cosine, ip (the k nearest by that distance), sift or sift-cosine
+    (SIFT's choice among the nearest, raw or unit-norm kernel; --sift-lambda, --sift-candidates)."""
+    noise: tuple[float, ...] = (0.0, 0.1, 0.3)
+    """Label-noise levels: shares of the pool's labels flipped (the global model retrains)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per noise level, rule, k and seed."""
+    cnn_width: int = 25
+    """The CNN width it runs on; ignored on a feature file."""
+    params: Params = "paper"
+    """The CNN's settings: 'paper' (the authors' per-width settings, TTT's lr and epochs
+    included), a file of the width table's columns, or 'config'."""
+    fractions: tuple[float, ...] = (0.1, 0.3, 1.0)
+    """Adaptive compute: shares of test points fine-tuned (thresholds set on validation points),
+    at the first rule and noise level."""
+    experts: bool = True
+    """Score the mixture of experts once: first rule and noise level, the k nearest TTT's k."""
+
+    def __post_init__(self):
+        self.ks = _distinct(self.ks, "ks")
+        for k in self.ks:
+            check_int(k, "ks", min=1)
+        self.rules = _distinct(self.rules, "rules")
+        for rule in self.rules:
+            check_choice(rule, "rules", tuple(RULES))
+        self.noise = _distinct(self.noise, "noise")
+        for level in self.noise:
+            check_noise(level)
+        self.seeds = _check_seeds(self.seeds)
+        _check_width(self.cnn_width, "cnn_width")
+        self.fractions = _distinct(self.fractions, "fractions")
+        for f in self.fractions:
+            check_fraction(f)
         if self.params == "select":
             raise ValueError(
                 "params='select' is for the model-size study: use paper, config or a file"

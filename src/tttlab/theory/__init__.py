@@ -7,5 +7,6 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "tttlab.theory.concepts": ["Draw", "Points", "Sim", "generate"],
+        "tttlab.theory.features": ["read_sim", "write_features"],
     },
 )

@@ -10,6 +10,9 @@ from tttlab.checks import check_choice, check_int, check_number
 Method = Literal["erm", "sequential"]
 SCHEDULES: tuple[str, ...] = get_args(Method)
 """The engine's optimisation schedules (TTTConfig.method)."""
+Gain = Literal["all", "variance", "margin"]
+GAINS: tuple[str, ...] = get_args(Gain)
+"""Which test points are fine-tuned (TTTConfig.gain)."""
 
 
 @dataclass
@@ -31,12 +34,21 @@ class TTTConfig:
     """Adam's moment decay rates (torch defaults)."""
     eps: float = 1e-8
     """Adam's denominator epsilon (torch default)."""
+    gain: Gain = "all"
+    """Adaptive compute: fine-tune all test points, or only those whose predicted gain is above
+    gain_threshold (the rest keep the global head's answer): variance (1 - SIFT's posterior
+    variance of the point given its neighbours over its prior variance: how much the neighbourhood
+    tells about it) or margin (1 - the global head's top-two probability margin)."""
+    gain_threshold: float = 0.5
+    """Adaptive compute: points with predicted gain above this (in [0, 1]) are fine-tuned."""
     chunk_size: int | None = None
     """Test points fine-tuned together, for memory and speed only (on CPU, results are bit-identical
     for every chunk size: see the module doc); None: `auto_chunk_size` of k, head and device."""
 
     def __post_init__(self):
         check_choice(self.method, "method", SCHEDULES)
+        check_choice(self.gain, "gain", GAINS)
+        check_number(self.gain_threshold, "gain_threshold", min=0, max=1)
         check_int(self.k, "k", min=1)
         check_int(self.epochs, "epochs", min=0)
         check_number(self.lr, "lr", min=0, strict_min=True)
