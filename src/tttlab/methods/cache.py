@@ -58,6 +58,7 @@ class CacheClassifier(Classifier):
         alphas: tuple[float, ...] = ALPHAS,
         betas: tuple[float, ...] = BETAS,
         index: KNNIndex | None = None,
+        train_stop: str = TrainConfig.stop,
         train_epochs: int = TrainConfig.epochs,
         train_lr: float = TrainConfig.lr,
         train_batch_size: int = TrainConfig.batch_size,
@@ -68,6 +69,7 @@ class CacheClassifier(Classifier):
         self.alphas = alphas
         self.betas = betas
         self.index = index
+        self.train_stop = train_stop
         self.train_epochs = train_epochs
         self.train_lr = train_lr
         self.train_batch_size = train_batch_size
