@@ -36,11 +36,10 @@ def quick(out) -> DatasetSizePlan:
     return fractions(out, FRACTIONS)
 
 
-def results(folder) -> dict[str, dict]:
-    """Each unit's recorded result, by unit id."""
-    return {
-        u.id: json.loads(unit_file(folder, u).read_text())["result"] for u in quick(folder).units()
-    }
+def results(folder, plan=None) -> dict[str, dict]:
+    """Each unit's recorded result, by unit id, for `plan`'s units (default: the quick study's)."""
+    units = (plan or quick(folder)).units()
+    return {u.id: json.loads(unit_file(folder, u).read_text())["result"] for u in units}
 
 
 @pytest.fixture(autouse=True)

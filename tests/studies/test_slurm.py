@@ -89,7 +89,7 @@ def test_a_job_array_survives_a_killed_and_a_cancelled_task_and_matches_the_loca
     out = capsys.readouterr().out
     assert "submitted 2 unit(s)" in out and "report:" in out
     assert sorted(read_jobs(folder)[1]["tasks"]) == sorted([ids[0], ids[-1]])
-    assert results(folder) == results(local.folder), "Slurm and local units agree"
+    assert results(folder, plan) == results(local.folder, plan), "Slurm and local units agree"
 
 
 def test_the_language_study_runs_as_a_job_array_and_matches_the_local_run(tmp_path, capsys):
