@@ -174,9 +174,14 @@ class RunConfig:
     """Stage cache (models, features, neighbours, method outputs); default: <out>/cache."""
     progress: bool = True
     """Show progress bars."""
+    threads: int | None = None
+    """CPU threads to compute with; default: the CPUs this process may use that other work left
+    idle when it started (at least 1). Results are bit-identical at one thread count."""
 
     def __post_init__(self):
         check_int(self.seed, "seed", min=0)
+        if self.threads is not None:
+            check_int(self.threads, "threads", min=1)
         check_int(self.n_boot, "n_boot", min=1)
         check_choice(self.device, "device", get_args(Device))
         if not self.name or self.name.startswith(".") or "/" in self.name or os.sep in self.name:
@@ -249,9 +254,10 @@ class Config:
 
     def settings(self) -> dict[str, Any]:
         """`to_dict` less the mechanics no result depends on (where output goes, progress bars,
-        the executor): what run folders and study folders are keyed by."""
+        threads, the executor): what run folders and study folders are keyed by. A result's last
+        bits depend on the thread count, which each run records beside its metrics."""
         settings = self.to_dict()
-        for mechanics in ("out", "name", "cache_dir", "progress"):
+        for mechanics in ("out", "name", "cache_dir", "progress", "threads"):
             settings["run"].pop(mechanics)
         return settings
 

@@ -7,6 +7,7 @@ from typing import Any
 from tttlab.encoders.backbones import build_encoder
 from tttlab.encoders.extract import embed as embed_source
 from tttlab.encoders.extract import folder_source, mnist_source
+from tttlab.threads import compute_threads, policy_threads
 
 
 def main(parsed: dict[str, Any]) -> int:
@@ -17,8 +18,9 @@ def main(parsed: dict[str, Any]) -> int:
         source = mnist_source(e.dataset, e.data_dir, e.limit)
     else:
         source = folder_source(e.images, e.allow_mixed)
-    out = embed_source(source, encoder, e.out, e.batch_size, e.chunk_rows,
-                       normalize=e.normalize, progress=e.progress)  # fmt: skip
+    with compute_threads(policy_threads().threads):
+        out = embed_source(source, encoder, e.out, e.batch_size, e.chunk_rows,
+                           normalize=e.normalize, progress=e.progress)  # fmt: skip
     splits = [s.name for s in source.splits]
     print(
         f"{encoder.name} ({encoder.dim}-d, {encoder.resolution} px) features of "

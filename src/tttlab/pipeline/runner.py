@@ -36,6 +36,7 @@ from tttlab.results import (
     read_metrics,
     write_run,
 )
+from tttlab.threads import ThreadChoice, compute_threads, policy_threads, thread_record
 from tttlab.ttt import auto_chunk_size
 
 BASELINE = "global"
@@ -103,8 +104,10 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     return Prepared(splits, model, model_entry, feats, nbrs, cache)
 
 
-def evaluate(cfg: Config) -> Evaluation:
-    """Every stage of `cfg` (from the cache where it was made before), scored on the test set."""
+def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
+    """Every stage of `cfg` (from the cache where it was made before), scored on the test set,
+    with the threads in place (a study unit's: its executor's; `threads` says why, for the
+    record)."""
     t0 = time.perf_counter()
     p = prepare(cfg)
     splits, model, model_entry, feats, nbrs, cache = (
@@ -151,7 +154,7 @@ def evaluate(cfg: Config) -> Evaluation:
         "feature_width": d,
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
-        "environment": _environment(cfg, d, int(model.classifier.out_features)),
+        "environment": _environment(cfg, d, int(model.classifier.out_features), threads),
         "total_seconds": time.perf_counter() - t0,
         "model": {k: v for k, v in model_entry.info.items() if k != "settings"},
         "stages": {
@@ -183,7 +186,9 @@ def run(cfg: Config) -> RunResult:
     if (run_dir / "metrics.json").is_file():
         metrics = read_metrics(run_dir)
         return RunResult(run_dir, metrics, metrics["table"], {"run": True})
-    ev = evaluate(cfg)
+    choice = policy_threads(cfg.run.threads)
+    with compute_threads(choice.threads):
+        ev = evaluate(cfg, choice)
     save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
     written = write_run(
         out,
@@ -198,10 +203,11 @@ def run(cfg: Config) -> RunResult:
     return RunResult(written, ev.metrics, ev.table, ev.reused)
 
 
-def _environment(cfg: Config, d: int, classes: int) -> dict[str, Any]:
-    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine)."""
+def _environment(cfg: Config, d: int, classes: int, threads: ThreadChoice | None) -> dict[str, Any]:
+    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine), and the
+    OpenMP wait policy it ran with."""
     chunk = cfg.ttt.chunk_size or auto_chunk_size(cfg.ttt.k, d, classes, cfg.run.device)
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "ttt_chunk": chunk}
+    return {"torch": torch.__version__, "ttt_chunk": chunk} | thread_record(threads)
 
 
 def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:

@@ -6,15 +6,17 @@ import json
 from typing import Any
 
 from tttlab.sae.runs import analyse_run, train_run
+from tttlab.threads import compute_threads, policy_threads
 
 
 def train(parsed: dict[str, Any]) -> int:
     """`tttlab sae train`: an SAE run folder, and its final metrics."""
     run_cfg = parsed["input"]
-    folder, existed = train_run(
-        run_cfg.features, parsed["sae"], parsed["train"], run_cfg.out, "sae", run_cfg.normalize,
-        progress=run_cfg.progress,
-    )  # fmt: skip
+    with compute_threads(policy_threads().threads):
+        folder, existed = train_run(
+            run_cfg.features, parsed["sae"], parsed["train"], run_cfg.out, "sae",
+            run_cfg.normalize, progress=run_cfg.progress,
+        )  # fmt: skip
     if existed:
         print(f"(already trained with these settings: reporting {folder})")
     final = json.loads((folder / "metrics.json").read_text())["final"]
@@ -29,10 +31,11 @@ def train(parsed: dict[str, Any]) -> int:
 def analyse(parsed: dict[str, Any]) -> int:
     """`tttlab sae analyse`: the three concept analyses' run folder and report."""
     run_cfg, sae = parsed["input"], parsed["sae"]
-    folder, existed = analyse_run(
-        sae.sae, run_cfg.features, sae.test_features, parsed["analyse"], run_cfg.out,
-        run_cfg.normalize, sae.test_per_class, progress=run_cfg.progress,
-    )  # fmt: skip
+    with compute_threads(policy_threads().threads):
+        folder, existed = analyse_run(
+            sae.sae, run_cfg.features, sae.test_features, parsed["analyse"], run_cfg.out,
+            run_cfg.normalize, sae.test_per_class, progress=run_cfg.progress,
+        )  # fmt: skip
     if existed:
         print(f"(already analysed with these settings: reporting {folder})")
     print((folder / "report.md").read_text(encoding="utf-8").split("## Settings")[0].strip())

@@ -28,6 +28,7 @@ from tttlab.sae.report import (
 )
 from tttlab.sae.trainer import evaluate, train_sae
 from tttlab.tensors import check_device
+from tttlab.threads import thread_record
 
 SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
@@ -83,6 +84,7 @@ def train_run(
             "last_epoch": history[-1],
             "train_seconds": sum(h["seconds"] for h in history),
             "samples_per_s": samples / sum(h["seconds"] for h in history),
+            "environment": thread_record(),
         }
         (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         write_rows_csv(tmp / "history.csv", history)
@@ -129,7 +131,8 @@ def analyse_run(
 
     def write(tmp: Path) -> None:
         result = analyse(sae, pX, py, tX, ty, cfg, progress=progress, where=names)
-        (tmp / METRICS_FILE).write_text(dumps_json(result.metrics), encoding="utf-8")
+        metrics = result.metrics | {"environment": thread_record()}
+        (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         write_rows_csv(tmp / "accuracy.csv", result.accuracy)
         write_rows_csv(tmp / "similarity.csv", result.similarity)
         write_rows_csv(tmp / "sparsity.csv", result.sparsity)
