@@ -141,7 +141,8 @@ def load_plan(folder: str | Path, options: StudyOptions | None = None) -> Any:
     sections = {}
     for name, cls in spec.sections.items():
         try:
-            sections[name] = from_values(cls, values[name])
+            own = getattr(cls, "from_dict", None)  # a run Config drops its recorded digests
+            sections[name] = own(values[name]) if own else from_values(cls, values[name])
         except ValueError as err:
             raise ValueError(
                 f"{folder / CONFIG_FILE}: its {name} settings do not load in this tttlab ({err}): "
