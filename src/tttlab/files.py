@@ -100,18 +100,18 @@ def need(
     fix: str,
     where: str = "",
 ) -> Any:
-    """`record[key]`, which must be of `types` (bool is never a number here); else a FileError
-    naming the file and the field (`where` prefixes it, e.g. 'files.model.safetensors')."""
-    name = f"{where}.{key}" if where else key
+    """`record[key]`, which must be of `types` (a bool is no number here); else a FileError
+    naming the file, `where` in it (e.g. "line 3") and the field."""
+    at = f"{path}, {where}" if where else str(path)
     if key not in record:
-        raise FileError(f"{path}: field {name!r} is missing: {fix}")
+        raise FileError(f"{at}: field {key!r} is missing: {fix}")
     value = record[key]
     wanted = types if isinstance(types, tuple) else (types,)
     is_bool = isinstance(value, bool) and bool not in wanted
     if not isinstance(value, wanted) or is_bool:
         names = " or ".join(_KINDS.get(t, t.__name__) for t in wanted)
         raise FileError(
-            f"{path}: field {name!r} must be {names}, got {kind(value)} {short(value, 40)}: {fix}"
+            f"{at}: field {key!r} must be {names}, got {kind(value)} {short(value, 40)}: {fix}"
         )
     return value
 
