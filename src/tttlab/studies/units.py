@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
+from tttlab.files import FileError, kind, need, read_json, read_json_object
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
@@ -164,14 +165,12 @@ def read_record(folder: str | Path) -> dict[str, Any]:
             f"{folder} is not a study folder (no {CONFIG_FILE}): call open_study(folder, config) "
             "first, or check the path"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); it is written atomically, so something else "
-            "changed it: restore it, or start the study in another folder"
-        ) from None
-    return config
+    return read_json_object(
+        path,
+        "a study record",
+        "it is written atomically, so something else changed it: restore it, or start the study "
+        "in another folder",
+    )
 
 
 _ABSENT = object()
@@ -213,12 +212,12 @@ def _read_unit(folder: Path, unit: Unit) -> dict[str, Any] | None:
     """The unit's recorded result, or None when it has no file yet. Raises _Damaged for a file that
     cannot be used (it is then re-run) and ValueError for one recording other settings."""
     path = unit_file(folder, unit)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as err:
-        raise _Damaged(f"unreadable or not JSON ({err})") from None
+    try:
+        record = read_json(path, "a unit record", "")
+    except FileError as err:
+        raise _Damaged(f"unreadable or not JSON ({str(err).split(': ')[0]})") from None
     if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
         raise _Damaged("not a unit record (no result dict)")
     if record.get("id") != unit.id:
@@ -238,7 +237,20 @@ def read_jobs(folder: str | Path) -> list[dict[str, Any]]:
     path = Path(folder) / SLURM_DIR / JOBS_FILE
     if not path.is_file():
         return []
-    return json.loads(path.read_text(encoding="utf-8"))["submissions"]
+    fix = "it is written atomically, so something else changed it: restore it or delete it"
+    submissions = need(read_json_object(path, "a record of Slurm submissions", fix),
+                       "submissions", list, path, fix)  # fmt: skip
+    for i, entry in enumerate(submissions):
+        if not isinstance(entry, dict):
+            raise FileError(f"{path}: submission {i} is {kind(entry)}, not an object: {fix}")
+        tasks = need(entry, "tasks", dict, path, fix, f"submission {i}")
+        need(entry, "logs", str, path, fix, f"submission {i}")
+        need(entry, "slurm", dict, path, fix, f"submission {i}")
+        if not all(isinstance(t, str) for t in tasks.values()):
+            raise FileError(
+                f"{path}, submission {i}: field 'tasks' must map units to task ids: {fix}"
+            )
+    return submissions
 
 
 # ---------------------------------------------------------------- shards
