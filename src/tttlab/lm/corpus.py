@@ -150,8 +150,7 @@ def load_corpus(folder: str | Path) -> Corpus:
             f"`tttlab lm corpus --out {folder}`"
         )
     record = read_json_object(folder / "corpus.json", "a corpus record", _REBUILD)
-    for name in ("config", "packages", "totals"):
-        need(record, name, dict if name != "packages" else list, folder / "corpus.json", _REBUILD)
+    need(record, "config", dict, folder / "corpus.json", _REBUILD)
     files = {split: folder / f"{split}.jsonl" for split in ("pool", "test")}
     return Corpus(
         _read_docs(files["pool"]),

@@ -24,6 +24,7 @@ from torch import nn
 
 from tttlab.config import Config
 from tttlab.data.splits import Splits
+from tttlab.files import need
 from tttlab.keys import folder_name
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import memory, stages
@@ -184,8 +185,7 @@ def run(cfg: Config) -> RunResult:
     out = Path(cfg.run.out).expanduser()
     run_dir = out / run_folder_name(cfg)
     if (run_dir / "metrics.json").is_file():
-        metrics = read_metrics(run_dir)
-        return RunResult(run_dir, metrics, metrics["table"], {"run": True})
+        return _reported(run_dir)
     choice = policy_threads(cfg.run.threads)
     with compute_threads(choice.threads):
         ev = evaluate(cfg, choice)
@@ -201,6 +201,13 @@ def run(cfg: Config) -> RunResult:
         log_row=ev.log_row,
     )
     return RunResult(written, ev.metrics, ev.table, ev.reused)
+
+
+def _reported(run_dir: Path) -> RunResult:
+    """The run folder an earlier run (or a twin running at the same time) wrote."""
+    metrics = read_metrics(run_dir)
+    table = need(metrics, "table", str, run_dir / "metrics.json", "delete the folder to run again")
+    return RunResult(run_dir, metrics, table, {"run": True})
 
 
 def _environment(cfg: Config, d: int, classes: int, threads: ThreadChoice | None) -> dict[str, Any]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from tttlab.files import need, read_json_object
 from tttlab.sae.runs import analyse_run, train_run
 from tttlab.threads import compute_threads, policy_threads
 
@@ -19,7 +19,10 @@ def train(parsed: dict[str, Any]) -> int:
         )  # fmt: skip
     if existed:
         print(f"(already trained with these settings: reporting {folder})")
-    final = json.loads((folder / "metrics.json").read_text())["final"]
+    path, fix = folder / "metrics.json", f"delete {folder} and train again"
+    final = need(read_json_object(path, "an SAE run's metrics", fix), "final", dict, path, fix)
+    for name in ("fvu", "mse", "dead_fraction", "mean_active"):
+        need(final, name, (int, float), path, fix, "final")
     print(
         f"FVU {final['fvu']:.4f}  MSE {final['mse']:.3g}  dead latents "
         f"{100 * final['dead_fraction']:.2f}%  active per row {final['mean_active']:.2f}"
