@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json
 from tttlab.files import need, read_json_object
+from tttlab.studies.claims import claim_owner
 from tttlab.studies.config import SlurmConfig
 from tttlab.studies.units import (
     CONFIG_FILE,
@@ -426,7 +427,11 @@ def follow(folder: str | Path, study_units: Sequence[Unit]) -> Progress:
     for unit_id in now.missing:
         task = latest.get(unit_id)
         if task is None:
-            progress.missing.append(unit_id)
+            owner = claim_owner(folder, unit_id)
+            if owner is not None:  # a local process (another command, a worker) runs it
+                progress.running[unit_id] = f"claimed by process {owner['owner']}"
+            else:
+                progress.missing.append(unit_id)
             continue
         state = states[task]
         failure = failure_file(folder, unit_id)

@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
 from tttlab.files import FileError, kind, need, read_json, read_json_object
+from tttlab.studies.claims import claim
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
@@ -327,12 +328,15 @@ def select_shard(
 
 @dataclass
 class RunReport:
-    """What `run_units` did in its shard: the ids it ran and the ids found already finished."""
+    """What `run_units` did in its shard: the ids it ran, found finished, or left to another
+    process running them."""
 
     shard_id: int
     num_shards: int
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    claimed: list[str] = field(default_factory=list)
+    """Units another live process on the same folder was running (left to it)."""
 
 
 class UnitsFailed(RuntimeError):
@@ -369,6 +373,8 @@ def run_units(
     A unit whose `fn` raises is reported (its id and traceback, on stderr) and left unwritten; the
     others still run, then `UnitsFailed` names every failed unit. Ctrl-C and errors writing a file
     stop at once; an interruption loses only the unit in flight. A damaged unit file is re-run.
+    Each unit is claimed first (`tttlab.studies.claims`), so processes sharing the folder (two
+    commands, shards given twice) run each unit once.
     """
     folder = Path(folder)
     _check_units(units)
@@ -391,25 +397,39 @@ def run_units(
     first_error: Exception | None = None
     desc = "units" if num_shards == 1 else f"units (shard {shard_id}/{num_shards})"
     for unit in tqdm(todo, desc=desc, unit="unit", disable=not progress):
-        try:
-            result = fn(unit)
-            if not isinstance(result, dict):
-                raise TypeError(f"fn must return a dict of results, got {type(result).__name__}")
-            record = to_jsonable({"id": unit.id, "settings": unit.settings, "result": result})
-        except Exception as err:
-            failed[unit.id] = f"{type(err).__name__}: {err}"
-            if first_error is None:
-                first_error = err
-            tqdm.write(
-                f"unit {unit.id} failed:\n{''.join(traceback.format_exception(err))}",
-                file=sys.stderr,
-            )
-            continue
-        atomic_write_json(unit_file(folder, unit), record)
-        report.ran.append(unit.id)
+        with claim(folder, unit.id) as mine:  # another process on this folder may hold it
+            if not mine:
+                report.claimed.append(unit.id)
+                continue
+            if _finished(folder, unit):  # written by another process since the list was made
+                report.skipped.append(unit.id)
+                continue
+            try:
+                result = fn(unit)
+                if not isinstance(result, dict):
+                    raise TypeError(f"fn must return a dict, got {type(result).__name__}")
+                record = to_jsonable({"id": unit.id, "settings": unit.settings, "result": result})
+            except Exception as err:
+                failed[unit.id] = f"{type(err).__name__}: {err}"
+                if first_error is None:
+                    first_error = err
+                tqdm.write(
+                    f"unit {unit.id} failed:\n{''.join(traceback.format_exception(err))}",
+                    file=sys.stderr,
+                )
+                continue
+            atomic_write_json(unit_file(folder, unit), record)
+            report.ran.append(unit.id)
     if failed:
         raise UnitsFailed(failed, report) from first_error
     return report
+
+
+def _finished(folder: Path, unit: Unit) -> bool:
+    try:
+        return _read_unit(folder, unit) is not None
+    except _Damaged:
+        return False
 
 
 @dataclass
@@ -445,7 +465,8 @@ def collect(folder: str | Path, units: Sequence[Unit]) -> list[dict[str, Any]]:
         damaged = f" ({_names(now.damaged)} with damaged files)" if now.damaged else ""
         raise ValueError(
             f"{len(now.missing)} of {len(units)} units in {folder} are not finished: "
-            f"{_names(now.missing)}{damaged}. Fix: run run_units over every shard to finish them"
+            f"{_names(now.missing)}{damaged}. Fix: `tttlab study resume {folder}` runs them (or "
+            "run the shards that hold them)"
         )
     return [_read_unit(folder, unit) for unit in units]
 
