@@ -120,6 +120,15 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
         return Entry(target, key, info | {"settings": to_jsonable(settings)}, reused=False)
 
+    def complete(self) -> set[Path]:
+        """Every complete-looking entry folder, of every stage."""
+        return {record.parent for record in self.root.glob(f"*/*/{ENTRY_FILE}")}
+
+    def made_since(self, before: set[Path]) -> list[str]:
+        """The stages with an entry that `complete()` did not list in `before`: what a run that
+        started then has cached, in stage-name order."""
+        return sorted({folder.parent.name for folder in self.complete() - before})
+
     def entries(self, stage: str, prefix: str = "") -> list[Path]:
         """Folders of complete-looking entries of `stage` whose key starts with `prefix`."""
         folder = self.root / stage

@@ -53,7 +53,8 @@ class RunResult:
     table: str
     reused: dict[str, bool] = field(default_factory=dict)
     """Per stage (model, features, neighbours, and each method): True if taken from the cache;
-    {"run": True} when the whole run folder already existed."""
+    {"run": True} when the whole run folder already existed (and "twin": True when a run with the
+    same settings, running at the same time, wrote it first)."""
 
 
 def run_folder_name(cfg: Config) -> str:
@@ -190,24 +191,29 @@ def run(cfg: Config) -> RunResult:
     with compute_threads(choice.threads):
         ev = evaluate(cfg, choice)
     save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
-    written = write_run(
-        out,
-        cfg.run.name,
-        cfg.to_dict(),
-        ev.metrics,
-        ev.points,
-        extra=save,
-        folder=run_dir.name,
-        log_row=ev.log_row,
-    )
+    try:
+        written = write_run(
+            out,
+            cfg.run.name,
+            cfg.to_dict(),
+            ev.metrics,
+            ev.points,
+            extra=save,
+            folder=run_dir.name,
+            log_row=ev.log_row,
+        )
+    except FileExistsError:
+        if not (run_dir / "metrics.json").is_file():
+            raise
+        return _reported(run_dir, twin=True)  # a twin run with these settings finished first
     return RunResult(written, ev.metrics, ev.table, ev.reused)
 
 
-def _reported(run_dir: Path) -> RunResult:
-    """The run folder an earlier run (or a twin running at the same time) wrote."""
+def _reported(run_dir: Path, twin: bool = False) -> RunResult:
+    """The run folder an earlier run (or a `twin` running at the same time) wrote."""
     metrics = read_metrics(run_dir)
     table = need(metrics, "table", str, run_dir / "metrics.json", "delete the folder to run again")
-    return RunResult(run_dir, metrics, table, {"run": True})
+    return RunResult(run_dir, metrics, table, {"run": True} | ({"twin": True} if twin else {}))
 
 
 def _environment(cfg: Config, d: int, classes: int, threads: ThreadChoice | None) -> dict[str, Any]:
