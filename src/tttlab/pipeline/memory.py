@@ -25,6 +25,8 @@ class MemoryEstimate:
     parts: dict[str, int]
     available: int | None
     """Bytes the machine (or its cgroup) can still give; None where that cannot be read."""
+    what: str = "this run"
+    """What needs it, as the message says: "this run", "its largest unit", ..."""
 
     @property
     def total(self) -> int:
@@ -33,7 +35,7 @@ class MemoryEstimate:
     def describe(self) -> str:
         parts = ", ".join(f"{name} {v / GiB:.2f}" for name, v in self.parts.items() if v)
         free = "" if self.available is None else f"; {self.available / GiB:.1f} GiB available"
-        return f"this run needs about {self.total / GiB:.2f} GiB ({parts} GiB){free}"
+        return f"{self.what} needs about {self.total / GiB:.2f} GiB ({parts} GiB){free}"
 
 
 def estimate(cfg: Config, n_train: int, n_test: int, d_in: int, classes: int) -> MemoryEstimate:
@@ -58,15 +60,18 @@ def estimate(cfg: Config, n_train: int, n_test: int, d_in: int, classes: int) ->
     return MemoryEstimate(parts, available_bytes())
 
 
-def check_memory(est: MemoryEstimate) -> None:
-    """Refuse a run that needs more than the machine has, naming the figure and the fixes."""
+RUN_FIXES = (
+    "Use an approximate index (--kind ivf), fewer queries per search batch "
+    "(--retrieval.batch-size), a smaller TTT chunk (--chunk-size), a smaller pool (--fraction or "
+    "--limit), or a machine with more memory"
+)
+
+
+def check_memory(est: MemoryEstimate, fixes: str = RUN_FIXES) -> None:
+    """Refuse work that needs more than the machine has, naming the figure and the fixes."""
     if est.available is None or est.total <= est.available:
         return
-    raise MemoryError(
-        f"{est.describe()}: not enough. Use an approximate index (--kind ivf), fewer queries "
-        "per search batch (--retrieval.batch-size), a smaller TTT chunk (--chunk-size), a "
-        "smaller pool (--fraction or --limit), or a machine with more memory"
-    )
+    raise MemoryError(f"{est.describe()}: not enough. {fixes}")
 
 
 def available_bytes() -> int | None:

@@ -22,7 +22,7 @@ import numpy as np
 
 from tttlab.config import Config
 from tttlab.methods.registry import METHODS
-from tttlab.pipeline import evaluate
+from tttlab.pipeline import evaluate, memory
 from tttlab.pipeline.stages import check_environment, load_data
 from tttlab.results import (
     bootstrap_ci,
@@ -91,7 +91,21 @@ class _ScalingPlan:
         strictest = max(
             units, key=lambda u: (-u.settings.get("fraction", 1), u.settings.get("experts", 0))
         )
-        load_data(self.unit_config(strictest))
+        splits = load_data(self.unit_config(strictest))
+        # Every unit's memory from its settings and the data's sizes, before any unit trains.
+        d_in, small = int(np.prod(splits.train_x.shape[1:])), strictest.settings.get("fraction", 1)
+        needs = [
+            memory.estimate(
+                self.unit_config(u),
+                round(len(splits.train_y) * u.settings.get("fraction", 1) / small),
+                len(splits.test_y),
+                d_in,
+                splits.num_classes,
+            )
+            for u in units
+        ]
+        largest = max(needs, key=lambda e: e.total)
+        memory.check_memory(dataclasses.replace(largest, what="its largest unit"))
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""
