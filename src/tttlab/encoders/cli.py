@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from tttlab.atomic import Interrupted
 from tttlab.encoders.backbones import build_encoder
 from tttlab.encoders.extract import embed as embed_source
-from tttlab.encoders.extract import folder_source, mnist_source
+from tttlab.encoders.extract import embed_memory, folder_source, mnist_source
+from tttlab.pipeline.memory import check_memory
 from tttlab.threads import compute_threads, policy_threads
 
 
@@ -20,6 +22,10 @@ def main(parsed: dict[str, Any]) -> int:
         source = mnist_source(e.dataset, e.data_dir, e.limit)
     else:
         source = folder_source(e.images, e.allow_mixed)
+    need = embed_memory(source, encoder, e.batch_size, e.chunk_rows)
+    if e.progress:
+        print(f"tttlab: {need.describe()}", file=sys.stderr)
+    check_memory(need, "Lower --batch-size or --chunk-rows, or use a machine with more memory")
     try:
         with compute_threads(policy_threads().threads):
             out = embed_source(source, encoder, e.out, e.batch_size, e.chunk_rows,

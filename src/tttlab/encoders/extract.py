@@ -36,6 +36,7 @@ from tttlab.data.splits import load_splits
 from tttlab.encoders.backbones import Encoder
 from tttlab.files import read_json_object
 from tttlab.keys import settings_digest
+from tttlab.pipeline.memory import MemoryEstimate, available_bytes
 
 MANIFEST = "embed.json"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -91,6 +92,8 @@ class Source:
     splits: list[Split]
     classes: list[str]
     identity: dict
+    max_pixels: int = 28 * 28
+    """The largest image's pixels (it is decoded whole before it is resized)."""
 
 
 def mnist_source(
@@ -240,7 +243,27 @@ def folder_source(root: str | Path, allow_mixed: bool = False) -> Source:
     identity = {"folder": str(root.resolve()), "classes": classes}
     keys = [i.sha256 for i in infos]
     split = Split("all", np.asarray(labels, np.int64), load, keys, uniform)
-    return Source([split], classes, identity)
+    return Source([split], classes, identity, max(i.size[0] * i.size[1] for i in infos))
+
+
+ENCODER_BYTES_PER_PIXEL = 400
+"""Activation memory of a forward pass per input pixel (EfficientNet-Lite0 at 224 px: about
+350 bytes, measured as the peak resident memory of a batch of 32)."""
+
+
+def embed_memory(
+    source: Source, encoder: Encoder, batch_size: int, chunk_rows: int
+) -> MemoryEstimate:
+    """The peak memory of `embed`: the largest image decoded (PIL's bytes and float RGB), a batch
+    at the encoder's input and its forward pass, and a chunk of features."""
+    rows = min(chunk_rows, max(len(s) for s in source.splits))
+    parts = {
+        "decoding": source.max_pixels
+        * (4 + 12 * (1 if not source.splits[0].uniform else batch_size)),
+        "encoder": batch_size * encoder.resolution**2 * ENCODER_BYTES_PER_PIXEL,
+        "chunk": rows * encoder.dim * 4,
+    }
+    return MemoryEstimate(parts, available_bytes(), "this embedding")
 
 
 def embed(
