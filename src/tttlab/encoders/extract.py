@@ -257,9 +257,9 @@ def embed_memory(
     """The peak memory of `embed`: the largest image decoded (PIL's bytes and float RGB), a batch
     at the encoder's input and its forward pass, and a chunk of features."""
     rows = min(chunk_rows, max(len(s) for s in source.splits))
+    at_once = batch_size if all(s.uniform for s in source.splits) else 1
     parts = {
-        "decoding": source.max_pixels
-        * (4 + 12 * (1 if not source.splits[0].uniform else batch_size)),
+        "decoding": source.max_pixels * (4 + 12 * at_once),
         "encoder": batch_size * encoder.resolution**2 * ENCODER_BYTES_PER_PIXEL,
         "chunk": rows * encoder.dim * 4,
     }
