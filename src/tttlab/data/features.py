@@ -89,8 +89,8 @@ def _not_format(path: Path, what: str, err: Exception) -> FeatureFileError:
 def _npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise _not_format(path, ".npy", err) from err
+    except Exception as err:  # numpy's header parser fails on garbage in many ways
+        raise _not_format(path, ".npy", err) from None
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
