@@ -6,7 +6,9 @@
 Three ways of running each path, each in a fresh process (libgomp reads its wait policy once):
   before  torch imported first: libgomp's default spin, one thread per usable CPU (tttlab 0.1);
   after   tttlab imported first: the wait policy and thread count it chooses from the load;
-  1 thread  torch imported first, one thread: the bound "after" must stay under when busy.
+  1 thread  torch imported first, one thread: the bound "after" must stay under when busy;
+  forced  tttlab's wait policy but one thread per usable CPU, as a study folder recorded on a
+          quiet machine (or --threads) imposes: what the wait policy alone saves.
 The script starts its own load (N busy Python processes, each ending itself after a time limit,
 and stopped when a level is done), and measures every level in one run, so ratios compare like
 with like even when other work shares the machine. Paths: CNN training (40 steps of the d = 25
@@ -27,7 +29,7 @@ import sys
 import time
 
 BUSY = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end: pass\n"
-MODES = ("before", "after", "one")
+MODES = ("before", "after", "one", "forced")
 PATHS = ("cnn_train", "features", "knn", "engine", "sae_train", "lm_ttt")
 
 
@@ -92,12 +94,13 @@ def setup(path: str):
 
 def child(mode: str, paths: list[str], repeats: int) -> None:
     """Time each path in this process, set up as `mode` says; one JSON line per path."""
-    if mode == "after":
+    if mode in ("after", "forced"):
         import tttlab  # first: it chooses the wait policy before torch loads
-        from tttlab.threads import compute_threads, policy_threads
+        from tttlab.threads import available_cpus, compute_threads, policy_threads
 
         choice = policy_threads()
-        threads, policy = choice.threads, tttlab.cpu.START.policy
+        threads = choice.threads if mode == "after" else available_cpus()
+        policy = tttlab.cpu.START.policy
     else:
         from tttlab.threads import available_cpus, compute_threads
 
@@ -154,7 +157,7 @@ def measure_level(paths: list[str], repeats: int, limit: float) -> dict[str, dic
     that a swing of the machine's other work falls on every mode alike."""
     runs: dict[str, dict[str, list]] = {mode: {} for mode in MODES}
     for r in range(repeats):
-        for mode in MODES[r % 3 :] + MODES[: r % 3]:
+        for mode in MODES[r % len(MODES) :] + MODES[: r % len(MODES)]:
             for path, row in measure(mode, paths, 1, limit).items():
                 runs[mode].setdefault(path, []).append(row)
     return {
@@ -202,13 +205,14 @@ def print_table(results: dict[int, dict[str, dict]], paths: list[str]) -> None:
         return "killed" if row is None else f"{row['seconds']:.2f} ({row['threads']}t)"
 
     print(f"\n{'path':<10} {'load':<9} {'before':>12} {'after':>12} {'1 thread':>12} "
-          f"{'after/1t':>9} {'after/before':>13}")  # fmt: skip
+          f"{'forced':>12} {'after/1t':>9} {'after/before':>13} {'forced/1t':>10}")  # fmt: skip
     for path in paths:
         for n, modes in results.items():
-            b, a, o = (modes[m].get(path) for m in MODES)
+            b, a, o, f = (modes[m].get(path) for m in MODES)
             load = "alone" if n == 0 else f"{n} busy"
-            print(f"{path:<10} {load:<9} {cell(b):>12} {cell(a):>12} {cell(o):>12} "
-                  f"{ratio(a, o):>9} {ratio(a, b):>13}")  # fmt: skip
+            cells = f"{cell(b):>12} {cell(a):>12} {cell(o):>12} {cell(f):>12}"
+            ratios = f"{ratio(a, o):>9} {ratio(a, b):>13} {ratio(f, o):>10}"
+            print(f"{path:<10} {load:<9} {cells} {ratios}")
     policies = {row["policy"] for modes in results.values() for row in modes["after"].values()}
     print("\nafter's wait policy: " + "; ".join(sorted(policies)))
 
