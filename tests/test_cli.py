@@ -219,3 +219,31 @@ def test_a_run_records_its_threads_and_wait_policy(tmp_path):
     assert env["openmp_wait"]  # e.g. "OMP_WAIT_POLICY=PASSIVE (2.0 of 2 CPUs busy ...)"
     assert main(f"{QUICK} --no-progress --out {tmp_path} --threads 2".split()) == 0
     assert len(list(tmp_path.glob("ttt-*"))) == 1, "threads are not a setting of the result"
+
+
+def test_a_huge_run_name_is_refused_without_repeating_it(tmp_path, capsys):
+    import json
+
+    (tmp_path / "run.json").write_text(json.dumps({"run": {"name": "x" * 1_000_000}}))
+    code, err = cli(f"ttt --config {tmp_path / 'run.json'} --out {tmp_path}", capsys)
+    assert code == 2 and "at most 100 characters" in err and len(err) < 400
+
+
+def test_labels_in_the_billions_are_refused_without_allocating_them(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((400, 4)).astype(np.float32)
+    y = np.repeat([0, 1_000_000_000, 2_000_000_000, 3_000_000_000], 100)
+    np.savez(tmp_path / "f.npz", embeddings=X, labels=y)
+    code, err = cli(f"ttt --features {tmp_path / 'f.npz'} --out {tmp_path}", capsys)
+    assert code == 2 and "use classes up to 3000000000 but never [1, 2, 3" in err
+
+
+def test_a_single_class_file_is_refused(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", embeddings=X, labels=np.zeros(200, dtype=np.int64))
+    code, err = cli(f"ttt --features {tmp_path / 'f.npz'} --out {tmp_path}", capsys)
+    assert code == 2 and "hold one class only" in err
+
+
+def test_embed_resolution_0_is_refused(capsys):
+    code, err = cli("embed --dataset mnist --resolution 0 --out x", capsys)
+    assert code == 2 and "resolution must be an integer >= 1, got 0" in err
