@@ -21,7 +21,8 @@ def test_two_runs_on_one_folder_run_each_unit_once(tmp_path):
         time.sleep(0.05)
         return {"width": unit.settings["width"]}
 
-    twins = [threading.Thread(target=run_units, args=(folder, UNITS, slow), kwargs={"progress": False})
+    args = (folder, UNITS, slow)
+    twins = [threading.Thread(target=run_units, args=args, kwargs={"progress": False})
              for _ in range(2)]  # fmt: skip
     for t in twins:
         t.start()

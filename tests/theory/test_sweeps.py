@@ -1,8 +1,8 @@
 """`tttlab simulate` on a tiny problem: units, shards, resuming, the report and the command line."""
 
 import json
-import re
 import os
+import re
 
 import pytest
 
