@@ -49,14 +49,16 @@ def content_digest(path: str | Path) -> str | None:
     file's size and modification time stay the same."""
     path = Path(path).expanduser()
     if path.is_file():
-        return _file_digest(path)
+        return file_digest(path)
     if not path.is_dir():
         return None
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-    return settings_digest({p.name: _file_digest(p) for p in files})
+    return settings_digest({p.name: file_digest(p) for p in files})
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: str | Path) -> str:
+    """A file's sha256, computed once per process while its size and mtime stay the same."""
+    path = Path(path)
     st = path.stat()
     return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
 
