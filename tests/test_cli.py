@@ -161,3 +161,89 @@ def test_feature_files_use_the_linear_head_by_default():
 
     assert parse(["ttt", "--features", "f.npy"])["cfg"].model.model == "linear"
     assert parse(["ttt"])["cfg"].model.model == "cnn"
+
+
+def test_an_interrupted_run_says_which_stages_it_kept(tmp_path, capsys, monkeypatch):
+    from tttlab.pipeline import stages
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stages, "neighbours", ctrl_c)  # after the model and its features
+    code, err = cli(f"{QUICK} --no-progress --out {tmp_path}", capsys)
+    assert code == 130
+    assert "no run folder was written; the stages this run finished are cached" in err
+    assert "(features, model)" in err
+    monkeypatch.setattr(stages, "global_model", ctrl_c)  # a run that finishes no stage
+    code, err = cli(f"{QUICK} --no-progress --out {tmp_path} --seed 1", capsys)
+    assert "this run finished no stage, so the same command starts over" in err
+
+
+def test_an_interrupted_sae_says_nothing_was_kept(tmp_path, capsys, monkeypatch):
+    from tttlab.sae import runs
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    X = np.random.default_rng(0).standard_normal((64, 8)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", embeddings=X, labels=np.arange(64) % 2)
+    monkeypatch.setattr(runs, "train_sae", ctrl_c)
+    code, err = cli(f"sae train --features {tmp_path / 'f.npz'} --out {tmp_path}", capsys)
+    assert code == 130 and "no SAE folder was written" in err and "starts over" in err
+
+
+def test_a_twin_run_reports_the_folder_its_twin_wrote(tmp_path, capsys, monkeypatch):
+    """Two identical commands at once: the one that finishes second reports the first's folder."""
+    from tttlab.results import store
+
+    real = store.write_folder
+
+    def twin_first(root, name, write, **kwargs):  # the twin renames its folder in first
+        real(root, name, write, **kwargs)
+        return real(root, name, write, **kwargs)
+
+    monkeypatch.setattr(store, "write_folder", twin_first)
+    assert main(f"{QUICK} --no-progress --out {tmp_path}".split()) == 0
+    out = capsys.readouterr().out
+    assert "a run with these settings finished first" in out
+    assert len(list(tmp_path.glob("ttt-*"))) == 1
+
+
+def test_a_run_records_its_threads_and_wait_policy(tmp_path):
+    import json
+
+    assert main(f"{QUICK} --no-progress --out {tmp_path} --threads 1".split()) == 0
+    (folder,) = tmp_path.glob("ttt-*")
+    env = json.loads((folder / "metrics.json").read_text())["environment"]
+    assert env["threads"] == 1 and env["threads_chosen_by"] == "set"
+    assert env["openmp_wait"]  # e.g. "OMP_WAIT_POLICY=PASSIVE (2.0 of 2 CPUs busy ...)"
+    assert main(f"{QUICK} --no-progress --out {tmp_path} --threads 2".split()) == 0
+    assert len(list(tmp_path.glob("ttt-*"))) == 1, "threads are not a setting of the result"
+
+
+def test_a_huge_run_name_is_refused_without_repeating_it(tmp_path, capsys):
+    import json
+
+    (tmp_path / "run.json").write_text(json.dumps({"run": {"name": "x" * 1_000_000}}))
+    code, err = cli(f"ttt --config {tmp_path / 'run.json'} --out {tmp_path}", capsys)
+    assert code == 2 and "at most 100 characters" in err and len(err) < 400
+
+
+def test_labels_in_the_billions_are_refused_without_allocating_them(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((400, 4)).astype(np.float32)
+    y = np.repeat([0, 1_000_000_000, 2_000_000_000, 3_000_000_000], 100)
+    np.savez(tmp_path / "f.npz", embeddings=X, labels=y)
+    code, err = cli(f"ttt --features {tmp_path / 'f.npz'} --out {tmp_path}", capsys)
+    assert code == 2 and "use classes up to 3000000000 but never [1, 2, 3" in err
+
+
+def test_a_single_class_file_is_refused(tmp_path, capsys):
+    X = np.random.default_rng(0).standard_normal((200, 4)).astype(np.float32)
+    np.savez(tmp_path / "f.npz", embeddings=X, labels=np.zeros(200, dtype=np.int64))
+    code, err = cli(f"ttt --features {tmp_path / 'f.npz'} --out {tmp_path}", capsys)
+    assert code == 2 and "hold one class only" in err
+
+
+def test_embed_resolution_0_is_refused(capsys):
+    code, err = cli("embed --dataset mnist --resolution 0 --out x", capsys)
+    assert code == 2 and "resolution must be an integer >= 1, got 0" in err

@@ -7,7 +7,11 @@ head on just those neighbours, then predict (arXiv 2509.24510).
     pred = TTTClassifier(k=50).fit(train_features, train_labels).predict(test_features)
 """
 
-from tttlab._lazy import exports
+from tttlab import cpu
+
+cpu.choose_openmp()  # before anything imports torch: libgomp reads its wait policy once, on load
+
+from tttlab._lazy import exports  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -51,6 +51,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def owner_alive(tag: str) -> bool:
+    """Whether the process of an owner tag (`owner_tag()`) may still be running: False only for a
+    process of this host that is gone (another host's processes cannot be checked from here)."""
+    host, _, pid = tag.rpartition("-")
+    if host != owner_tag().rpartition("-")[0] or not pid.isdigit():
+        return True
+    return _alive(int(pid))
+
+
 def clean_stale_temps(root: str | Path) -> list[Path]:
     """Remove the temp folders (`.tmp-*`) and files (`.*.part`) directly in `root` whose owner
     process on this host is dead (killed mid-write); return what was removed.

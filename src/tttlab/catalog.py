@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tttlab.checks import short
 from tttlab.config import Config
 from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
 from tttlab.studies.config import (
@@ -28,7 +29,7 @@ from tttlab.studies.config import (
     NeighboursConfig,
     StudyOptions,
 )
-from tttlab.studies.units import CONFIG_FILE, read_jobs, read_record
+from tttlab.studies.units import CONFIG_FILE, JOBS_FILE, SLURM_DIR, read_jobs, read_record
 from tttlab.theory.config import Sim, SimulateConfig
 from tttlab.tree import from_values
 
@@ -97,9 +98,9 @@ STUDY_KINDS: dict[str, StudyKind] = {
 def kind_of(record: dict[str, Any], folder: Path) -> str:
     """The study kind a folder's record names (format 2, or tttlab 0.1's format 1)."""
     kind = record.get("kind") or record.get("study") or record.get("command")
-    if kind not in STUDY_KINDS:
+    if not isinstance(kind, str) or kind not in STUDY_KINDS:
         raise ValueError(
-            f"{folder / CONFIG_FILE} records no known study kind ({kind!r}; known: "
+            f"{folder / CONFIG_FILE} records no known study kind ({short(kind, 40)}; known: "
             f"{', '.join(STUDY_KINDS)}): pass a folder a `tttlab study` command made"
         )
     return kind
@@ -136,7 +137,13 @@ def folder_options(folder: Path) -> StudyOptions:
     else beside the folder (a folder <out>/studies/<name> shares <out>/cache)."""
     submissions = read_jobs(folder)
     if submissions and isinstance(submissions[-1].get("options"), dict):
-        return from_values(StudyOptions, submissions[-1]["options"])
+        try:
+            return from_values(StudyOptions, submissions[-1]["options"])
+        except ValueError as err:
+            raise ValueError(
+                f"{folder / SLURM_DIR / JOBS_FILE}: the last submission's options do not load "
+                f"({err}): restore the file, or delete it to resume the study here"
+            ) from None
     out = folder.parent.parent if folder.parent.name == "studies" else folder.parent
     return StudyOptions(out=str(out), folder=str(folder))
 
@@ -150,7 +157,8 @@ def load_plan(folder: str | Path, options: StudyOptions | None = None) -> Any:
     sections = {}
     for name, cls in spec.sections.items():
         try:
-            sections[name] = from_values(cls, values[name])
+            own = getattr(cls, "from_dict", None)  # a run Config drops its recorded digests
+            sections[name] = own(values[name]) if own else from_values(cls, values[name])
         except ValueError as err:
             raise ValueError(
                 f"{folder / CONFIG_FILE}: its {name} settings do not load in this tttlab ({err}): "

@@ -18,13 +18,21 @@ class NonFiniteError(ArithmeticError):
     stops rather than report them."""
 
 
+def short(value: object, limit: int = 80) -> str:
+    """repr(value), cut to about `limit` characters: a message never repeats a huge value."""
+    if isinstance(value, str) and len(value) > limit:  # repr of a 1 GB string would copy it
+        return f"{value[: limit - 30]!r}... ({len(value)} characters)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[: limit - 25]}... ({len(text)} characters)"
+
+
 # ---- settings: one check per kind of scalar, each naming the setting and what is allowed ----
 
 
 def check_int(value: object, name: str, min: int | None = None) -> None:
     """An integer (not a bool, not a float) at least `min`."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be an integer, got {short(value)} ({type(value).__name__})")
     if min is not None and value < min:
         raise ValueError(f"{name} must be an integer >= {min}, got {value}")
 
@@ -38,7 +46,7 @@ def check_number(
 ) -> None:
     """A finite real number (ints allowed, bools not) in [min, max], or (min, max] if strict_min."""
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+        raise ValueError(f"{name} must be a number, got {short(value)} ({type(value).__name__})")
     if not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     low_ok = min is None or (value > min if strict_min else value >= min)
@@ -54,7 +62,7 @@ def check_choice(value: object, name: str, choices: tuple) -> None:
     """One of `choices`."""
     if value not in choices:
         raise ValueError(
-            f"{name}={value!r} is not supported; use one of {', '.join(map(str, choices))}"
+            f"{name}={short(value)} is not supported; use one of {', '.join(map(str, choices))}"
         )
 
 
@@ -70,7 +78,7 @@ def check_writable_dir(path: str | Path, what: str) -> None:
     """`path` is a folder we can write, or can be created as one (nothing is created here)."""
     path = Path(path).expanduser()
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{what}={str(path)!r} is a file, not a folder: pass a folder path")
+        raise ValueError(f"{what}={short(str(path))} is a file, not a folder: pass a folder path")
     existing = path
     while not existing.exists():
         existing = existing.parent

@@ -44,7 +44,9 @@ from tttlab.studies.config import ShardConfig, SlurmConfig, StudyFolder, StudyOp
 from tttlab.studies.units import UnitsFailed, read_jobs
 from tttlab.theory.config import BridgeConfig
 
-STUDY_MECHANICS = ("base.run.out", "base.run.name", "base.run.cache_dir", "base.run.progress")
+STUDY_MECHANICS = (
+    "base.run.out", "base.run.name", "base.run.cache_dir", "base.run.progress", "base.run.threads"
+)  # fmt: skip
 """A study's base run config fields that its options set instead (where results go)."""
 
 

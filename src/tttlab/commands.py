@@ -11,6 +11,7 @@ from tttlab.atomic import Interrupted
 from tttlab.catalog import STUDY_KINDS, load_plan
 from tttlab.data.features import read_features
 from tttlab.pipeline import run
+from tttlab.pipeline.cache import StageCache
 from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
 from tttlab.studies.executors import follow
 from tttlab.studies.plan import (
@@ -26,16 +27,27 @@ from tttlab.theory.bridge import bridge_report, read_ttt_gain
 
 def ttt(parsed: dict[str, Any]) -> int:
     """`tttlab ttt` and `tttlab demo`: one run, its table and its folder."""
+    cfg = parsed["cfg"]
+    cache = StageCache(cfg.run.cache_path)
+    before = cache.complete()
     try:
-        result = run(parsed["cfg"])
+        result = run(cfg)
     except InterruptedAfterCommit as err:
         raise Interrupted(f"interrupted after the run was written in full: {err.path}") from err
     except KeyboardInterrupt as err:
-        raise Interrupted(
-            "interrupted; no run folder was written (finished stages stay in the cache, so "
-            "running the same command again reuses them)"
-        ) from err
-    if result.reused.get("run"):
+        made = cache.made_since(before)
+        kept = (
+            f"the stages this run finished are cached in {cache.root} ({', '.join(made)}), and "
+            "the same command reuses them"
+            if made
+            else "this run finished no stage, so the same command starts over (stages cached by "
+            "earlier runs stay)"
+        )
+        raise Interrupted(f"interrupted; no run folder was written; {kept}") from err
+    if result.reused.get("twin"):
+        print(f"(a run with these settings finished first, at the same time: reporting its "
+              f"folder {result.run_dir})")  # fmt: skip
+    elif result.reused.get("run"):
         print(f"(already run with these settings: reporting {result.run_dir})")
     print(result.table)
     print(f"results: {result.run_dir}")

@@ -13,21 +13,25 @@ when the tree is built, so a bad setting fails before any data is loaded or mode
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from tttlab.checks import check_choice, check_fraction, check_int, check_number
+from tttlab.checks import check_choice, check_fraction, check_int, check_number, short
 from tttlab.data.noise import check_noise
+from tttlab.files import read_json
+from tttlab.keys import content_digest
 from tttlab.models.config import TrainConfig
 from tttlab.models.layouts import key_renames
 from tttlab.models.shapes import scale_for_width
 from tttlab.retrieval.config import RetrievalConfig
 from tttlab.tree import from_values
 from tttlab.ttt.config import TTTConfig
+
+MAX_NAME_CHARS = 100
+"""Longest run name: `<name>-<key>` must fit a file system's 255-byte names with room to spare."""
 
 Dataset = Literal["mnist", "fashion-mnist", "digits"]
 ModelKind = Literal["cnn", "linear", "mlp"]
@@ -243,12 +247,22 @@ class RunConfig:
     """Stage cache (models, features, neighbours, method outputs); default: <out>/cache."""
     progress: bool = True
     """Show progress bars."""
+    threads: int | None = None
+    """CPU threads to compute with; default: the CPUs this process may use that other work left
+    idle when it started (at least 1). Results are bit-identical at one thread count."""
 
     def __post_init__(self):
         check_int(self.seed, "seed", min=0)
         check_int(self.split_seed, "split_seed", min=0)
+        if self.threads is not None:
+            check_int(self.threads, "threads", min=1)
         check_int(self.n_boot, "n_boot", min=1)
         check_choice(self.device, "device", get_args(Device))
+        if not isinstance(self.name, str) or len(self.name) > MAX_NAME_CHARS:
+            raise ValueError(
+                f"name={short(self.name)} must be a folder name of at most {MAX_NAME_CHARS} "
+                "characters (the folder adds a key to it), e.g. 'fmnist-d25'"
+            )
         if not self.name or self.name.startswith(".") or "/" in self.name or os.sep in self.name:
             raise ValueError(
                 f"name={self.name!r} must be a plain folder name (no '/', not starting with '.'), "
@@ -355,35 +369,49 @@ class Config:
 
     def settings(self) -> dict[str, Any]:
         """`to_dict` less the mechanics no result depends on (where output goes, progress bars,
-        the executor): what run folders and study folders are keyed by. A setting added since
-        run folders were first keyed is left out while it keeps the old behaviour, so such runs
-        keep their folders (`UNCHANGED`)."""
+        threads, the executor): what run folders and study folders are keyed by. A result's last
+        bits depend on the thread count, which each run records beside its metrics. Files named
+        by path (feature files, a checkpoint) are keyed by their content too, under `inputs`. A
+        setting added since run folders were first keyed is left out while it keeps the old
+        behaviour (`UNCHANGED`)."""
         settings = self.to_dict()
-        for mechanics in ("out", "name", "cache_dir", "progress"):
+        for mechanics in ("out", "name", "cache_dir", "progress", "threads"):
             settings["run"].pop(mechanics)
         for (section, name), unchanged in UNCHANGED.items():
             if unchanged(self):
                 settings[section].pop(name)
+        inputs = {name: content_digest(path) for name, path in self.input_files().items()}
+        if inputs:
+            settings["inputs"] = inputs
         return settings
+
+    def input_files(self) -> dict[str, str]:
+        """The files (or folders) a run reads by path, by dotted setting name."""
+        named = {
+            "data.features": self.data.features,
+            "data.val_features": self.data.val_features,
+            "data.test_features": self.data.test_features,
+            "model.checkpoint": self.model.checkpoint,
+            "model.backbone": self.model.backbone,
+        }
+        return {name: path for name, path in named.items() if path is not None}
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Config:
         """Build from nested dicts (a JSON file), naming any unknown key or wrong type. A `slurm`
-        section, which run folders of tttlab 0.1 recorded, is dropped: no run ever read it."""
+        section, which run folders of tttlab 0.1 recorded, is dropped: no run ever read it; so is
+        `inputs`, the content digests `settings()` adds (they are recomputed from the files)."""
         if isinstance(values, dict):
-            values = {key: value for key, value in values.items() if key != "slurm"}
+            values = {k: v for k, v in values.items() if k not in ("slurm", "inputs")}
         return from_values(cls, values)
 
     @classmethod
     def from_file(cls, path: str | Path) -> Config:
         """Read a JSON file of (some) settings, nested by section as in a run's config.json."""
         path = Path(path)
-        if not path.is_file():
+        if not path.exists():
             raise ValueError(f"no config file at {path}: check the path")
-        try:
-            values = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} is not valid JSON ({err}): fix the file") from err
+        values = read_json(path, "a config file", "fix the file, or pass a run's config.json")
         try:
             return cls.from_dict(values)
         except ValueError as err:

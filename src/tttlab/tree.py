@@ -19,6 +19,8 @@ import types
 import typing
 from typing import Any, Literal
 
+from tttlab.checks import short as _short
+
 MAX_DEPTH = 8
 """Nesting a tree may have; a deeper JSON value is refused before it is walked."""
 
@@ -98,12 +100,6 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
             )
         return float(value) if hint is float else value
     raise TypeError(f"config key {path!r} has an annotation tttlab cannot read: {hint!r}")
-
-
-def _short(value: Any, limit: int = 80) -> str:
-    """repr(value), cut to `limit` characters: a message never repeats a huge value."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[: limit - 20]}... ({len(text)} characters)"
 
 
 def to_values(tree: Any) -> dict[str, Any]:

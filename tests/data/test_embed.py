@@ -94,8 +94,70 @@ def test_class_folders_and_bad_images_are_named(tmp_path, lite0):
     bad = image_folder(tmp_path / "bad")
     (bad / "class1" / "9.png").write_bytes(b"not a png")
     with pytest.raises(ImageError, match=r"9\.png is not a readable image"):
-        embed(folder_source(bad), lite0, tmp_path / "i", chunk_rows=2, progress=False)
-    assert len(list((tmp_path / "i" / "all").iterdir())) == 2  # finished chunks are kept
+        folder_source(bad)  # the header pass names it before the encoder runs
+
+
+def test_removing_a_bad_image_resumes_with_the_finished_chunks(tmp_path, lite0):
+    from PIL import Image
+
+    root = image_folder(tmp_path / "imgs", sizes=((20, 20),) * 6, grey=(True,) * 6)
+    wide = np.full((20, 20), 70000, dtype=np.int32)  # its header reads; its pixels do not fit
+    Image.fromarray(wide, mode="I").save(root / "class1" / "9.tif")
+    out = tmp_path / "f"
+    with pytest.raises(ImageError, match=r"9\.tif is a 32-bit integer image"):
+        embed(folder_source(root), lite0, out, chunk_rows=2, progress=False)
+    finished = {p.name: p.stat().st_mtime_ns for p in (out / "all").iterdir()}
+    assert len(finished) == 3  # the six good images, two a chunk; 9.tif comes last
+
+    (root / "class1" / "9.tif").unlink()  # the advice the error gives, taken
+    embed(folder_source(root), lite0, out, chunk_rows=2, progress=False)
+    after = {p.name: p.stat().st_mtime_ns for p in (out / "all").iterdir()}
+    assert {name: after[name] for name in finished} == finished  # kept, not embedded again
+    assert sum(c.rows for c in open_features(out / "all")) == 6
+
+
+def test_a_replaced_image_re_embeds_only_its_chunk(tmp_path, lite0):
+    root = image_folder(tmp_path / "imgs")
+    out = embed(folder_source(root), lite0, tmp_path / "f", chunk_rows=2, progress=False)
+    first, second = sorted((out / "all").iterdir())
+    stamps = first.stat().st_mtime_ns, second.stat().st_mtime_ns
+    save_png(root / "class1" / "3.png", np.zeros((20, 20), dtype=np.uint8))  # in the 2nd chunk
+    embed(folder_source(root), lite0, out, chunk_rows=2, progress=False)
+    assert first.stat().st_mtime_ns == stamps[0] and second.stat().st_mtime_ns != stamps[1]
+
+
+def test_mixed_sizes_give_features_that_do_not_depend_on_the_batch(tmp_path, lite0):
+    sizes = ((20, 20), (64, 48), (20, 20), (200, 150))
+    source = folder_source(image_folder(tmp_path / "m", sizes=sizes), allow_mixed=True)
+    one = embed(source, lite0, tmp_path / "one", batch_size=1, progress=False)
+    four = embed(source, lite0, tmp_path / "four", batch_size=4, progress=False)
+    x1, x4 = (open_features(f / "all")[0].embeddings() for f in (one, four))
+    np.testing.assert_allclose(x1, x4, atol=1e-5)
+
+
+def test_16_bit_and_float_images_are_scaled_by_their_range_not_clipped(tmp_path):
+    from PIL import Image
+
+    from tttlab.encoders.extract import rgb_pixels
+
+    deep = np.array([[0, 16384], [32768, 65535]], dtype=np.uint16)
+    Image.fromarray(deep).save(tmp_path / "deep.png")
+    with Image.open(tmp_path / "deep.png") as img:
+        pixels = rgb_pixels(img, tmp_path / "deep.png")
+    np.testing.assert_allclose(pixels[:, :, 0], deep / 65535, atol=1e-6)  # not 99% at 255
+
+    floats = Image.fromarray(np.array([[0.0, 2.5]], dtype=np.float32), mode="F")
+    with pytest.raises(ImageError, match=r"x\.tif is a float image with values outside"):
+        rgb_pixels(floats, tmp_path / "x.tif")
+
+
+def test_a_decompression_bomb_is_refused_from_its_header(tmp_path, monkeypatch):
+    from tttlab.encoders import extract
+
+    root = image_folder(tmp_path / "imgs")
+    monkeypatch.setattr(extract, "MAX_PIXELS", 399)  # 20 x 20 images stand in for 20000 x 20000
+    with pytest.raises(ImageError, match=r"0\.png is 20 x 20 pixels, more than the 399"):
+        folder_source(root)
 
 
 def test_weights_of_another_network_are_refused_naming_the_file(tmp_path):

@@ -67,6 +67,15 @@ def test_search_order_explicit_then_env_then_cache_then_system(
     assert find_dataset_dir("mnist", download=False) == system
 
 
+def test_a_tttlab_data_that_is_a_file_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "data.tar").write_bytes(b"not a folder")
+    monkeypatch.setenv("TTTLAB_DATA", str(tmp_path / "data.tar"))
+    with pytest.raises(FileNotFoundError, match=r"TTTLAB_DATA=.*data\.tar is a file, not a folder"):
+        find_dataset_dir("mnist", download=False)
+
+
 def test_explicit_dir_may_hold_a_subfolder_per_dataset(
     tmp_path: Path, make_idx_dataset: MakeDataset
 ) -> None:

@@ -209,11 +209,33 @@ def test_a_package_apt_does_not_know_is_named_with_the_fix(tmp_path):
 
 
 def test_a_corpus_keeps_its_key():
-    """Recorded from the corpus as released: cached tokenizers and models are keyed by it."""
+    """Cached tokenizers and models are keyed by it: the record and the documents' digests."""
     record = {
         "settings": {"doc_bytes": 2048, "seed": 0},
         "packages": ["python3-six"],
         "pool_docs": 3,
         "test_docs": 1,
     }
-    assert Corpus([], [], record).key == "cf01cb520a811adb"
+    digests = {"pool": "a" * 64, "test": "b" * 64}
+    assert Corpus([], [], record, digests).key == "cdb39bf2f09e96f0"
+    assert Corpus([], [], record, digests | {"pool": "c" * 64}).key != "cdb39bf2f09e96f0"
+
+
+def test_replacing_the_documents_changes_the_key(deb_dir, tmp_path):
+    """Models and tokenizers are cached by the key: texts replaced in place are another corpus."""
+    out = build_corpus(config(deb_dir), tmp_path / "c", progress=False)
+    before = load_corpus(out).key
+    rows = [json.loads(line) for line in (out / "pool.jsonl").read_text().splitlines()]
+    replaced = [row | {"text": row["text"].upper()} for row in rows]
+    (out / "pool.jsonl").write_text("".join(json.dumps(r) + "\n" for r in replaced))
+    assert load_corpus(out).key != before
+
+
+def test_a_damaged_document_row_names_the_file_and_line(deb_dir, tmp_path):
+    out = build_corpus(config(deb_dir), tmp_path / "c", progress=False)
+    lines = (out / "test.jsonl").read_text().splitlines()
+    row = json.loads(lines[0])
+    del row["text"]
+    (out / "test.jsonl").write_text("\n".join([lines[1], json.dumps(row), *lines[2:]]) + "\n")
+    with pytest.raises(ValueError, match=r"test\.jsonl, line 2: field 'text' is missing"):
+        load_corpus(out)

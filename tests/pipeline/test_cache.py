@@ -107,3 +107,37 @@ def test_a_killed_build_is_cleaned_up_by_the_next_one(tmp_path):
     assert [p.name.startswith(".tmp-") for p in (tmp_path / "model").iterdir()] == [True]
     StageCache(tmp_path).get_or_make("model", {"b": 2}, write_array([]))
     assert [p.name for p in (tmp_path / "model").iterdir()] == [settings_key("model", {"b": 2})]
+
+
+def test_a_large_file_written_to_since_is_caught_by_its_digest(tmp_path, monkeypatch):
+    """Files above the hash limit are checked by size; a write moves their mtime, which makes the
+    lookup hash them against the recorded sha256."""
+    monkeypatch.setattr(cache_module, "HASH_LIMIT_BYTES", 16)  # x.npy (208 bytes) counts as large
+    cache, calls = StageCache(tmp_path), []
+    entry = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    assert cache.lookup("features", entry.key) is not None  # untouched: no hashing needed
+    data = bytearray(entry.file("x.npy").read_bytes())
+    data[-1] ^= 0xFF  # same size, other bytes
+    entry.file("x.npy").write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="does not match its recorded sha256"):
+        assert cache.lookup("features", entry.key) is None
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda meta: [],  # a list, not an object
+        lambda meta: meta | {"files": "x.npy"},
+        lambda meta: meta | {"files": {"x.npy": {"bytes": "208"}}},
+        lambda meta: meta | {"files": {"../../x.npy": {"bytes": 208, "sha256": None}}},
+        lambda meta: {k: v for k, v in meta.items() if k != "info"},
+    ],
+)
+def test_an_entry_record_edited_by_hand_is_rebuilt_not_trusted(tmp_path, edit):
+    cache, calls = StageCache(tmp_path), []
+    entry = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    record = entry.path / "entry.json"
+    record.write_text(json.dumps(edit(json.loads(record.read_text()))))
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        again = cache.get_or_make("features", {"model": "abc"}, write_array(calls))
+    assert not again.reused and len(calls) == 2

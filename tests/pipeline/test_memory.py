@@ -3,6 +3,7 @@
 import pytest
 
 from tttlab.config import Config, DataConfig, ModelConfig, RunConfig
+from tttlab.memory import available_bytes
 from tttlab.pipeline import memory, run
 from tttlab.retrieval import RetrievalConfig
 
@@ -31,5 +32,5 @@ def test_a_run_that_cannot_fit_is_refused_with_the_figure_and_the_fixes(tmp_path
 
 
 def test_available_memory_is_read_from_the_machine():
-    free = memory.available_bytes()
+    free = available_bytes()
     assert free is None or free > 0

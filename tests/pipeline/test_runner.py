@@ -181,3 +181,22 @@ def test_a_registered_method_appears_in_every_output(tmp_path, monkeypatch):
     assert "nearest - global" in result.table
     assert "nearest_pred" in (result.run_dir / "predictions.csv").read_text().splitlines()[0]
     assert read_run_log(tmp_path)[0]["acc_nearest"] > 0.9
+
+
+def test_a_feature_file_replaced_in_place_is_a_new_run(tmp_path):
+    """Run folders (and study folders) name feature files by path: their key covers the bytes."""
+    rng = np.random.default_rng(0)
+    path = tmp_path / "f.npz"
+    np.savez(path, embeddings=rng.standard_normal((300, 8)).astype(np.float32),
+             labels=np.arange(300) % 3)  # fmt: skip
+    cfg = Config(
+        data=DataConfig(features=str(path), test_per_class=10, val_per_class=5),
+        ttt=TTTConfig(k=10, epochs=2),
+        run=RunConfig(n_boot=20, progress=False, out=str(tmp_path / "runs")),
+    )
+    first = run(cfg)
+    np.savez(path, embeddings=rng.standard_normal((300, 8)).astype(np.float32),
+             labels=np.arange(300) % 3)  # fmt: skip
+    second = run(cfg)
+    assert second.run_dir != first.run_dir and not second.reused.get("run")
+    assert second.metrics["n_train"] == first.metrics["n_train"]

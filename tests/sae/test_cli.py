@@ -63,3 +63,13 @@ def test_the_analysis_modules_import_neither_the_cli_nor_torch_for_their_setting
         "import tttlab.sae.runs, tttlab.sae.report; assert 'tttlab.sae.cli' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_features_replaced_in_place_train_a_new_sae(feature_file, tmp_path, capsys):
+    path, X, y = feature_file
+    out = tmp_path / "runs"
+    assert main(f"sae train --features {path} {TRAIN} --out {out}".split()) == 0
+    np.savez(path, embeddings=X[::-1].copy(), labels=y[::-1].copy())  # same rows, other order
+    assert main(f"sae train --features {path} {TRAIN} --out {out}".split()) == 0
+    assert "already trained" not in capsys.readouterr().out
+    assert len(list(out.glob("sae-*"))) == 2

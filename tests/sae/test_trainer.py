@@ -83,3 +83,16 @@ def test_training_on_cuda_gives_the_cpu_weights(sparse):
     gpu, _ = train_sae(X, cfg, SaeTrainConfig(**{**vars(train), "device": "cuda"}))
     torch.testing.assert_close(gpu.W_enc.cpu(), cpu.W_enc, rtol=1e-3, atol=1e-4)
     torch.testing.assert_close(gpu.W_dec.cpu(), cpu.W_dec, rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "rows, cause",
+    [
+        (np.ones((1, 8)), "has 1 row"),
+        (np.zeros((50, 8)), r"all 50 rows are the same \(every row is all zeros\)"),
+        (np.tile(np.arange(8.0), (50, 1)), "zero variance"),
+    ],
+)
+def test_the_real_cause_is_named_not_divergence(rows, cause):
+    with pytest.raises(ValueError, match=cause):
+        train_sae(rows.astype(np.float32), SaeConfig(d_in=8, k=2), SaeTrainConfig(epochs=1))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 
 import pytest
 
@@ -102,3 +103,17 @@ def test_a_classification_sweep_reports_error_rates_without_theory_lines(tmp_pat
     report = done.report.read_text()
     assert "errors are error rates" in report and "theory_ttt" not in report
     assert (done.folder / "k.png").is_file()
+
+
+@pytest.mark.parametrize(
+    "flags, figure",
+    [("--n-train 1000000000", r"needs about 2\d{3}\.\d\d GiB"), ("--d1 1000000000", "GiB")],
+)
+def test_sizes_beyond_the_machine_are_refused_with_the_figure_before_any_work(
+    tmp_path, capsys, flags, figure
+):
+    code = main(f"simulate --sweeps k --ks 8 --out {tmp_path} {flags}".split())
+    err = capsys.readouterr().err
+    assert code == 2 and "not enough" in err and "Lower --n-train" in err
+    assert re.search(figure, err)
+    assert not (tmp_path / "studies").exists()  # no folder was written

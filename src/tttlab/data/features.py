@@ -14,9 +14,11 @@ the splits once as `.npy` files (the only copy), which a run then memory-maps.
 from __future__ import annotations
 
 import json
+import math
 import pickle
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tttlab.checks import check_int
+from tttlab.checks import check_int, short
 from tttlab.data.splits import Splits
 
 SUFFIXES = (".npy", ".npz", ".safetensors", ".pt", ".pth")
@@ -87,8 +89,8 @@ def _not_format(path: Path, what: str, err: Exception) -> FeatureFileError:
 def _npy(path: Path) -> np.ndarray:
     try:
         return np.load(path, mmap_mode="r", allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise _not_format(path, ".npy", err) from err
+    except Exception as err:  # numpy's header parser fails on garbage in many ways
+        raise _not_format(path, ".npy", err) from None
 
 
 def _read_npy(path: Path) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
@@ -109,20 +111,80 @@ def _read_npz(path: Path) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as err:
         raise _not_format(path, ".npz", err) from err
     _check_names(path, names)
-    return archive[LABELS], lambda: archive[EMBEDDINGS]
+
+    def array(name: str) -> np.ndarray:
+        try:
+            return archive[name]
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile, KeyError, zlib.error) as err:
+            if "allow_pickle" in str(err):
+                raise FeatureFileError(
+                    f"{path}: array {name!r} holds Python objects, which tttlab does not unpickle: "
+                    "save numbers, e.g. np.savez(path, embeddings=X.astype(np.float32), labels=y)"
+                ) from None
+            raise _not_format(path, ".npz", err) from err
+
+    labels = array(LABELS)
+    return labels, lambda: array(EMBEDDINGS)
+
+
+def _safetensors_header(path: Path) -> tuple[int, dict[str, Any]]:
+    """(header length, header) of a safetensors file, every entry checked: a JSON object of
+    tensors, each with a dtype, an integer shape and offsets inside the file."""
+    size = path.stat().st_size
+    try:
+        with path.open("rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if n > size - 8:
+                raise ValueError(f"header length {n} exceeds the file's {size} bytes")
+            header = json.loads(f.read(n))
+    except (struct.error, ValueError, UnicodeDecodeError, RecursionError) as err:
+        raise _not_format(path, ".safetensors", err) from err
+    if not isinstance(header, dict):
+        raise FeatureFileError(
+            f"{path}: its safetensors header is {type(header).__name__}, not an object of "
+            "tensors: re-export the file with safetensors' save_file"
+        )
+    data_bytes = size - 8 - n
+    for name, info in header.items():
+        if name == "__metadata__":
+            continue
+        fault = _entry_fault(info, data_bytes)
+        if fault:
+            raise FeatureFileError(
+                f"{path}: safetensors header entry {short(name, 40)} {fault}: the file is damaged "
+                "or was not written by safetensors; re-export it"
+            )
+    return n, header
+
+
+def _entry_fault(info: Any, data_bytes: int) -> str:
+    """What is wrong with one tensor's header entry ("" when nothing)."""
+    if not isinstance(info, dict):
+        return f"is {type(info).__name__}, not an object"
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if not isinstance(dtype, str):
+        return "has no dtype"
+    if not isinstance(shape, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in shape
+    ):
+        return f"has shape {short(shape, 40)}, not a list of sizes"
+    if (
+        not isinstance(offsets, list)
+        or len(offsets) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in offsets)
+        or not 0 <= offsets[0] <= offsets[1] <= data_bytes
+    ):
+        return f"has data offsets {short(offsets, 40)} outside the file's {data_bytes} data bytes"
+    itemsize = np.dtype(_SAFETENSORS_DTYPES[dtype]).itemsize if dtype in _SAFETENSORS_DTYPES else 0
+    if itemsize and offsets[1] - offsets[0] != math.prod(shape) * itemsize:
+        return f"has offsets for {offsets[1] - offsets[0]} bytes but shape {shape} of {dtype}"
+    return ""
 
 
 def _read_safetensors(path: Path) -> tuple[np.ndarray, Callable[[], np.ndarray]]:
     """Memory-map the two tensors straight from the file (safetensors: an 8-byte header length, a
     JSON header of dtypes, shapes and byte offsets, then the raw little-endian data)."""
-    try:
-        with path.open("rb") as f:
-            (n,) = struct.unpack("<Q", f.read(8))
-            if n > path.stat().st_size:
-                raise ValueError(f"header length {n} exceeds the file")
-            header = json.loads(f.read(n))
-    except (struct.error, ValueError, UnicodeDecodeError) as err:
-        raise _not_format(path, ".safetensors", err) from err
+    n, header = _safetensors_header(path)
     header.pop("__metadata__", None)
     _check_names(path, set(header))
 
@@ -130,13 +192,18 @@ def _read_safetensors(path: Path) -> tuple[np.ndarray, Callable[[], np.ndarray]]
         info = header[name]
         dtype = _SAFETENSORS_DTYPES.get(info["dtype"])
         if dtype is None:  # e.g. BF16, which numpy lacks: read through torch
+            from safetensors import SafetensorError
             from safetensors.torch import load_file
 
-            return load_file(str(path))[name].float().numpy()
+            try:
+                return load_file(str(path))[name].float().numpy()
+            except (SafetensorError, RuntimeError, TypeError) as err:
+                raise FeatureFileError(
+                    f"{path}: tensor {name!r} of dtype {short(info['dtype'], 20)} cannot be read "
+                    f"({err}): store embeddings as float32 and labels as int64"
+                ) from None
         begin, end = info["data_offsets"]
         shape = tuple(info["shape"])
-        if end - begin != int(np.prod(shape)) * np.dtype(dtype).itemsize:
-            raise FeatureFileError(f"{path}: tensor {name!r} has inconsistent offsets; re-export")
         if end == begin:
             return np.empty(shape, dtype)
         return np.memmap(path, dtype=np.dtype(dtype).newbyteorder("<"), mode="r",
@@ -356,12 +423,17 @@ def check_label_set(labels: dict[str, np.ndarray], sources: dict[str, str]) -> i
     labels must be classes the pool has."""
     union = np.unique(np.concatenate(list(labels.values())))
     num_classes = int(union.max()) + 1
-    if len(union) != num_classes:
-        gaps = np.setdiff1d(np.arange(num_classes), union)
+    if len(union) != num_classes:  # gaps, found without allocating 0 .. max (labels may be 3e9)
+        gaps = _first_gaps(union, 10)
         raise FeatureFileError(
             f"labels of {', '.join(sorted(set(sources.values())))} use classes up to "
-            f"{num_classes - 1} but never {gaps[:10].tolist()}{' ...' if len(gaps) > 10 else ''}: "
-            "relabel to 0 .. C-1 (np.unique(y, return_inverse=True) does it)"
+            f"{num_classes - 1} but never {gaps}{' ...' if num_classes - len(union) > 10 else ''}"
+            ": relabel to 0 .. C-1 (np.unique(y, return_inverse=True) does it)"
+        )
+    if num_classes < 2:
+        raise FeatureFileError(
+            f"labels of {', '.join(sorted(set(sources.values())))} hold one class only: every "
+            "method would score 100%; give labelled rows of at least two classes"
         )
     pool = np.unique(labels["train"])
     for split in ("val", "test"):
@@ -372,6 +444,20 @@ def check_label_set(labels: dict[str, np.ndarray], sources: dict[str, str]) -> i
                 f"training pool {sources['train']}: give every class training points"
             )
     return num_classes
+
+
+def _first_gaps(union: np.ndarray, n: int) -> list[int]:
+    """The first `n` integers >= 0 missing from the sorted array `union`."""
+    gaps: list[int] = []
+    expected = 0
+    for value in union.tolist():
+        while expected < value and len(gaps) < n:
+            gaps.append(expected)
+            expected += 1
+        if len(gaps) >= n:
+            break
+        expected = value + 1
+    return gaps
 
 
 def write_split(

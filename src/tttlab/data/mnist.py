@@ -151,7 +151,13 @@ def _search_places(name: str, data_dir: str | os.PathLike | None) -> list[tuple[
         return [(data_dir, "data_dir"), (data_dir / name, "data_dir/<name>")]
     places = []
     if os.environ.get("TTTLAB_DATA"):
-        places.append((Path(os.environ["TTTLAB_DATA"]).expanduser() / name, "$TTTLAB_DATA"))
+        root = Path(os.environ["TTTLAB_DATA"]).expanduser()
+        if root.exists() and not root.is_dir():
+            raise DatasetNotFoundError(
+                f"TTTLAB_DATA={root} is a file, not a folder: point it at the folder holding a "
+                f"{name}/ folder of the IDX files, or unset it"
+            )
+        places.append((root / name, "$TTTLAB_DATA"))
     places.append((cache_dir(name), "user cache"))
     places += [(root / name, "system") for root in SYSTEM_DIRS]
     return places

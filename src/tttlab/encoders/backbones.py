@@ -23,7 +23,6 @@ CPU torch that tttlab installs.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from tttlab.checks import short
+from tttlab.files import read_json_object
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -225,8 +227,11 @@ def clip_vit(weights: str | Path, config: dict | None = None) -> Encoder:
         cfg_file = path / "config.json"
         if not cfg_file.is_file():
             raise WeightsError(f"{path} has no config.json: pass a CLIP model folder or a file")
-        values = json.loads(cfg_file.read_text(encoding="utf-8"))
+        fix = "pass the folder that save_pretrained wrote for a CLIP model"
+        values = read_json_object(cfg_file, "a CLIP config", fix)
         values = values.get("vision_config", values)  # a whole CLIPModel's config
+        if not isinstance(values, dict):
+            raise WeightsError(f"{cfg_file}: field 'vision_config' is not an object: {fix}")
         files = [
             path / n for n in ("model.safetensors", "pytorch_model.bin") if (path / n).is_file()
         ]
@@ -239,7 +244,23 @@ def clip_vit(weights: str | Path, config: dict | None = None) -> Encoder:
     else:
         values, file = config or VIT_B16, path
     values = {k: v for k, v in values.items() if k not in ("model_type", "architectures")}
-    vcfg = CLIPVisionConfig(**values)
+    where = path / "config.json" if path.is_dir() else "the config"
+    for name in ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+                 "image_size", "patch_size", "projection_dim"):  # fmt: skip
+        if name in values and (
+            not isinstance(values[name], int) or isinstance(values[name], bool) or values[name] < 1
+        ):
+            raise WeightsError(
+                f"{where}: field {name!r} must be a positive integer, got {short(values[name])}: "
+                "pass a CLIP model folder's own config.json"
+            )
+    try:
+        vcfg = CLIPVisionConfig(**values)
+    except (TypeError, ValueError, AttributeError) as err:
+        raise WeightsError(
+            f"{where} does not describe a CLIP vision model ({err}): pass a CLIP model folder"
+        ) from None
+    _check_size(vcfg, file, where)
     model = CLIPVisionModelWithProjection(vcfg)
     state = _load_state(file, "CLIP")
     # A whole CLIPModel's file also holds the text tower: keep the vision tower and projection.
@@ -271,6 +292,21 @@ def clip_vit(weights: str | Path, config: dict | None = None) -> Encoder:
         str(file),
         _sha256(file),
     )
+
+
+def _check_size(vcfg, file: Path, where: object) -> None:
+    """A config must describe about the weights its file holds before it sizes a model: one that
+    claims far more (a huge width) is refused instead of allocating it."""
+    h, layers = vcfg.hidden_size, vcfg.num_hidden_layers
+    patches = (vcfg.image_size // vcfg.patch_size) ** 2 + 1
+    weights = layers * (4 * h * h + 2 * h * vcfg.intermediate_size) + patches * h
+    weights += 3 * vcfg.patch_size**2 * h + h * vcfg.projection_dim
+    if 4 * weights > 2 * file.stat().st_size + 2**26:
+        raise WeightsError(
+            f"{file} does not hold CLIP vision weights of the size {where} describes (about "
+            f"{4 * weights / 2**30:.2f} GiB; the file has {file.stat().st_size / 2**30:.2f} GiB): "
+            "pass the config that came with these weights"
+        )
 
 
 def build_encoder(name: str, weights: str | None = None, resolution: int | None = None) -> Encoder:

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
+from tttlab.atomic import Interrupted
 from tttlab.encoders.backbones import build_encoder
 from tttlab.encoders.extract import embed as embed_source
-from tttlab.encoders.extract import folder_source, mnist_source
+from tttlab.encoders.extract import embed_memory, folder_source, mnist_source
+from tttlab.memory import check_memory
+from tttlab.threads import compute_threads, policy_threads
 
 
 def main(parsed: dict[str, Any]) -> int:
@@ -17,8 +22,20 @@ def main(parsed: dict[str, Any]) -> int:
         source = mnist_source(e.dataset, e.data_dir, e.limit)
     else:
         source = folder_source(e.images, e.allow_mixed)
-    out = embed_source(source, encoder, e.out, e.batch_size, e.chunk_rows,
-                       normalize=e.normalize, progress=e.progress)  # fmt: skip
+    need = embed_memory(source, encoder, e.batch_size, e.chunk_rows)
+    if e.progress:
+        print(f"tttlab: {need.describe()}", file=sys.stderr)
+    check_memory(need, "Lower --batch-size or --chunk-rows, or use a machine with more memory")
+    try:
+        with compute_threads(policy_threads().threads):
+            out = embed_source(source, encoder, e.out, e.batch_size, e.chunk_rows,
+                               normalize=e.normalize, progress=e.progress)  # fmt: skip
+    except KeyboardInterrupt as err:
+        chunks = len(list(Path(e.out).expanduser().glob("*/chunk-*.safetensors")))
+        raise Interrupted(
+            f"interrupted; {e.out} keeps {chunks} finished chunk file(s) (the one in flight is "
+            "lost): the same command keeps them and embeds the rest"
+        ) from err
     splits = [s.name for s in source.splits]
     print(
         f"{encoder.name} ({encoder.dim}-d, {encoder.resolution} px) features of "

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from tttlab.atomic import Interrupted
 from tttlab.lm.corpus import build_corpus, load_corpus
 
 
 def corpus(parsed: dict[str, Any]) -> int:
     """`tttlab lm corpus`: build (or resume, or reuse) a corpus folder and summarise it."""
     output = parsed["output"]
-    folder = build_corpus(parsed["corpus"], output.out, progress=output.progress)
+    try:
+        folder = build_corpus(parsed["corpus"], output.out, progress=output.progress)
+    except KeyboardInterrupt as err:
+        done = sorted(p.stem for p in Path(output.out).glob("packages/*.json"))
+        raise Interrupted(
+            f"interrupted; {output.out} keeps {len(done)} finished package(s)"
+            f"{' (' + ', '.join(done) + ')' if done else ''}: the same command resumes at the "
+            "first unfinished one"
+        ) from err
     record = load_corpus(folder).record
     t = record["totals"]
     parts = [

@@ -38,6 +38,7 @@ from tttlab.atomic import (
     to_jsonable,
 )
 from tttlab.checks import check_int, check_number
+from tttlab.files import FileError, need, read_json_object, read_jsonl
 from tttlab.keys import settings_digest
 
 DEFAULT_PACKAGES = (
@@ -99,6 +100,9 @@ class CorpusConfig:
         check_int(self.seed, "seed", min=0)
 
 
+DOC_FIELDS = ("id", "package", "source", "text")
+
+
 @dataclass(frozen=True)
 class Doc:
     """One document: about doc_bytes of one source file."""
@@ -123,28 +127,45 @@ class Corpus:
     test: list[Doc]
     record: dict
 
+    digests: dict[str, str] = dataclasses.field(default_factory=dict)
+    """sha256 of pool.jsonl and test.jsonl: the documents' bytes."""
+
     @property
     def key(self) -> str:
-        """Identifies the corpus (its settings, packages and counts) in cache keys."""
-        return settings_digest(self.record)[:16]
+        """Identifies the corpus in cache keys: its record (settings, packages, counts) and the
+        bytes of its documents, so a corpus whose texts were replaced is another corpus."""
+        return settings_digest({"record": self.record, "documents": self.digests})[:16]
+
+
+_REDO_PACKAGE = "delete it and its .json beside it, then run the same command to redo the package"
+_REBUILD = "rebuild the corpus with `tttlab lm corpus --out FOLDER` (a new folder)"
 
 
 def load_corpus(folder: str | Path) -> Corpus:
-    """Read a corpus folder written by `build_corpus`."""
+    """Read a corpus folder written by `build_corpus`; every file and row is checked."""
     folder = Path(folder)
     if not (folder / "corpus.json").is_file():
         raise FileNotFoundError(
             f"{folder} holds no finished corpus (no corpus.json): build it with "
             f"`tttlab lm corpus --out {folder}`"
         )
-    record = json.loads((folder / "corpus.json").read_text())
-    return Corpus(_read_docs(folder / "pool.jsonl"), _read_docs(folder / "test.jsonl"), record)
+    record = read_json_object(folder / "corpus.json", "a corpus record", _REBUILD)
+    need(record, "config", dict, folder / "corpus.json", _REBUILD)
+    files = {split: folder / f"{split}.jsonl" for split in ("pool", "test")}
+    return Corpus(
+        _read_docs(files["pool"]),
+        _read_docs(files["test"]),
+        record,
+        {split: file_sha256(path) for split, path in files.items()},
+    )
 
 
 def _read_docs(path: Path) -> list[Doc]:
-    with path.open(encoding="utf-8") as f:
-        return [Doc(**{k: row[k] for k in ("id", "package", "source", "text")})
-                for row in map(json.loads, f)]  # fmt: skip
+    docs = []
+    for line, row in read_jsonl(path, "a corpus file of documents", _REBUILD):
+        values = {key: need(row, key, str, path, _REBUILD, f"line {line}") for key in DOC_FIELDS}
+        docs.append(Doc(**values))
+    return docs
 
 
 def build_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -> Path:
@@ -154,7 +175,8 @@ def build_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -> P
     settings = to_jsonable(dataclasses.asdict(cfg))
     for name in ("corpus.json", "config.json"):  # config.json: a build under way
         if (out / name).is_file():
-            _check_same(json.loads((out / name).read_text())["config"], settings, out)
+            record = read_json_object(out / name, "a corpus record", _REBUILD)
+            _check_same(need(record, "config", dict, out / name, _REBUILD), settings, out)
     if (out / "corpus.json").is_file():
         return out
     for sub in (out, out / "debs", out / "packages"):
@@ -164,9 +186,12 @@ def build_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -> P
     records = [_package(cfg, pkg, out, progress) for pkg in cfg.packages]
     lines: dict[str, list[str]] = {"pool": [], "test": []}
     for pkg in cfg.packages:
-        with (out / "packages" / f"{pkg}.jsonl").open(encoding="utf-8") as f:
-            for row in map(json.loads, f):
-                lines[row.pop("split")].append(json.dumps(row, ensure_ascii=False) + "\n")
+        path = out / "packages" / f"{pkg}.jsonl"
+        for line, row in read_jsonl(path, "a package's documents", _REDO_PACKAGE):
+            split = row.pop("split", None)
+            if split not in lines:
+                raise FileError(f"{path}: line {line} has no split pool or test: {_REDO_PACKAGE}")
+            lines[split].append(json.dumps(row, ensure_ascii=False) + "\n")
     for split, rows in lines.items():
         atomic_write_text(out / f"{split}.jsonl", "".join(rows))
     totals = {k: sum(r[k] for r in records) for k in ("docs_pool", "docs_test", "bytes_pool",
@@ -190,7 +215,10 @@ def _package(cfg: CorpusConfig, pkg: str, out: Path, progress: bool) -> dict:
     """One package's documents and record, from `<out>/packages/` when already done."""
     docs_path, record_path = out / "packages" / f"{pkg}.jsonl", out / "packages" / f"{pkg}.json"
     if record_path.is_file() and docs_path.is_file():
-        return json.loads(record_path.read_text())
+        record = read_json_object(record_path, "a package record", _REDO_PACKAGE)
+        for name in ("docs_pool", "docs_test", "bytes_pool", "bytes_test", "files_read"):
+            need(record, name, int, record_path, _REDO_PACKAGE)
+        return record
     deb, downloaded = _find_deb(cfg, pkg, out / "debs")
     tree = temp_dir(out, ".tmp-unpack-")
     try:

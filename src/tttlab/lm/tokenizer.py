@@ -51,4 +51,10 @@ def load_tokenizer(path: str | Path):
         raise FileNotFoundError(
             f"no tokenizer at {path}: train the ladder first (`tttlab lm train`)"
         )
-    return Tokenizer.from_file(str(path))
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as err:  # the tokenizers library reports a damaged file as a bare Exception
+        raise ValueError(
+            f"{path} is not a tokenizer file ({str(err)[:200]}): delete it (a cache entry) so the "
+            "ladder's tokenizer is trained again"
+        ) from None

@@ -24,13 +24,15 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tttlab.checks import check_choice
+from tttlab.files import read_json_object
 from tttlab.lm.config import LADDER, GPTConfig, LMTrainConfig
 from tttlab.lm.corpus import Corpus
-from tttlab.lm.gpt import GPT
+from tttlab.lm.gpt import GPT, parameter_count
 from tttlab.lm.model import LanguageModel
 from tttlab.lm.tokenizer import BOS, load_tokenizer, save_tokenizer, train_tokenizer
 from tttlab.pipeline.cache import Entry, StageCache
 from tttlab.tensors import check_device
+from tttlab.tree import from_values
 
 
 def tokenizer_entry(corpus: Corpus, cache: StageCache, vocab: int = 4096) -> Entry:
@@ -151,12 +153,27 @@ def train_gpt(
 
 def load_gpt(folder: str | Path, tokenizer_path: str | Path, name: str) -> LanguageModel:
     """A trained GPT's checkpoint and the ladder's tokenizer, as a LanguageModel."""
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     folder = Path(folder)
-    shape = GPTConfig(**json.loads((folder / "gpt.json").read_text(encoding="utf-8")))
+    fix = f"delete {folder} (a cache entry) so the GPT is trained again"
+    try:
+        shape = from_values(GPTConfig, read_json_object(folder / "gpt.json", "a GPT's shape", fix))
+        state = load_file(folder / "model.safetensors")
+    except (ValueError, OSError, SafetensorError) as err:
+        raise ValueError(f"{folder}: {err}: {fix}") from None
+    stored = sum(t.numel() for t in state.values())
+    if parameter_count(shape) != stored:  # checked before gpt.json's shape sizes an allocation
+        raise ValueError(
+            f"{folder}: gpt.json describes {parameter_count(shape)} weights but "
+            f"model.safetensors holds {stored}: {fix}"
+        )
     model = GPT(shape)
-    model.load_state_dict(load_file(folder / "model.safetensors"))
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{folder}: the weights do not fit gpt.json ({err}): {fix}") from None
     model.eval()
     tok = load_tokenizer(tokenizer_path)
     return LanguageModel(

@@ -12,7 +12,6 @@ rebuilt, never used.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from tttlab.atomic import clean_stale_temps, dumps_json, file_sha256, temp_dir, to_jsonable
+from tttlab.checks import short
+from tttlab.files import FileError, read_json_object
 from tttlab.keys import settings_digest
 
 FORMAT_VERSION = 1
@@ -29,7 +30,8 @@ FORMAT_VERSION = 1
 
 ENTRY_FILE = "entry.json"
 HASH_LIMIT_BYTES = 256 * 2**20
-"""Files up to this size are checked by sha256 on every read, larger ones by size alone."""
+"""Files up to this size are checked by sha256 on every read; larger ones by size, and by sha256
+when their modification time is not the one recorded (they were written to since)."""
 
 
 def settings_key(stage: str, settings: dict[str, Any]) -> str:
@@ -66,9 +68,8 @@ class StageCache:
         folder = self.path(stage, key)
         if not folder.is_dir():
             return None
-        problem = _check_entry(folder, key)
-        if problem is None:
-            meta = json.loads((folder / ENTRY_FILE).read_text(encoding="utf-8"))
+        meta, problem = _check_entry(folder, key)
+        if meta is not None:
             return Entry(folder, key, meta["info"] | {"settings": meta["settings"]}, reused=True)
         warnings.warn(f"cache entry {folder} is {problem}: rebuilding it", stacklevel=3)
         shutil.rmtree(folder, ignore_errors=True)
@@ -94,7 +95,11 @@ class StageCache:
         try:
             info = to_jsonable(make(tmp) or {})
             files = {
-                p.name: {"bytes": p.stat().st_size, "sha256": _sha_if_small(p)}
+                p.name: {
+                    "bytes": p.stat().st_size,
+                    "sha256": file_sha256(p),
+                    "mtime_ns": p.stat().st_mtime_ns,
+                }
                 for p in sorted(tmp.iterdir())
             }
             meta = {
@@ -115,6 +120,15 @@ class StageCache:
             shutil.rmtree(tmp, ignore_errors=True)
         return Entry(target, key, info | {"settings": to_jsonable(settings)}, reused=False)
 
+    def complete(self) -> set[Path]:
+        """Every complete-looking entry folder, of every stage."""
+        return {record.parent for record in self.root.glob(f"*/*/{ENTRY_FILE}")}
+
+    def made_since(self, before: set[Path]) -> list[str]:
+        """The stages with an entry that `complete()` did not list in `before`: what a run that
+        started then has cached, in stage-name order."""
+        return sorted({folder.parent.name for folder in self.complete() - before})
+
     def entries(self, stage: str, prefix: str = "") -> list[Path]:
         """Folders of complete-looking entries of `stage` whose key starts with `prefix`."""
         folder = self.root / stage
@@ -123,26 +137,41 @@ class StageCache:
         return sorted(p for p in folder.glob(f"{prefix}*") if (p / ENTRY_FILE).is_file())
 
 
-def _sha_if_small(path: Path) -> str | None:
-    return file_sha256(path) if path.stat().st_size <= HASH_LIMIT_BYTES else None
-
-
-def _check_entry(folder: Path, key: str) -> str | None:
-    """Why the entry at `folder` cannot be used, or None when it is complete and intact."""
+def _check_entry(folder: Path, key: str) -> tuple[dict[str, Any] | None, str]:
+    """(the entry's record, "") when the entry at `folder` is complete and intact, else (None, why
+    it cannot be used). Every field is checked, so a record edited by hand is rebuilt, never
+    trusted and never a traceback."""
     try:
-        meta = json.loads((folder / ENTRY_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return f"missing or damaged {ENTRY_FILE}"
-    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
-        return f"from another format version ({meta.get('version')!r}, now {FORMAT_VERSION})"
+        meta = read_json_object(folder / ENTRY_FILE, "a cache entry record", "")
+    except FileError:
+        return None, f"missing or damaged {ENTRY_FILE}"
+    if meta.get("version") != FORMAT_VERSION:
+        return (
+            None,
+            f"from another format version ({short(meta.get('version'))}, now {FORMAT_VERSION})",
+        )
     if meta.get("key") != key:
-        return "filed under another key"
-    for name, want in meta.get("files", {}).items():
+        return None, "filed under another key"
+    files, info = meta.get("files"), meta.get("info")
+    if not isinstance(files, dict) or not isinstance(info, dict) or "settings" not in meta:
+        return None, f"damaged: {ENTRY_FILE} lacks its files, info or settings"
+    for name, want in files.items():
+        if not isinstance(want, dict) or Path(name).name != name or name in ("", ".", ".."):
+            return None, f"damaged: {ENTRY_FILE} records a file {short(name, 40)} oddly"
+        size, digest = want.get("bytes"), want.get("sha256")
+        if (
+            isinstance(size, bool)
+            or not isinstance(size, int)
+            or not isinstance(digest, (str, type(None)))
+        ):
+            return None, f"damaged: {ENTRY_FILE} records no size or digest of {name}"
         path = folder / name
         if not path.is_file():
-            return f"missing its file {name}"
-        if path.stat().st_size != want["bytes"]:
-            return f"damaged: {name} has {path.stat().st_size} bytes, {want['bytes']} recorded"
-        if want.get("sha256") and file_sha256(path) != want["sha256"]:
-            return f"damaged: {name} does not match its recorded sha256"
-    return None
+            return None, f"missing its file {name}"
+        if path.stat().st_size != size:
+            return None, f"damaged: {name} has {path.stat().st_size} bytes, {size} recorded"
+        st = path.stat()
+        checked = st.st_size <= HASH_LIMIT_BYTES or want.get("mtime_ns") != st.st_mtime_ns
+        if digest and checked and file_sha256(path) != digest:
+            return None, f"damaged: {name} does not match its recorded sha256"
+    return meta, ""

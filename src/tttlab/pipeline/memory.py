@@ -7,33 +7,11 @@ of heads. A run that would not fit is refused with the figure and what to change
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from pathlib import Path
-
 from tttlab.config import Config
+from tttlab.memory import MemoryEstimate, available_bytes
 from tttlab.methods.registry import METHODS
 from tttlab.retrieval import search_memory_bytes
 from tttlab.ttt import auto_chunk_size, point_bytes
-
-GiB = 2**30
-
-
-@dataclass(frozen=True)
-class MemoryEstimate:
-    """Peak resident bytes of a run's parts, and what the machine has free."""
-
-    parts: dict[str, int]
-    available: int | None
-    """Bytes the machine (or its cgroup) can still give; None where that cannot be read."""
-
-    @property
-    def total(self) -> int:
-        return sum(self.parts.values())
-
-    def describe(self) -> str:
-        parts = ", ".join(f"{name} {v / GiB:.2f}" for name, v in self.parts.items() if v)
-        free = "" if self.available is None else f"; {self.available / GiB:.1f} GiB available"
-        return f"this run needs about {self.total / GiB:.2f} GiB ({parts} GiB){free}"
 
 
 def estimate(cfg: Config, n_train: int, n_test: int, d_in: int, classes: int) -> MemoryEstimate:
@@ -58,31 +36,8 @@ def estimate(cfg: Config, n_train: int, n_test: int, d_in: int, classes: int) ->
     return MemoryEstimate(parts, available_bytes())
 
 
-def check_memory(est: MemoryEstimate) -> None:
-    """Refuse a run that needs more than the machine has, naming the figure and the fixes."""
-    if est.available is None or est.total <= est.available:
-        return
-    raise MemoryError(
-        f"{est.describe()}: not enough. Use an approximate index (--kind ivf), fewer queries "
-        "per search batch (--retrieval.batch-size), a smaller TTT chunk (--chunk-size), a "
-        "smaller pool (--fraction or --limit), or a machine with more memory"
-    )
-
-
-def available_bytes() -> int | None:
-    """MemAvailable from /proc/meminfo, capped by a cgroup v2 memory limit when one is set."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            info = dict(line.split(":", 1) for line in f)
-        free = int(info["MemAvailable"].split()[0]) * 1024
-    except (OSError, KeyError, ValueError):
-        return None
-    limit = Path("/sys/fs/cgroup/memory.max")
-    current = Path("/sys/fs/cgroup/memory.current")
-    try:
-        cap = limit.read_text().strip()
-        if cap != "max":
-            free = min(free, int(cap) - int(current.read_text()))
-    except (OSError, ValueError):
-        pass
-    return max(free, 0)
+RUN_FIXES = (
+    "Use an approximate index (--kind ivf), fewer queries per search batch "
+    "(--retrieval.batch-size), a smaller TTT chunk (--chunk-size), a smaller pool (--fraction or "
+    "--limit), or a machine with more memory"
+)

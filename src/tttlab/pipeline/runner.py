@@ -25,7 +25,9 @@ from torch import nn
 
 from tttlab.config import Config
 from tttlab.data.splits import Splits
+from tttlab.files import need
 from tttlab.keys import folder_name
+from tttlab.memory import check_memory
 from tttlab.methods.registry import METHODS
 from tttlab.models.train import describe_ending
 from tttlab.pipeline import memory, stages
@@ -38,6 +40,7 @@ from tttlab.results import (
     read_metrics,
     write_run,
 )
+from tttlab.threads import ThreadChoice, compute_threads, policy_threads, thread_record
 from tttlab.ttt import auto_chunk_size
 
 BASELINE = "global"
@@ -53,7 +56,8 @@ class RunResult:
     table: str
     reused: dict[str, bool] = field(default_factory=dict)
     """Per stage (model, features, neighbours, and each method): True if taken from the cache;
-    {"run": True} when the whole run folder already existed."""
+    {"run": True} when the whole run folder already existed (and "twin": True when a run with the
+    same settings, running at the same time, wrote it first)."""
 
 
 def run_folder_name(cfg: Config) -> str:
@@ -97,7 +101,7 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     need = memory.estimate(cfg, len(splits.train_y), len(splits.test_y), d_in, splits.num_classes)
     if cfg.run.progress:
         print(f"tttlab: {need.describe()}", file=sys.stderr)
-    memory.check_memory(need)
+    check_memory(need, memory.RUN_FIXES)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
@@ -105,8 +109,10 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     return Prepared(splits, model, model_entry, feats, nbrs, cache)
 
 
-def evaluate(cfg: Config) -> Evaluation:
-    """Every stage of `cfg` (from the cache where it was made before), scored on the test set."""
+def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
+    """Every stage of `cfg` (from the cache where it was made before), scored on the test set,
+    with the threads in place (a study unit's: its executor's; `threads` says why, for the
+    record)."""
     t0 = time.perf_counter()
     p = prepare(cfg)
     splits, model, model_entry, feats, nbrs, cache = (
@@ -156,7 +162,7 @@ def evaluate(cfg: Config) -> Evaluation:
         "feature_width": d,
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
-        "environment": _environment(cfg, d, int(model.classifier.out_features)),
+        "environment": _environment(cfg, d, int(model.classifier.out_features), threads),
         "total_seconds": time.perf_counter() - t0,
         "model": {k: v for k, v in model_entry.info.items() if k != "settings"},
         "stages": {
@@ -186,27 +192,41 @@ def run(cfg: Config) -> RunResult:
     out = Path(cfg.run.out).expanduser()
     run_dir = out / run_folder_name(cfg)
     if (run_dir / "metrics.json").is_file():
-        metrics = read_metrics(run_dir)
-        return RunResult(run_dir, metrics, metrics["table"], {"run": True})
-    ev = evaluate(cfg)
+        return _reported(run_dir)
+    choice = policy_threads(cfg.run.threads)
+    with compute_threads(choice.threads):
+        ev = evaluate(cfg, choice)
     save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
-    written = write_run(
-        out,
-        cfg.run.name,
-        cfg.to_dict(),
-        ev.metrics,
-        ev.points,
-        extra=save,
-        folder=run_dir.name,
-        log_row=ev.log_row,
-    )
+    try:
+        written = write_run(
+            out,
+            cfg.run.name,
+            cfg.to_dict(),
+            ev.metrics,
+            ev.points,
+            extra=save,
+            folder=run_dir.name,
+            log_row=ev.log_row,
+        )
+    except FileExistsError:
+        if not (run_dir / "metrics.json").is_file():
+            raise
+        return _reported(run_dir, twin=True)  # a twin run with these settings finished first
     return RunResult(written, ev.metrics, ev.table, ev.reused)
 
 
-def _environment(cfg: Config, d: int, classes: int) -> dict[str, Any]:
-    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine)."""
+def _reported(run_dir: Path, twin: bool = False) -> RunResult:
+    """The run folder an earlier run (or a `twin` running at the same time) wrote."""
+    metrics = read_metrics(run_dir)
+    table = need(metrics, "table", str, run_dir / "metrics.json", "delete the folder to run again")
+    return RunResult(run_dir, metrics, table, {"run": True} | ({"twin": True} if twin else {}))
+
+
+def _environment(cfg: Config, d: int, classes: int, threads: ThreadChoice | None) -> dict[str, Any]:
+    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine), and the
+    OpenMP wait policy it ran with."""
     chunk = cfg.ttt.chunk_size or auto_chunk_size(cfg.ttt.k, d, classes, cfg.run.device)
-    return {"torch": torch.__version__, "threads": torch.get_num_threads(), "ttt_chunk": chunk}
+    return {"torch": torch.__version__, "ttt_chunk": chunk} | thread_record(threads)
 
 
 def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:

@@ -7,7 +7,6 @@ retrains or re-embeds, and neighbours computed for a larger k serve any smaller 
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +23,7 @@ from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
 from tttlab.data.noise import flip_labels
 from tttlab.data.splits import Splits, load_splits, stratified_subset, training_subset
+from tttlab.keys import file_digest
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -101,7 +101,7 @@ def feature_entry(cfg: Config, cache: StageCache) -> Entry:
     the files' content (sha256), the carve-out and normalisation, and the seed of the carve-out."""
     spec = feature_spec(cfg)
     sources = {
-        name: [_content_sha256(c.path) for c in open_features(path)]
+        name: [file_digest(c.path) for c in open_features(path)]
         for name, path in (("pool", spec.pool), ("val", spec.val), ("test", spec.test))
         if path is not None
     }
@@ -123,17 +123,6 @@ def feature_entry(cfg: Config, cache: StageCache) -> Entry:
         return summary | {"seconds": time.perf_counter() - start}
 
     return cache.get_or_make("data", settings, make)
-
-
-def _content_sha256(path: Path) -> str:
-    """A file's sha256, computed once per process while its size and mtime stay the same."""
-    st = path.stat()
-    return _sha256_of(str(path.resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=256)
-def _sha256_of(path: str, size: int, mtime_ns: int) -> str:
-    return file_sha256(path)
 
 
 def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
@@ -509,7 +498,7 @@ def backbone_entry(cfg: Config, cache: StageCache) -> Entry:
     rows of these)."""
     d, path = cfg.data, Path(cfg.model.backbone).expanduser()
     settings = {
-        "backbone_sha256": _content_sha256(path),
+        "backbone_sha256": file_digest(path),
         "dataset": d.dataset,
         "limit": d.limit,
         "seed": cfg.run.split_seed,

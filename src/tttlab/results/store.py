@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import csv
 import fcntl
-import json
 import os
 import shutil
 import warnings
@@ -34,6 +33,7 @@ from tttlab.atomic import (
     explain_os_error,
     temp_dir,
 )
+from tttlab.files import read_json_object
 from tttlab.results.table import csv_cell, csv_text
 
 CONFIG_FILE = "config.json"
@@ -317,14 +317,19 @@ def _run_file(run_dir: str | Path, fname: str) -> Path:
     return path
 
 
+_DAMAGED_RUN = (
+    "run folders are written whole, so something else changed it: delete the folder to run again"
+)
+
+
 def read_config(run_dir: str | Path) -> dict:
     """The config dict a run was written with."""
-    return json.loads(_run_file(run_dir, CONFIG_FILE).read_text(encoding="utf-8"))
+    return read_json_object(_run_file(run_dir, CONFIG_FILE), "a run's config", _DAMAGED_RUN)
 
 
 def read_metrics(run_dir: str | Path) -> dict:
     """The metrics dict a run was written with."""
-    return json.loads(_run_file(run_dir, METRICS_FILE).read_text(encoding="utf-8"))
+    return read_json_object(_run_file(run_dir, METRICS_FILE), "a run's metrics", _DAMAGED_RUN)
 
 
 def read_points(run_dir: str | Path) -> PointRecords:

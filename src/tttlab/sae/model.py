@@ -33,7 +33,10 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from tttlab.atomic import atomic_path, atomic_write_text
+from tttlab.checks import check_int, check_number
+from tttlab.files import read_json_object
 from tttlab.sae.config import SaeConfig
+from tttlab.tree import from_values
 
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae.safetensors"
@@ -285,14 +288,16 @@ class SparseCoder(nn.Module):
                 "the folder `tttlab sae train` wrote, or a paper checkpoint (.pt) file"
             )
         try:
-            values = json.loads(cfg_path.read_text(encoding="utf-8"))
-            cfg = SaeConfig(**values)
-        except (json.JSONDecodeError, TypeError, ValueError) as err:
-            raise SaeLoadError(f"{cfg_path} is not a valid SAE config ({err}): re-save it") from err
+            values = read_json_object(cfg_path, "an SAE config", "re-save the SAE")
+            cfg = from_values(SaeConfig, values)
+        except ValueError as err:
+            raise SaeLoadError(
+                f"{cfg_path} is not a valid SAE config ({err}): re-save it"
+            ) from None
         try:
             state = load_file(str(weights))
-        except (SafetensorError, OSError) as err:
-            raise SaeLoadError(f"{weights} cannot be read ({err}): re-save the SAE") from err
+        except (SafetensorError, OSError, RuntimeError, TypeError, ValueError) as err:
+            raise SaeLoadError(f"{weights} cannot be read ({err}): re-save the SAE") from None
         return cls._from_state(cfg, state, weights, device)
 
     @classmethod
@@ -314,28 +319,39 @@ class SparseCoder(nn.Module):
         except Exception as err:  # torch's readers fail on a non-checkpoint in many ways
             raise SaeLoadError(f"{path} is not a torch checkpoint ({err}): check the file") from err
         if not isinstance(obj, dict) or "model_state_dict" not in obj:
-            keys = sorted(obj) if isinstance(obj, dict) else type(obj).__name__
+            keys = sorted(map(str, obj))[:20] if isinstance(obj, dict) else type(obj).__name__
             raise SaeLoadError(
                 f"{path} is not the paper's SAE checkpoint format (it holds {keys}): expected a "
                 "dict with 'config' and 'model_state_dict'; for a tttlab SAE pass its folder"
             )
-        state = dict(obj["model_state_dict"])
+        state, config = obj["model_state_dict"], obj.get("config") or {}
+        if not isinstance(state, dict) or not isinstance(config, dict):
+            raise SaeLoadError(
+                f"{path}: 'model_state_dict' must be a dict of tensors and 'config' a dict of "
+                f"settings, got {type(state).__name__} and {type(config).__name__}: re-save it"
+            )
+        state = dict(state)
         _check_keys(state, path)
-        if "W_enc" in state and state["W_enc"].ndim == 2:
+        for name in PARAMS:
+            if not isinstance(state[name], torch.Tensor) or not state[name].is_floating_point():
+                raise SaeLoadError(f"{path}: {name} is not a float tensor: re-save the SAE")
+        if state["W_enc"].ndim == 2:
             state["W_enc"] = state["W_enc"].T.contiguous()  # the paper stores it (D, H)
-        config = obj.get("config") or {}
         H, D = state["W_dec"].shape if state["W_dec"].ndim == 2 else (0, 0)
+        k, dropout = config.get("k", 16), config.get("dropout", 0.5)
         try:
+            check_int(k, f"{path}: config k", min=1)
+            check_number(dropout, f"{path}: config dropout", min=0)
             cfg = SaeConfig(
                 d_in=int(D),
                 expansion_factor=max(1, int(H) // max(1, int(D))),
-                num_latents=int(H) if H % D else 0,
-                k=int(config.get("k", 16)),
+                num_latents=int(H) if D and H % D else 0,
+                k=int(k),
                 subtract_decoder_bias=False,
-                dropout=float(config.get("dropout", 0.5)),
+                dropout=float(dropout),
             )
         except ValueError as err:
-            raise SaeLoadError(f"{path}: its config does not describe an SAE: {err}") from err
+            raise SaeLoadError(f"{path}: its config does not describe an SAE: {err}") from None
         return cls._from_state(cfg, state, path, device)
 
     @classmethod
@@ -365,7 +381,8 @@ def _check_keys(state: dict, path: Path) -> None:
     if missing:
         raise SaeLoadError(
             f"{path} is not a top-k SAE of this format: it lacks {', '.join(missing)} (it has "
-            f"{', '.join(sorted(state)) or 'nothing'}): pass an SAE tttlab or the paper saved"
+            f"{', '.join(sorted(map(str, state)))[:200] or 'nothing'}): pass an SAE tttlab or the "
+            "paper saved"
         )
 
 

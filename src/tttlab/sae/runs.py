@@ -11,11 +11,13 @@ settings again report the existing folder.
 from __future__ import annotations
 
 import dataclasses
+import sys
 from pathlib import Path
 
 from tttlab.atomic import dumps_json
-from tttlab.data.features import carve_out, read_features
-from tttlab.keys import folder_name, settings_digest
+from tttlab.data.features import carve_out, open_features, read_features
+from tttlab.keys import content_digest, folder_name, settings_digest
+from tttlab.memory import MemoryEstimate, available_bytes, check_memory
 from tttlab.results import write_folder, write_rows_csv
 from tttlab.sae.analyses import analyse
 from tttlab.sae.config import AnalyseConfig, SaeConfig, SaeTrainConfig
@@ -26,8 +28,9 @@ from tttlab.sae.report import (
     write_analysis_report,
     write_training_report,
 )
-from tttlab.sae.trainer import evaluate, train_sae
+from tttlab.sae.trainer import EVAL_BATCH, evaluate, train_sae
 from tttlab.tensors import check_device
+from tttlab.threads import thread_record
 
 SETTINGS_FILE = "settings.json"
 METRICS_FILE = "metrics.json"
@@ -46,6 +49,17 @@ def write_sae_folder(out: Path, name: str, settings: dict, write) -> tuple[Path,
     return write_folder(out, name, fill, folder=folder, complete=(SETTINGS_FILE, METRICS_FILE))
 
 
+def sae_memory(rows: int, d: int, latents: int, batch: int) -> MemoryEstimate:
+    """The peak memory of training an SAE: the rows in memory, its weights with their gradients
+    and Adam's two moments, a batch's pre-activations and the evaluation pass's."""
+    parts = {
+        "rows": rows * d * 4,
+        "sae": 2 * latents * d * 4 * 4,
+        "batches": (batch + EVAL_BATCH) * latents * 4 * 3,
+    }
+    return MemoryEstimate(parts, available_bytes(), "this SAE")
+
+
 def train_run(
     features: str | Path,
     cfg: SaeConfig,
@@ -60,6 +74,14 @@ def train_run(
     last epoch and an eval-mode pass over all rows), training.png and report.md.
     Returns (folder, whether it already existed)."""
     check_device(train.device, "--device")
+    chunks = open_features(features)  # sizes from the headers, before any row is read
+    rows, d = sum(c.rows for c in chunks), chunks[0].dim
+    need = sae_memory(rows, d, cfg.expansion_factor * d if not cfg.num_latents else cfg.num_latents,
+                      min(train.batch_size, rows))  # fmt: skip
+    if progress:
+        print(f"tttlab: {need.describe()}", file=sys.stderr)
+    check_memory(need, "Use fewer rows (a smaller feature file), fewer latents, a smaller "
+                 "--batch-size, or a machine with more memory")  # fmt: skip
     X, _ = read_features(features, normalize)
     try:
         cfg = dataclasses.replace(cfg, d_in=X.shape[1])
@@ -67,6 +89,7 @@ def train_run(
         raise ValueError(f"{features} has features of width d={X.shape[1]}: {err}") from err
     settings = {
         "features": str(Path(features).expanduser().resolve()),
+        "features_sha256": content_digest(features),
         "rows": int(X.shape[0]),
         "normalize": normalize,
         "sae": dataclasses.asdict(cfg),
@@ -83,6 +106,7 @@ def train_run(
             "last_epoch": history[-1],
             "train_seconds": sum(h["seconds"] for h in history),
             "samples_per_s": samples / sum(h["seconds"] for h in history),
+            "environment": thread_record(),
         }
         (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         write_rows_csv(tmp / "history.csv", history)
@@ -120,16 +144,20 @@ def analyse_run(
         names = (str(features), str(test_features))
     settings = {
         "sae": str(Path(sae_path).expanduser().resolve()),
+        "sae_sha256": content_digest(sae_path),
         "sae_config": dataclasses.asdict(sae.cfg),
         "features": str(Path(features).expanduser().resolve()),
+        "features_sha256": content_digest(features),
         "test_features": None if test_features is None else str(Path(test_features).resolve()),
+        "test_features_sha256": None if test_features is None else content_digest(test_features),
         "normalize": normalize,
         "analyse": dataclasses.asdict(cfg),
     }
 
     def write(tmp: Path) -> None:
         result = analyse(sae, pX, py, tX, ty, cfg, progress=progress, where=names)
-        (tmp / METRICS_FILE).write_text(dumps_json(result.metrics), encoding="utf-8")
+        metrics = result.metrics | {"environment": thread_record()}
+        (tmp / METRICS_FILE).write_text(dumps_json(metrics), encoding="utf-8")
         write_rows_csv(tmp / "accuracy.csv", result.accuracy)
         write_rows_csv(tmp / "similarity.csv", result.similarity)
         write_rows_csv(tmp / "sparsity.csv", result.sparsity)

@@ -43,6 +43,24 @@ def lr_at(step: int, lr: float, warmup: int, decay: bool, total: int) -> float:
     return lr * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def check_rows(x_ND: torch.Tensor, where: str) -> None:
+    """Rows an SAE can learn from: at least two, not all the same (FVU divides by their spread);
+    otherwise the real cause, instead of a loss that is NaN from its first step."""
+    N = len(x_ND)
+    if N < 2:
+        raise ValueError(
+            f"{where} has {N} row(s): an SAE learns the variation between rows and needs at "
+            "least 2 (in practice thousands); pass more features"
+        )
+    same = all(bool((x_ND[s : s + 65536] == x_ND[0]).all()) for s in range(0, N, 65536))
+    if same:
+        zero = " (every row is all zeros)" if not bool(x_ND[0].any()) else ""
+        raise ValueError(
+            f"{where}: all {N} rows are the same{zero}, so there is no variation to encode (zero "
+            "variance): check how the features were extracted"
+        )
+
+
 def train_sae(
     x_ND: np.ndarray | torch.Tensor,
     cfg: SaeConfig,
@@ -55,8 +73,9 @@ def train_sae(
     that epoch's training batches): mse, fvu, dead_fraction (latents that never fired in the
     epoch), mean_active (active latents per row), auxk, k and lr at the epoch's end, seconds,
     samples_per_s."""
-    x_ND = torch.from_numpy(as_matrix(x_ND, "x_ND"))
+    x_ND = torch.from_numpy(as_matrix(x_ND, where))
     N, D = x_ND.shape
+    check_rows(x_ND, where)
     device = torch.device(train.device)
     sae = SparseCoder(cfg, device=device, seed=train.seed)
     check_width(sae, D, where)
@@ -147,6 +166,7 @@ def evaluate(sae: SparseCoder, x_ND: np.ndarray | torch.Tensor, where: str = "x_
     x_ND's own mean), dead_fraction (latents active on no row), mean_active (per row)."""
     x_ND = torch.from_numpy(as_matrix(x_ND, "x_ND"))
     check_width(sae, x_ND.shape[1], where)
+    check_rows(x_ND, where)
     N, D = x_ND.shape
     mean_D = x_ND.mean(0, dtype=torch.float64)
     fired_H = torch.zeros(sae.cfg.latents, dtype=torch.bool)

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import getpass
-import json
 import multiprocessing
 import os
 import re
@@ -37,6 +36,8 @@ from typing import TYPE_CHECKING, Any
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json
+from tttlab.files import need, read_json_object
+from tttlab.studies.claims import claim_owner
 from tttlab.studies.config import SlurmConfig
 from tttlab.studies.units import (
     CONFIG_FILE,
@@ -122,6 +123,15 @@ def _this_task() -> str | None:
     if array and index:
         return f"{array}_{index}"
     return os.environ.get("SLURM_JOB_ID")
+
+
+def _failure(path: Path) -> dict[str, Any]:
+    """A Slurm task's record of its unit's error, every field checked."""
+    fix = "it is written by the task that failed: delete it, then resume the study"
+    record = read_json_object(path, "a unit's failure record", fix)
+    for name in ("task", "host", "error"):
+        need(record, name, str, path, fix)
+    return record
 
 
 def failure_file(folder: str | Path, unit_id: str) -> Path:
@@ -417,11 +427,15 @@ def follow(folder: str | Path, study_units: Sequence[Unit]) -> Progress:
     for unit_id in now.missing:
         task = latest.get(unit_id)
         if task is None:
-            progress.missing.append(unit_id)
+            owner = claim_owner(folder, unit_id)
+            if owner is not None:  # a local process (another command, a worker) runs it
+                progress.running[unit_id] = f"claimed by process {owner['owner']}"
+            else:
+                progress.missing.append(unit_id)
             continue
         state = states[task]
         failure = failure_file(folder, unit_id)
-        error = json.loads(failure.read_text(encoding="utf-8")) if failure.is_file() else None
+        error = _failure(failure) if failure.is_file() else None
         if state in ACTIVE_STATES:
             progress.running[unit_id] = f"task {task} {state}"
         elif error is not None and error.get("task") == task:

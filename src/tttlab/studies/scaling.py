@@ -25,8 +25,9 @@ import numpy as np
 
 from tttlab.config import Config, check_test_index
 from tttlab.data.splits import Splits
+from tttlab.memory import check_memory
 from tttlab.methods.registry import METHODS
-from tttlab.pipeline import evaluate
+from tttlab.pipeline import evaluate, memory
 from tttlab.pipeline.stages import check_environment, load_data
 from tttlab.presets import dataset_size_head
 from tttlab.results import (
@@ -105,7 +106,24 @@ class _ScalingPlan:
             u.settings.get("per_class", math.inf),
             -u.settings.get("experts", 0),
         ))  # fmt: skip
-        self.check_data(load_data(self.unit_config(strictest)))
+        splits = load_data(self.unit_config(strictest))
+        self.check_data(splits)
+        # Every unit's memory from its settings and the data's sizes, before any unit trains.
+        d_in, small = int(np.prod(splits.train_x.shape[1:])), strictest.settings.get("fraction", 1)
+
+        def pool(u: Unit) -> int:
+            if "per_class" in u.settings:
+                return u.settings["per_class"] * splits.num_classes
+            return round(len(splits.train_y) * u.settings.get("fraction", 1) / small)
+
+        needs = [
+            memory.estimate(
+                self.unit_config(u), pool(u), len(splits.test_y), d_in, splits.num_classes
+            )
+            for u in units
+        ]
+        largest = max(needs, key=lambda e: e.total)
+        check_memory(dataclasses.replace(largest, what="its largest unit"), memory.RUN_FIXES)
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""

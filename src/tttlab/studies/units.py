@@ -28,6 +28,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
+from tttlab.files import FileError, kind, need, read_json, read_json_object
+from tttlab.studies.claims import claim
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
@@ -164,14 +166,12 @@ def read_record(folder: str | Path) -> dict[str, Any]:
             f"{folder} is not a study folder (no {CONFIG_FILE}): call open_study(folder, config) "
             "first, or check the path"
         )
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as err:
-        raise ValueError(
-            f"{path} is not valid JSON ({err}); it is written atomically, so something else "
-            "changed it: restore it, or start the study in another folder"
-        ) from None
-    return config
+    return read_json_object(
+        path,
+        "a study record",
+        "it is written atomically, so something else changed it: restore it, or start the study "
+        "in another folder",
+    )
 
 
 _ABSENT = object()
@@ -213,12 +213,12 @@ def _read_unit(folder: Path, unit: Unit) -> dict[str, Any] | None:
     """The unit's recorded result, or None when it has no file yet. Raises _Damaged for a file that
     cannot be used (it is then re-run) and ValueError for one recording other settings."""
     path = unit_file(folder, unit)
-    try:
-        record = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return None
-    except (OSError, ValueError) as err:
-        raise _Damaged(f"unreadable or not JSON ({err})") from None
+    try:
+        record = read_json(path, "a unit record", "")
+    except FileError as err:
+        raise _Damaged(f"unreadable or not JSON ({str(err).split(': ')[0]})") from None
     if not isinstance(record, dict) or not isinstance(record.get("result"), dict):
         raise _Damaged("not a unit record (no result dict)")
     if record.get("id") != unit.id:
@@ -238,7 +238,20 @@ def read_jobs(folder: str | Path) -> list[dict[str, Any]]:
     path = Path(folder) / SLURM_DIR / JOBS_FILE
     if not path.is_file():
         return []
-    return json.loads(path.read_text(encoding="utf-8"))["submissions"]
+    fix = "it is written atomically, so something else changed it: restore it or delete it"
+    submissions = need(read_json_object(path, "a record of Slurm submissions", fix),
+                       "submissions", list, path, fix)  # fmt: skip
+    for i, entry in enumerate(submissions):
+        if not isinstance(entry, dict):
+            raise FileError(f"{path}: submission {i} is {kind(entry)}, not an object: {fix}")
+        tasks = need(entry, "tasks", dict, path, fix, f"submission {i}")
+        need(entry, "logs", str, path, fix, f"submission {i}")
+        need(entry, "slurm", dict, path, fix, f"submission {i}")
+        if not all(isinstance(t, str) for t in tasks.values()):
+            raise FileError(
+                f"{path}, submission {i}: field 'tasks' must map units to task ids: {fix}"
+            )
+    return submissions
 
 
 # ---------------------------------------------------------------- shards
@@ -315,12 +328,15 @@ def select_shard(
 
 @dataclass
 class RunReport:
-    """What `run_units` did in its shard: the ids it ran and the ids found already finished."""
+    """What `run_units` did in its shard: the ids it ran, found finished, or left to another
+    process running them."""
 
     shard_id: int
     num_shards: int
     ran: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    claimed: list[str] = field(default_factory=list)
+    """Units another live process on the same folder was running (left to it)."""
 
 
 class UnitsFailed(RuntimeError):
@@ -357,6 +373,8 @@ def run_units(
     A unit whose `fn` raises is reported (its id and traceback, on stderr) and left unwritten; the
     others still run, then `UnitsFailed` names every failed unit. Ctrl-C and errors writing a file
     stop at once; an interruption loses only the unit in flight. A damaged unit file is re-run.
+    Each unit is claimed first (`tttlab.studies.claims`), so processes sharing the folder (two
+    commands, shards given twice) run each unit once.
     """
     folder = Path(folder)
     _check_units(units)
@@ -379,25 +397,39 @@ def run_units(
     first_error: Exception | None = None
     desc = "units" if num_shards == 1 else f"units (shard {shard_id}/{num_shards})"
     for unit in tqdm(todo, desc=desc, unit="unit", disable=not progress):
-        try:
-            result = fn(unit)
-            if not isinstance(result, dict):
-                raise TypeError(f"fn must return a dict of results, got {type(result).__name__}")
-            record = to_jsonable({"id": unit.id, "settings": unit.settings, "result": result})
-        except Exception as err:
-            failed[unit.id] = f"{type(err).__name__}: {err}"
-            if first_error is None:
-                first_error = err
-            tqdm.write(
-                f"unit {unit.id} failed:\n{''.join(traceback.format_exception(err))}",
-                file=sys.stderr,
-            )
-            continue
-        atomic_write_json(unit_file(folder, unit), record)
-        report.ran.append(unit.id)
+        with claim(folder, unit.id) as mine:  # another process on this folder may hold it
+            if not mine:
+                report.claimed.append(unit.id)
+                continue
+            if _finished(folder, unit):  # written by another process since the list was made
+                report.skipped.append(unit.id)
+                continue
+            try:
+                result = fn(unit)
+                if not isinstance(result, dict):
+                    raise TypeError(f"fn must return a dict, got {type(result).__name__}")
+                record = to_jsonable({"id": unit.id, "settings": unit.settings, "result": result})
+            except Exception as err:
+                failed[unit.id] = f"{type(err).__name__}: {err}"
+                if first_error is None:
+                    first_error = err
+                tqdm.write(
+                    f"unit {unit.id} failed:\n{''.join(traceback.format_exception(err))}",
+                    file=sys.stderr,
+                )
+                continue
+            atomic_write_json(unit_file(folder, unit), record)
+            report.ran.append(unit.id)
     if failed:
         raise UnitsFailed(failed, report) from first_error
     return report
+
+
+def _finished(folder: Path, unit: Unit) -> bool:
+    try:
+        return _read_unit(folder, unit) is not None
+    except _Damaged:
+        return False
 
 
 @dataclass
@@ -433,7 +465,8 @@ def collect(folder: str | Path, units: Sequence[Unit]) -> list[dict[str, Any]]:
         damaged = f" ({_names(now.damaged)} with damaged files)" if now.damaged else ""
         raise ValueError(
             f"{len(now.missing)} of {len(units)} units in {folder} are not finished: "
-            f"{_names(now.missing)}{damaged}. Fix: run run_units over every shard to finish them"
+            f"{_names(now.missing)}{damaged}. Fix: `tttlab study resume {folder}` runs them (or "
+            "run the shards that hold them)"
         )
     return [_read_unit(folder, unit) for unit in units]
 

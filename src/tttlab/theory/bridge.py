@@ -14,7 +14,6 @@ measurable quantities, not an estimate of d1 or s.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ import numpy as np
 
 from tttlab.atomic import atomic_write_json, atomic_write_text
 from tttlab.checks import check_int
+from tttlab.files import need, read_json_object
 from tttlab.results import markdown_table
 from tttlab.retrieval import KNNIndex
 from tttlab.tensors import as_matrix
@@ -104,10 +104,12 @@ def read_ttt_gain(run_dir: str | Path) -> float:
     path = Path(run_dir) / "metrics.json"
     if not path.is_file():
         raise ValueError(f"{run_dir} has no metrics.json: pass a run folder `tttlab ttt` wrote")
-    gains = json.loads(path.read_text(encoding="utf-8")).get("gain_over_global", {})
-    if "ttt" not in gains:
+    fix = "pass a run folder `tttlab ttt` wrote, scoring global and ttt"
+    metrics = read_json_object(path, "a run's metrics", fix)
+    gains = need(metrics, "gain_over_global", dict, path, fix)
+    if "ttt" not in gains or not isinstance(gains["ttt"], dict):
         raise ValueError(f"{path} records no TTT gain over global: score global and ttt in it")
-    return float(gains["ttt"]["mean"])
+    return float(need(gains["ttt"], "mean", (int, float), path, fix, "gain_over_global.ttt"))
 
 
 def bridge_report(

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,13 +31,15 @@ from typing import Any, ClassVar
 import numpy as np
 
 from tttlab.atomic import atomic_write_text, dumps_json
+from tttlab.memory import MemoryEstimate, available_bytes, check_memory
 from tttlab.results import figure, markdown_table, method_color, save_figure, write_rows_csv
+from tttlab.retrieval import search_memory_bytes
 from tttlab.studies.config import StudyOptions
 from tttlab.studies.plan import remote_options
 from tttlab.studies.units import Unit
 from tttlab.theory.concepts import generate
 from tttlab.theory.config import Sim, SimulateConfig
-from tttlab.theory.estimators import check_k, evaluate, neighbours
+from tttlab.theory.estimators import _CHUNK_FLOATS, check_k, evaluate, neighbours
 
 ESTIMATORS: tuple[str, ...] = ("global", "ttt", "concept_ttt", "oracle")
 """The theory's estimators, in report order."""
@@ -89,6 +92,34 @@ def unit_setting(base: Sim, sc: SimulateConfig, unit: Unit) -> tuple[Sim, int]:
     except ValueError as err:
         raise ValueError(f"unit {unit.id}: {err}") from None
     return sim, k
+
+
+MAX_UNIT_FLOPS = 1e15
+"""Work one simulated unit may take: beyond it a setting is a typo (--n-train 1000000000)."""
+SIM_FIXES = (
+    "Lower --n-train, --n-test, --d1, --d2 or --outputs (or the sweep's values), or use a machine "
+    "with more memory"
+)
+
+
+def unit_cost(sim: Sim, k: int) -> tuple[MemoryEstimate, float]:
+    """The peak memory (bytes, by part, float64 throughout) and the floating-point operations of
+    one unit of `sim` at k, from its sizes alone (before anything is drawn)."""
+    n, T, m, s = sim.n_train + sim.n_test, sim.outputs, sim.shared, sim.s
+    d1, d2, nt, B = sim.d1, sim.d2, sim.n_train, sim.n_test
+    parts = {
+        "concepts": 8 * n * (4 * s + 2 * m) + (16 * n * d1 if 4 * s > d1 else 0),
+        "features": 8 * (d2 * d1 + d1 * T + n * (2 * d2 + 3 * T)),
+        "neighbours": search_memory_bytes(nt, d2, B, k),
+    }
+    flops = 2 * n * s * (d2 + T) + 2 * nt * B * d2 + 2 * nt * d2 * d2
+    if sim.task == "regression":
+        parts["fits"] = 24 * (d1 * d1 + d2 * d2) + 32 * _CHUNK_FLOATS
+        flops += 2 * nt * s * s + d1**3 / 3 + B * (2 * k * k * (d2 + s * k) + 2 * k**3)
+    else:
+        parts["fits"] = 12 * n * d1 + 24 * d2 * T
+        flops += 2 * nt * (d1 + d2) * T * 100 + B * 50 * k * d2 * T * 6
+    return MemoryEstimate(parts, available_bytes(), "its largest unit"), float(flops)
 
 
 def run_unit(base: Sim, sc: SimulateConfig, unit: Unit) -> dict[str, Any]:
@@ -147,9 +178,21 @@ class SimulatePlan:
         return units(self.sweep)
 
     def check(self) -> None:
-        """Every unit's draw and k are valid, before the first one runs."""
-        for unit in self.units():
-            unit_setting(self.sim, self.sweep, unit)
+        """Every unit's draw and k are valid, and the largest unit fits in memory and a sane
+        amount of work, before the first one runs."""
+        costs = [unit_cost(*unit_setting(self.sim, self.sweep, u)) for u in self.units()]
+        peak = max(costs, key=lambda c: c[0].total)[0]
+        flops = [c[1] for c in costs]
+        if self.options.progress:
+            print(f"simulate: {len(costs)} units, about {sum(flops) / 1e9:.3g} GFLOP in all; "
+                  f"{peak.describe()}", file=sys.stderr)  # fmt: skip
+        check_memory(peak, SIM_FIXES)
+        if max(flops) > MAX_UNIT_FLOPS:
+            raise ValueError(
+                f"one unit of these settings takes about {max(flops):.3g} floating-point "
+                f"operations, more than the {MAX_UNIT_FLOPS:.0e} tttlab runs as one unit (days on "
+                f"a workstation). {SIM_FIXES}"
+            )
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         return run_unit(self.sim, self.sweep, unit)
