@@ -47,7 +47,7 @@ def tiny_study(tmp_path, **study) -> LMPlan:
     return LMPlan(
         LMStudyConfig(**{"corpus": str(corpus), "sizes": ("0.4m",), "pretrained": (), "docs": 4,
                          "lr_grid": (), "n_boot": 200} | study),
-        LMTrainConfig(tokens=2048, seq=32, batch=4, vocab=300),
+        LMTrainConfig(tokens=2048, tokens_per_parameter=0, seq=32, batch=4, vocab=300),
         LMTTTConfig(k=3, lr=3e-3, copies=2),
         DocRetrievalConfig(encoder="tfidf", tfidf_dims=8),
         StudyOptions(out=str(tmp_path / "runs"), progress=False),

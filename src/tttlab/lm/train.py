@@ -1,5 +1,6 @@
-"""The GPT ladder, trained here on the corpus pool: one shared tokenizer, then each size on the same
-number of tokens, so training compute (6 x parameters x tokens) is proportional to size.
+"""The GPT ladder, trained here on the corpus pool: one shared tokenizer, then each size on a budget
+of tokens per parameter (with a floor for the small sizes), so larger sizes take more steps and
+none is stopped on the unigram plateau where its smaller neighbour has left it.
 
     tok_entry = tokenizer_entry(corpus, cache)                   # BPE + the pool's token stream
     lm = ladder_model(corpus, "1.5m", LMTrainConfig(), cache)    # trained once, then cached
@@ -121,7 +122,8 @@ def train_gpt(
          {"params": rest, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.95),
     )  # fmt: skip
-    steps, warm = cfg.steps, max(1, int(cfg.warmup * cfg.steps))
+    steps = cfg.steps(model_parameters(model))
+    warm = max(1, int(cfg.warmup * steps))
     rng = np.random.default_rng(cfg.seed)
     offsets = np.arange(cfg.seq + 1)
     history, every, start = [], max(1, steps // 100), time.perf_counter()
