@@ -4,14 +4,15 @@ blocks, seconds per document, per-subset rows, and whether TTT's gain shrinks fr
 0.5B to 1.5B (the same family; the paper's question).
 
     nice python benchmarks/lm_families.py --corpus corpora/debian --docs 30 --k 10 \\
-        --doc-bytes 384 --out runs/lm-families                 # runs, then prints the tables
+        --doc-bytes 256 --out runs/lm-families                 # runs, then prints the tables
     python benchmarks/lm_families.py --out runs/lm-families --report   # tables of what is done
     python benchmarks/lm_families.py --corpus corpora/debian --select --models smollm2-135m
 
 Every (model, method, condition, document) result is appended to <out>/records.jsonl as it
-finishes: an interrupted run resumes where it stopped, and --report prints what is done. Documents
-are the first --docs of a seeded shuffle of the corpus's test documents, each cut to its first
---doc-bytes (at a line break) so that large models fit a CPU's time: the cut text is what is
+finishes, in blocks of --block documents through every model in turn: an interrupted run resumes
+where it stopped, holds the same documents for every model, and --report prints what is done.
+Documents are the first --docs of a seeded shuffle of the corpus's test documents, each cut to its
+first --doc-bytes (at a line break) so that large models fit a CPU's time: the cut text is what is
 retrieved for, scored and (for the neighbours) trained on. --select scores learning rates on the
 next --select-docs test documents, never scored, and prints them.
 """
@@ -41,12 +42,13 @@ PAPER = "the paper (Qwen2.5 on the Pile): gain ~0.07 bpb at 0.5B, ~0.02 at 7B (f
 def methods(a) -> dict[str, LMTTTConfig]:
     """The two ways TTT is done, at equal steps (one Adam step per neighbour, nearest first)."""
     common = dict(k=a.k, bf16=not a.fp32, seed=a.seed)
-    return {
+    every = {
         f"lora-r{a.lora_rank}": LMTTTConfig(**common, tune="lora", lr=a.lora_lr,
                                              lora_rank=a.lora_rank, lora_targets=("q", "v")),
         f"last-{a.last_layers}": LMTTTConfig(**common, tune="last", last_layers=a.last_layers,
                                              lr=a.last_lr),
     }  # fmt: skip
+    return {name: cfg for name, cfg in every.items() if name.split("-")[0] in a.methods}
 
 
 def cut(text: str, n: int) -> str:
@@ -78,18 +80,24 @@ def load_records(path: Path) -> list[dict]:
 
 
 def run(a) -> None:
+    """Blocks of --block documents, each through every model in turn (a model is loaded once per
+    block), so an interrupted run holds the same documents for every model."""
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "records.jsonl"
     done = {(r["model"], r["method"], r["condition"], r["doc"]) for r in load_records(path)}
     chosen, texts, idx, control, pool_cut, _ = documents(a)
-    work = (chosen[: a.docs], texts[: a.docs], idx, control, pool_cut)
-    for name in a.models:
-        keys = [(name, "-", "base", d.id) for d in work[0]] + [
-            (name, m, c, d.id) for m in methods(a) for c in ("ttt", "control") for d in work[0]
-        ]
-        if not all(k in done for k in keys):
-            run_model(a, name, *work, done, path)
+    for start in range(0, a.docs, a.block):
+        block = range(start, min(start + a.block, a.docs))
+        for name in a.models:
+            keys = [(name, "-", "base", chosen[i].id) for i in block] + [
+                (name, m, c, chosen[i].id)
+                for m in methods(a) for c in ("ttt", "control") for i in block
+            ]  # fmt: skip
+            if not all(k in done for k in keys):
+                run_model(a, name, [chosen[i] for i in block], [texts[i] for i in block],
+                          idx[block.start : block.stop], control[block.start : block.stop],
+                          pool_cut, done, path)  # fmt: skip
 
 
 def run_model(a, name, docs, doc_texts, idx, control, pool_cut, done, path) -> None:
@@ -127,7 +135,7 @@ def run_model(a, name, docs, doc_texts, idx, control, pool_cut, done, path) -> N
                                  "package": d.package, "bits": bits, "lr": cfg.lr,
                                  "n_bytes": len(doc_texts[i].encode()),
                                  "seconds": time.perf_counter() - start})  # fmt: skip
-        print(f"{name}: document {i + 1}/{len(docs)} done", flush=True)
+        print(f"{name}: document {d.id} done", flush=True)
 
 
 def select(a) -> None:
@@ -228,10 +236,12 @@ def main() -> None:
     p.add_argument("--cache", default="runs/cache", help="embedding cache (as the study's)")
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--docs", type=int, default=30)
-    p.add_argument("--doc-bytes", type=int, default=384, help="0: whole documents")
+    p.add_argument("--block", type=int, default=5, help="documents per model load")
+    p.add_argument("--doc-bytes", type=int, default=256, help="0: whole documents")
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--encoder", choices=("minilm", "tfidf"), default="minilm")
     p.add_argument("--threads", type=int, default=1, help="torch threads (1: a busy machine)")
+    p.add_argument("--methods", nargs="+", choices=("lora", "last"), default=["lora", "last"])
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--lora-lr", type=float, default=1e-3)
     p.add_argument("--last-layers", type=int, default=2)

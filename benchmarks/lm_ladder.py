@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-from dataclasses import replace
 
 import numpy as np
 import torch
@@ -39,7 +38,9 @@ def main() -> None:
     p.add_argument("--tokens-per-parameter", type=float, default=LMTrainConfig.tokens_per_parameter)
     p.add_argument("--tokens", type=int, default=LMTrainConfig.tokens, help="the floor")
     p.add_argument("--batch", type=int, default=LMTrainConfig.batch)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1: a busy machine)")
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     for size in a.sizes:  # before the corpus loads; then smallest first, so "falls" reads in order
         check_choice(size, "--sizes", tuple(LADDER))
     sizes = sorted(set(a.sizes), key=list(LADDER).index)
@@ -61,7 +62,7 @@ def main() -> None:
     params = {}
     for size in sizes:
         for seed in a.seeds:
-            lm, entry = ladder_model(corpus, size, replace(base, seed=seed), cache, progress=False)
+            lm, entry = ladder_model(corpus, size, base, cache, progress=False, seed=seed)
             meta, params[size] = entry.info, lm.parameters
             tail = np.mean(
                 [h["loss"] for h in meta["history"][-max(1, len(meta["history"]) // 10) :]]

@@ -3,10 +3,12 @@ documents (by package, and their Jaccard indices), and TTT's gain on the test do
 copied, with the near-copies in the pool (before the guard) and without them (after).
 
     nice python benchmarks/lm_leak_guard.py --corpus corpora/debian --model smollm2-135m
+    nice python benchmarks/lm_leak_guard.py --corpus corpora/debian --model gpt-0.4m
 
 Both pools are searched the same way (TF-IDF + SVD fitted on each pool, k neighbours); TTT is
-LoRA on q and v, one step per neighbour. The gain is base minus after-TTT bits per byte, paired
-over the copied test documents; "leaked neighbours" counts retrieved near-copies per document.
+LoRA on q and v for a pretrained model, all weights for a ladder GPT (trained as lm_ladder.py
+trains it, seed 0), one step per neighbour. The gain is base minus after-TTT bits per byte,
+paired over the copied test documents; "leaked neighbours" counts retrieved near-copies.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lora-rank", type=int, default=8)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--cache", default="runs/cache", help="the ladder's checkpoints")
+    p.add_argument("--tokens-per-parameter", type=float, default=0.5, help="the ladder's budget")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     corpus = load_corpus(a.corpus)
@@ -52,15 +56,27 @@ def main() -> None:
     pools = {"before (near-copies in the pool)": corpus.pool + corpus.removed,
              "after (the guard's pool)": corpus.pool}  # fmt: skip
     leaked_ids = {d.id for d in corpus.removed}
-    from tttlab.lm.pretrained import load_pretrained
     from tttlab.lm.ttt import doc_bits, ttt_bits
 
-    lm = load_pretrained(a.model)
+    if a.model.startswith("gpt-"):
+        from tttlab.lm.config import LMTrainConfig
+        from tttlab.lm.train import ladder_model
+        from tttlab.pipeline.cache import StageCache
+
+        train = LMTrainConfig(tokens_per_parameter=a.tokens_per_parameter)
+        lm, _ = ladder_model(corpus, a.model[4:], train, StageCache(a.cache), progress=False)
+        cfg = LMTTTConfig(k=a.k, tune="all", lr=a.lr)
+        how = "all weights"
+    else:
+        from tttlab.lm.pretrained import load_pretrained
+
+        lm = load_pretrained(a.model)
+        cfg = LMTTTConfig(k=a.k, tune="lora", lora_rank=a.lora_rank, lr=a.lr, bf16=True)
+        how = f"LoRA rank {a.lora_rank} on q, v"
     q = [lm.encode(t) for t in queries]
-    cfg = LMTTTConfig(k=a.k, tune="lora", lora_rank=a.lora_rank, lr=a.lr, bf16=True)
-    base = doc_bits(lm, q, bf16=True)
+    base = doc_bits(lm, q, bf16=cfg.bf16)
     gains = {}
-    print(f"{a.model}, LoRA rank {a.lora_rank} on q, v, lr {a.lr:g}, k = {a.k}, TF-IDF neighbours")
+    print(f"{a.model}, {how}, lr {a.lr:g}, k = {a.k}, TF-IDF neighbours")
     print("\n| pool | docs | leaked neighbours per doc | base bpb | TTT bpb | TTT gain [95% CI] |")
     print("|---|---|---|---|---|---|")
     for label, pool in pools.items():

@@ -126,7 +126,8 @@ LADDER: dict[str, GPTConfig] = {
 @dataclass
 class LMTrainConfig:
     """How each size of the ladder is trained: a budget in tokens per parameter, so larger sizes
-    take more steps (compute grows as parameters squared)."""
+    take more steps (compute grows as parameters squared). The seed is the caller's (the study's
+    --seeds)."""
 
     vocab: int = 4096
     """Shared byte-level BPE vocabulary, learned on the pool."""
@@ -147,8 +148,6 @@ class LMTrainConfig:
     """AdamW decay on matrices (not on norms, biases or positions)."""
     bf16: bool = False
     """bfloat16 autocast on CPU or CUDA (fp32 master weights); helps on CPUs with AVX512-BF16."""
-    seed: int = 0
-    """Seeds the initial weights and the windows read."""
 
     def __post_init__(self):
         for name in ("vocab", "tokens", "seq", "batch"):
@@ -156,7 +155,6 @@ class LMTrainConfig:
         check_number(self.tokens_per_parameter, "tokens_per_parameter", min=0)
         check_number(self.lr, "lr", min=0)
         check_number(self.weight_decay, "weight_decay", min=0)
-        check_int(self.seed, "seed", min=0)
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup is a fraction of the steps in [0, 1), got {self.warmup!r}")
         if self.tokens < self.seq * self.batch:
@@ -195,8 +193,9 @@ class DocRetrievalConfig:
 
 
 @dataclass
-class LMTTTConfig:
-    """How each test document's copy of the model is fine-tuned on its neighbours."""
+class DocTTTConfig:
+    """How each test document is fine-tuned on its neighbours, apart from what trains and for how
+    many steps (LMTTTConfig's tune, lora_rank, steps_per_neighbour: the lm-size study's axes)."""
 
     k: int = 20
     """Neighbours per test document (TTT-NN uses 20 to 50; the paper 50)."""
@@ -205,17 +204,10 @@ class LMTTTConfig:
     schedule: Literal["sequential", "epochs"] = "sequential"
     """sequential: steps_per_neighbour steps per neighbour, nearest first; epochs: full-batch
     steps on all k."""
-    steps_per_neighbour: int = 1
-    """Adam steps on each neighbour before the next, with schedule="sequential"."""
     epochs: int = 1
     """Full-batch steps, with schedule="epochs"."""
-    tune: Tune = "all"
-    """all weights; no-embeddings (all but token/position embeddings); last (the last blocks);
-    lora (low-rank adapters on lora_targets, the paper's method; the weights stay frozen)."""
     last_layers: int = 1
     """Blocks tuned with tune="last" (with the final norm and an untied head)."""
-    lora_rank: int = 8
-    """Rank of each adapter, with tune="lora"."""
     lora_alpha: float | None = None
     """Adapter scale numerator (the update is alpha / rank x B A); None: 2 x rank, so a rank
     sweep changes the adapter's capacity and not its step size."""
@@ -229,8 +221,8 @@ class LMTTTConfig:
     """Documents fine-tuned at once, each with its own weights or adapter, in one forward and
     backward; 1: one at a time. Ladder GPTs stack copies of their weights; LoRA stacks adapters."""
     bf16: bool = False
-    """bfloat16 autocast for forward and backward (fp32 weights and Adam state), on the CPU or
-    CUDA."""
+    """bfloat16 autocast for forward and backward (fp32 trained weights and Adam state; frozen
+    linear weights are held in bf16, as autocast would round them), on the CPU or CUDA."""
     seed: int = 0
     """Seeds the adapters' initial A matrices (the same start for every document)."""
 
@@ -238,11 +230,8 @@ class LMTTTConfig:
         check_int(self.k, "k", min=1)
         check_number(self.lr, "lr", min=0)
         check_choice(self.schedule, "schedule", ("sequential", "epochs"))
-        check_int(self.steps_per_neighbour, "steps_per_neighbour", min=1)
         check_int(self.epochs, "epochs", min=1)
-        check_choice(self.tune, "tune", TUNE_CHOICES)
         check_int(self.last_layers, "last_layers", min=1)
-        check_int(self.lora_rank, "lora_rank", min=1)
         if self.lora_alpha is not None:
             check_number(self.lora_alpha, "lora_alpha", min=0)
         self.lora_targets = tuple(self.lora_targets)
@@ -255,6 +244,25 @@ class LMTTTConfig:
         check_choice(self.lora_batching, "lora_batching", LORA_BATCHING)
         check_int(self.copies, "copies", min=1)
         check_int(self.seed, "seed", min=0)
+
+
+@dataclass
+class LMTTTConfig(DocTTTConfig):
+    """How each test document's copy of the model is fine-tuned on its neighbours."""
+
+    tune: Tune = "all"
+    """all weights; no-embeddings (all but token/position embeddings); last (the last blocks);
+    lora (low-rank adapters on lora_targets, the paper's method; the weights stay frozen)."""
+    lora_rank: int = 8
+    """Rank of each adapter, with tune="lora"."""
+    steps_per_neighbour: int = 1
+    """Adam steps on each neighbour before the next, with schedule="sequential"."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_choice(self.tune, "tune", TUNE_CHOICES)
+        check_int(self.lora_rank, "lora_rank", min=1)
+        check_int(self.steps_per_neighbour, "steps_per_neighbour", min=1)
 
     @property
     def lora_scale(self) -> float:
@@ -271,18 +279,31 @@ class LMTTTConfig:
 
 @dataclass
 class LMStudyConfig:
-    """Which models the lm-size study scores, on which documents, and where they run."""
+    """Which models the lm-size study scores, how TTT trains them (its axes), on which documents,
+    and where they run."""
 
     corpus: str = "corpora/debian"
     """A folder built by `tttlab lm corpus`."""
     sizes: tuple[str, ...] = ("0.4m", "1.5m", "4m")
     """Ladder sizes trained here (of 0.4m, 1.5m, 4m, 12m)."""
+    seeds: tuple[int, ...] = (0,)
+    """Training seeds of the ladder: each size is trained and scored once per seed (a unit each),
+    and the report gives its mean and a t interval across seeds."""
     pretrained: tuple[str, ...] = ("smollm2-135m",)
-    """Pretrained models from packages, their own points (smollm2-135m, gemma3-270m)."""
+    """Pretrained models, their own points: smollm2-135m, gemma3-270m, qwen2.5-coder-0.5b and
+    qwen2.5-coder-1.5b (one family in two sizes: the report's headline pair)."""
+    tunes: tuple[Tune, ...] = ("lora", "last")
+    """What TTT trains, a unit each per model: lora (adapters; pretrained models only) and/or
+    last, all, no-embeddings (weights), at equal steps."""
+    lora_ranks: tuple[int, ...] = (8,)
+    """LoRA ranks, a unit each per pretrained model (with steps_per_neighbour: a rank x steps
+    sweep)."""
+    steps_per_neighbour: tuple[int, ...] = (1,)
+    """Adam steps per neighbour (schedule sequential), a unit each per model and tune."""
     docs: int = 300
     """Held-out test documents scored (the first of a seeded shuffle)."""
     lr_grid: tuple[float, ...] = (1e-4, 3e-4, 1e-3, 3e-3)
-    """TTT's learning rate per model, chosen from these on validation documents; empty: --lr."""
+    """TTT's learning rate per unit, chosen from these on validation documents; empty: --lr."""
     select_docs: int = 24
     """Validation documents for --lr-grid: held-out test documents never scored (the next ones
     of the seeded shuffle)."""
@@ -296,17 +317,39 @@ class LMStudyConfig:
 
     def __post_init__(self):
         self.sizes, self.pretrained = tuple(self.sizes), tuple(self.pretrained)
+        self.seeds, self.tunes = tuple(self.seeds), tuple(self.tunes)
+        self.lora_ranks = tuple(self.lora_ranks)
+        self.steps_per_neighbour = tuple(self.steps_per_neighbour)
         self.lr_grid = tuple(float(lr) for lr in self.lr_grid)
         if any(lr <= 0 for lr in self.lr_grid):
             raise ValueError(f"--lr-grid {self.lr_grid} holds a rate <= 0: give positive rates")
         check_int(self.select_docs, "select_docs", min=1)
         for size in self.sizes:
             check_choice(size, "size", tuple(LADDER))
+        for name in ("seeds", "tunes", "lora_ranks", "steps_per_neighbour"):
+            values = getattr(self, name)
+            if not values:
+                raise ValueError(f"--{name.replace('_', '-')} is empty: give at least one value")
+            if len(set(values)) != len(values):
+                raise ValueError(f"--{name.replace('_', '-')} {values} repeats a value")
+        for seed in self.seeds:
+            check_int(seed, "seeds", min=0)
+        for tune in self.tunes:
+            check_choice(tune, "tunes", TUNE_CHOICES)
+        for rank in self.lora_ranks:
+            check_int(rank, "lora_ranks", min=1)
+        for steps in self.steps_per_neighbour:
+            check_int(steps, "steps_per_neighbour", min=1)
         check_int(self.docs, "docs", min=1)
         check_int(self.n_boot, "n_boot", min=1)
         check_choice(self.device, "device", ("cpu", "cuda"))
         if not self.sizes and not self.pretrained:
             raise ValueError("the study has no model: give --sizes and/or --pretrained")
+        if self.sizes and self.tunes == ("lora",):
+            raise ValueError(
+                "--tunes lora alone leaves the ladder nothing to train: LoRA adapts transformers "
+                "models (the pretrained ones); add last or all to --tunes, or drop --sizes"
+            )
 
 
 @dataclass

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice
+from tttlab.checks import check_choice, check_int
 from tttlab.lm.config import LADDER, GPTConfig, LMTrainConfig
 from tttlab.lm.corpus import Corpus
 from tttlab.lm.gpt import GPT
@@ -62,9 +62,11 @@ def ladder_model(
     progress: bool = True,
     shape: GPTConfig | None = None,
     device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[LanguageModel, Entry]:
-    """The ladder's `size` trained on the corpus pool (cached), as a LanguageModel on the CPU.
-    `device` is where it trains; a checkpoint from either device serves both (not in its key)."""
+    """The ladder's `size` trained on the corpus pool from `seed` (cached), as a LanguageModel on
+    the CPU. `device` is where it trains; a checkpoint from either device serves both (not in
+    its key)."""
     if shape is None:
         check_choice(size, "size", tuple(LADDER))
         shape = GPTConfig(**{**asdict(LADDER[size]), "vocab": cfg.vocab})
@@ -72,12 +74,14 @@ def ladder_model(
     settings = {
         "tokenizer": tok_entry.key,
         "shape": asdict(shape),
-        "train": asdict(cfg),
+        "train": asdict(cfg) | {"seed": seed},
     }
 
     def make(folder: Path) -> dict:
         stream = np.load(tok_entry.file("stream.npy"), mmap_mode="r")
-        model, history, seconds = train_gpt(shape, stream, cfg, progress, f"train {size}", device)
+        model, history, seconds = train_gpt(
+            shape, stream, cfg, progress, f"train {size}", device, seed
+        )
         from safetensors.torch import save_file
 
         save_file(
@@ -101,16 +105,19 @@ def train_gpt(
     progress: bool = True,
     desc: str = "",
     device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[GPT, list[dict], float]:
-    """Train a GPT of `shape` on random windows of `stream` on `device`; returns it (on the CPU),
-    the loss every ~1% of the steps, and the seconds it took."""
+    """Train a GPT of `shape` from `seed` (its initial weights and the windows it reads) on
+    random windows of `stream` on `device`; returns it (on the CPU), the loss every ~1% of the
+    steps, and the seconds it took."""
     if stream.size <= cfg.seq + 1:
         raise ValueError(f"the pool has {stream.size} tokens, fewer than one window of {cfg.seq}")
     if int(stream.max()) >= shape.vocab:
         raise ValueError(
             f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}"
         )
-    torch.manual_seed(cfg.seed)
+    check_int(seed, "seed", min=0)
+    torch.manual_seed(seed)
     check_device(device)
     device = torch.device(device)
     model = GPT(shape).to(device)
@@ -124,7 +131,7 @@ def train_gpt(
     )  # fmt: skip
     steps = cfg.steps(model_parameters(model))
     warm = max(1, int(cfg.warmup * steps))
-    rng = np.random.default_rng(cfg.seed)
+    rng = np.random.default_rng(seed)
     offsets = np.arange(cfg.seq + 1)
     history, every, start = [], max(1, steps // 100), time.perf_counter()
     model.train()
