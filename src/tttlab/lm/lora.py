@@ -26,14 +26,7 @@ from tqdm.auto import tqdm
 
 from tttlab.lm.config import LORA_TARGETS, LMTTTConfig
 from tttlab.lm.model import LanguageModel
-from tttlab.lm.scoring import (
-    LN2,
-    compute,
-    frozen_linears_in_bf16,
-    model_device,
-    nll_sums,
-    pad,
-)
+from tttlab.lm.scoring import frozen_linears_in_bf16, model_device, train_then_score
 
 MODULES: dict[str, tuple[str, ...]] = {
     "q": ("q_proj",), "k": ("k_proj",), "v": ("v_proj",), "o": ("o_proj",),
@@ -195,7 +188,7 @@ def _routed(
 ) -> list[float]:
     """C documents, adapter `names[c]` trained on query c's neighbours: one document through
     peft's active adapter, several through its per-sample routing (`adapter_names`)."""
-    device, C = model_device(lm), len(names)
+    device = model_device(lm)
     params = []
     with torch.no_grad():
         for name in names:
@@ -208,21 +201,8 @@ def _routed(
     def logits(ids_BT: torch.Tensor) -> torch.Tensor:
         return peft_model(input_ids=ids_BT, use_cache=False, **routed).logits
 
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    for step in cfg.steps():
-        opt.zero_grad(set_to_none=True)
-        totals = torch.tensor([sum(len(ns[c][j]) - 1 for j in step) for c in range(C)],
-                              dtype=torch.float32, device=device)  # fmt: skip
-        for j in step:
-            ids, mask = pad([ns[c][j] for c in range(C)], lm.bos_id, device)
-            with compute(cfg.bf16, device):
-                out = logits(ids)
-            (nll_sums(out, ids, mask) / totals).sum().backward()
-        opt.step()
-    with torch.no_grad(), compute(cfg.bf16, device):
-        ids, mask = pad(queries, lm.bos_id, device)
-        out = logits(ids)
-    return (nll_sums(out, ids, mask) / LN2).double().tolist()
+    return train_then_score(logits, params, queries, ns, cfg.steps(), cfg.lr, lm.bos_id,
+                            cfg.bf16, device)  # fmt: skip
 
 
 # ---------------------------------------------------------------- stacked adapters
@@ -254,21 +234,8 @@ def _stacked(
 
     handles = [m.register_forward_hook(hook(n)) for n, m in modules.items()]
     try:
-        opt = torch.optim.Adam([*A.values(), *B.values()], lr=cfg.lr)
-        for step in cfg.steps():
-            opt.zero_grad(set_to_none=True)
-            totals = torch.tensor([sum(len(ns[c][j]) - 1 for j in step) for c in range(C)],
-                                  dtype=torch.float32, device=device)  # fmt: skip
-            for j in step:
-                ids, mask = pad([ns[c][j] for c in range(C)], lm.bos_id, device)
-                with compute(cfg.bf16, device):
-                    logits = lm.module(ids)
-                (nll_sums(logits, ids, mask) / totals).sum().backward()
-            opt.step()
-        with torch.no_grad(), compute(cfg.bf16, device):
-            ids, mask = pad(queries, lm.bos_id, device)
-            logits = lm.module(ids)
-        return (nll_sums(logits, ids, mask) / LN2).double().tolist()
+        return train_then_score(lm.module, [*A.values(), *B.values()], queries, ns,
+                                cfg.steps(), cfg.lr, lm.bos_id, cfg.bf16, device)  # fmt: skip
     finally:
         for h in handles:
             h.remove()

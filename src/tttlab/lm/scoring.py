@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -112,3 +112,35 @@ def frozen_linears_in_bf16(lm: LanguageModel, trained: Sequence[torch.Tensor]) -
     finally:
         for w, data in saved:
             w.data = data
+
+
+def train_then_score(
+    logits_of: Callable[[torch.Tensor], torch.Tensor],
+    params: list[torch.Tensor],
+    queries: Sequence[Sequence[int]],
+    ns: Sequence[Sequence[Sequence[int]]],
+    steps: list[list[int]],
+    lr: float,
+    bos_id: int,
+    bf16: bool,
+    device: torch.device,
+) -> list[float]:
+    """C documents at once: Adam on `params` over each step's neighbours, row c of every batch
+    being query c's (each row's loss is its tokens' mean, and reaches only row c's weights), then
+    the bits of each query. `logits_of(ids_CT)` routes row c through document c's weights."""
+    C = len(queries)
+    opt = torch.optim.Adam(params, lr=lr)
+    for step in steps:
+        opt.zero_grad(set_to_none=True)
+        totals = torch.tensor([sum(len(ns[c][j]) - 1 for j in step) for c in range(C)],
+                              dtype=torch.float32, device=device)  # fmt: skip
+        for j in step:  # token-weighted accumulation: the full-batch mean over the step's tokens
+            ids, mask = pad([ns[c][j] for c in range(C)], bos_id, device)
+            with compute(bf16, device):
+                logits = logits_of(ids)
+            (nll_sums(logits, ids, mask) / totals).sum().backward()
+        opt.step()
+    with torch.no_grad(), compute(bf16, device):
+        ids, mask = pad(queries, bos_id, device)
+        logits = logits_of(ids)
+    return (nll_sums(logits, ids, mask) / LN2).double().tolist()

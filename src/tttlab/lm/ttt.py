@@ -22,22 +22,18 @@ import contextlib
 from collections.abc import Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from tttlab.lm.config import LMTTTConfig
 from tttlab.lm.gpt import GPT, forward, stack_copies
 from tttlab.lm.lora import lora_ttt_bits
 from tttlab.lm.model import LanguageModel, freeze_all_but, restore, snapshot, trainable
-from tttlab.lm.scoring import (  # noqa: F401 (re-exported: ttt's callers score with them)
-    LN2,
+from tttlab.lm.scoring import (  # noqa: F401 (re-exported for callers)
     bits_per_byte,
-    compute,
     doc_bits,
     frozen_linears_in_bf16,
     model_device,
-    nll_sums,
-    pad,
+    train_then_score,
 )
 
 # ---------------------------------------------------------------- TTT
@@ -105,19 +101,10 @@ def _ttt_one(
     cfg: LMTTTConfig,
 ) -> float:
     """One document: Adam on `params` of the model itself, score, then put the weights back."""
-    saved, device = snapshot(params), model_device(lm)
+    saved = snapshot(params)
     freeze_all_but(lm, params)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    for step in cfg.steps():
-        opt.zero_grad(set_to_none=True)
-        total = sum(len(ns[j]) - 1 for j in step)
-        for j in step:  # token-weighted accumulation: the full-batch mean over the step's tokens
-            ids, mask = pad([ns[j]], lm.bos_id, device)
-            with compute(cfg.bf16, device):
-                logits = lm.module(ids)
-            (nll_sums(logits, ids, mask).sum() / total).backward()
-        opt.step()
-    bits = float(doc_bits(lm, [query], bf16=cfg.bf16)[0])
+    (bits,) = train_then_score(lm.module, params, [query], [ns], cfg.steps(), cfg.lr, lm.bos_id,
+                               cfg.bf16, model_device(lm))  # fmt: skip
     restore(params, saved)
     return bits
 
@@ -136,21 +123,7 @@ def _ttt_stacked(
     names = [n for n, p in model.named_parameters() if any(p is q for q in params)]
     for p in model.parameters():
         p.requires_grad_(False)
-    C = len(queries)
-    copies = stack_copies(model, names, C)
-    opt = torch.optim.Adam(list(copies.values()), lr=cfg.lr)
-    for step in cfg.steps():
-        opt.zero_grad(set_to_none=True)
-        totals = torch.tensor(
-            [sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32
-        ).to(device)
-        for j in step:
-            ids, mask = pad([ns[c][j] for c in range(C)], lm.bos_id, device)
-            with compute(cfg.bf16, device):
-                logits = forward(model, ids, copies)
-            (nll_sums(logits, ids, mask) / totals).sum().backward()
-        opt.step()
-    with torch.no_grad(), compute(cfg.bf16, device):
-        ids, mask = pad(queries, lm.bos_id, device)
-        logits = forward(model, ids, copies)
-    return (nll_sums(logits, ids, mask) / LN2).double().tolist()
+    copies = stack_copies(model, names, len(queries))
+    params = list(copies.values())
+    return train_then_score(lambda ids: forward(model, ids, copies), params, queries, ns,
+                            cfg.steps(), cfg.lr, lm.bos_id, cfg.bf16, device)  # fmt: skip
