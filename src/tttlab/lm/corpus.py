@@ -1,13 +1,16 @@
-"""A Pile-like text corpus from Debian documentation packages: ~1 KB documents, a test set held out
-by source file, every package's version, licence and checksum recorded.
+"""A Pile-like text corpus from Debian packages: ~1 KB documents, a test set held out by source
+file, near-copies of test documents removed from the pool, every package's version, licence and
+checksum recorded. Each package is one subset (kernel, Python and Perl docs, a dictionary,
+fortunes, man pages, Go's standard library as code), as the Pile reports its sources.
 
-    cfg = CorpusConfig()                 # kernel, Python and Perl docs, a dictionary, ...
+    cfg = CorpusConfig()                 # the default mix
     build_corpus(cfg, "corpus")          # or: tttlab lm corpus --out corpus
-    corpus = load_corpus("corpus")       # corpus.pool, corpus.test: lists of Doc
+    corpus = load_corpus("corpus")       # corpus.pool, corpus.test: lists of Doc (doc.package)
 
 Packages are fetched with `apt-get download` (or taken from --deb-dir) and unpacked with
 `dpkg-deb -x` into a temp folder: nothing is installed. Each package is written once, so an
-interrupted build resumes at the first unfinished package.
+interrupted build resumes at the first unfinished package. The leak guard (`tttlab.lm.leaks`) runs
+when the split is assembled; corpus.json records what it removed, and leaks.jsonl holds it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import shutil
 import subprocess
 import zlib
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
@@ -37,13 +40,11 @@ from tttlab.atomic import (
     temp_dir,
     to_jsonable,
 )
-from tttlab.checks import check_int, check_number
 from tttlab.files import FileError, need, read_json_object, read_jsonl
 from tttlab.keys import settings_digest
+from tttlab.lm.config import CorpusConfig
+from tttlab.lm.leaks import NUM_PERM, SHINGLE_WORDS, near_duplicates
 
-DEFAULT_PACKAGES = (
-    "linux-doc-6.1", "python3.11-doc", "perl-doc", "dict-gcide", "fortunes", "manpages",
-)  # fmt: skip
 # Markup, assets and indexes: text a language model should not learn from, or binary anyway.
 # python3.11-doc's reST sources are `_sources/*.rst.txt`, so `.txt` stays.
 SKIP_SUFFIXES = frozenset(
@@ -55,49 +56,6 @@ _COMPRESSED = (".gz", ".dz")  # dictzip (.dz) is gzip with an index in the heade
 
 class CorpusError(ValueError):
     """A package could not be turned into documents; the message names the package and the fix."""
-
-
-@dataclass
-class CorpusConfig:
-    """Which packages make the corpus and how they are cut into documents and split."""
-
-    packages: tuple[str, ...] = DEFAULT_PACKAGES
-    """Debian package names, e.g. linux-doc-6.1 python3.11-doc (fetched by `apt-get download`)."""
-    doc_bytes: int = 1024
-    """Target document size in UTF-8 bytes; documents end at the first line break past it."""
-    min_doc_bytes: int = 256
-    """Shorter files and tail fragments are dropped."""
-    test_fraction: float = 0.05
-    """Fraction of source files held out as test (all of a file's documents go one way)."""
-    max_docs_per_package: int = 4000
-    """Cap per package (0: none): a seeded choice of whole files, so the pool stays laptop-sized."""
-    seed: int = 0
-    """Seeds the test split and the choice of files under the cap."""
-    deb_dir: str | None = None
-    """A folder of .deb files to use instead of `apt-get download` (offline machines, tests)."""
-
-    def __post_init__(self) -> None:
-        self.packages = tuple(self.packages)
-        if not self.packages:
-            raise ValueError("packages is empty: name at least one Debian package, e.g. fortunes")
-        bad = [p for p in self.packages if not re.fullmatch(r"[a-z0-9][a-z0-9+.-]+", p)]
-        if bad:
-            raise ValueError(
-                f"packages {bad} are not Debian package names (lower-case letters, digits, "
-                "+ - .): pass names as `apt-cache policy NAME` knows them"
-            )
-        if len(set(self.packages)) != len(self.packages):
-            raise ValueError(f"packages {list(self.packages)} name a package twice: list it once")
-        check_int(self.doc_bytes, "doc_bytes", min=16)
-        check_int(self.min_doc_bytes, "min_doc_bytes", min=1)
-        if self.min_doc_bytes > self.doc_bytes:
-            raise ValueError(
-                f"min_doc_bytes={self.min_doc_bytes} is larger than doc_bytes={self.doc_bytes}: "
-                "every document would be dropped; lower min_doc_bytes"
-            )
-        check_number(self.test_fraction, "test_fraction", min=0.0, max=0.5)
-        check_int(self.max_docs_per_package, "max_docs_per_package", min=0)
-        check_int(self.seed, "seed", min=0)
 
 
 DOC_FIELDS = ("id", "package", "source", "text")
@@ -126,6 +84,8 @@ class Corpus:
     pool: list[Doc]
     test: list[Doc]
     record: dict
+    removed: list[Doc] = field(default_factory=list)
+    """Pool documents the leak guard removed as near-copies of test documents (leaks.jsonl)."""
 
     digests: dict[str, str] = dataclasses.field(default_factory=dict)
     """sha256 of pool.jsonl and test.jsonl: the documents' bytes."""
@@ -152,11 +112,13 @@ def load_corpus(folder: str | Path) -> Corpus:
     record = read_json_object(folder / "corpus.json", "a corpus record", _REBUILD)
     need(record, "config", dict, folder / "corpus.json", _REBUILD)
     files = {split: folder / f"{split}.jsonl" for split in ("pool", "test")}
+    leaks = folder / "leaks.jsonl"
     return Corpus(
         _read_docs(files["pool"]),
         _read_docs(files["test"]),
         record,
-        {split: file_sha256(path) for split, path in files.items()},
+        removed=_read_docs(leaks) if leaks.is_file() else [],
+        digests={split: file_sha256(path) for split, path in files.items()},
     )
 
 
@@ -184,21 +146,46 @@ def build_corpus(cfg: CorpusConfig, out: str | Path, progress: bool = True) -> P
         clean_stale_temps(sub)
     atomic_write_json(out / "config.json", {"config": settings})
     records = [_package(cfg, pkg, out, progress) for pkg in cfg.packages]
-    lines: dict[str, list[str]] = {"pool": [], "test": []}
+    rows: dict[str, list[dict]] = {"pool": [], "test": []}
     for pkg in cfg.packages:
         path = out / "packages" / f"{pkg}.jsonl"
         for line, row in read_jsonl(path, "a package's documents", _REDO_PACKAGE):
             split = row.pop("split", None)
-            if split not in lines:
+            if split not in rows:
                 raise FileError(f"{path}: line {line} has no split pool or test: {_REDO_PACKAGE}")
-            lines[split].append(json.dumps(row, ensure_ascii=False) + "\n")
-    for split, rows in lines.items():
-        atomic_write_text(out / f"{split}.jsonl", "".join(rows))
-    totals = {k: sum(r[k] for r in records) for k in ("docs_pool", "docs_test", "bytes_pool",
-                                                      "bytes_test", "files_read")}  # fmt: skip
+            rows[split].append(row)
+    rows["pool"], removed, guard = _leak_guard(rows["pool"], rows["test"], cfg, progress)
+    for split, part in (*rows.items(), ("leaks", removed)):
+        text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in part)
+        atomic_write_text(out / f"{split}.jsonl", text)
+    totals = {k: sum(r[k] for r in records) for k in ("docs_test", "bytes_test", "files_read")}
+    totals["docs_pool"] = len(rows["pool"])
+    totals["bytes_pool"] = sum(len(r["text"].encode("utf-8")) for r in rows["pool"])
     atomic_write_json(out / "corpus.json", {"config": settings, "packages": records,
-                                            "totals": totals})  # fmt: skip
+                                            "leak_guard": guard, "totals": totals})  # fmt: skip
     return out
+
+
+def _leak_guard(
+    pool: list[dict], test: list[dict], cfg: CorpusConfig, progress: bool
+) -> tuple[list[dict], list[dict], dict]:
+    """The pool without near-copies of test documents, the removed documents (each with the test
+    document it copies and their Jaccard index), and corpus.json's record of them."""
+    if progress:
+        print(f"leak guard: {len(pool)} pool x {len(test)} test documents", flush=True)
+    pairs = near_duplicates([r["text"] for r in pool], [r["text"] for r in test],
+                            cfg.near_dup_threshold)  # fmt: skip
+    gone = {i: (test[j]["id"], round(jac, 4)) for i, j, jac in pairs}
+    removed = [pool[i] | {"copies": gone[i][0], "jaccard": gone[i][1]} for i in sorted(gone)]
+    record = {
+        "method": f"Jaccard index of word {SHINGLE_WORDS}-shingles >= threshold; candidates by "
+        f"MinHash LSH ({NUM_PERM} permutations, datasketch), each checked exactly",
+        "threshold": cfg.near_dup_threshold,
+        "removed": len(removed),
+        "removed_by_package": dict(Counter(r["package"] for r in removed)),
+        "pairs": [[r["id"], r["copies"], r["jaccard"]] for r in removed],
+    }
+    return [r for i, r in enumerate(pool) if i not in gone], removed, record
 
 
 def _check_same(old: dict, new: dict, out: Path) -> None:

@@ -67,6 +67,8 @@ def trainable(lm: LanguageModel, tune: Tune = "all", last_layers: int = 1) -> li
     embedding, so it stays frozen too); or the last `last_layers` blocks and what follows them."""
     check_choice(tune, "tune", TUNE_CHOICES)
     check_int(last_layers, "last_layers", min=1)
+    if tune == "lora":
+        raise ValueError("tune='lora' trains adapters, not the model's weights: see tttlab.lm.lora")
     if tune == "all":
         chosen = list(lm.module.parameters())
     elif tune == "no-embeddings":

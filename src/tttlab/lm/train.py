@@ -1,5 +1,6 @@
-"""The GPT ladder, trained here on the corpus pool: one shared tokenizer, then each size on the same
-number of tokens, so training compute (6 x parameters x tokens) is proportional to size.
+"""The GPT ladder, trained here on the corpus pool: one shared tokenizer, then each size on a budget
+of tokens per parameter (with a floor for the small sizes), so larger sizes take more steps and
+none is stopped on the unigram plateau where its smaller neighbour has left it.
 
     tok_entry = tokenizer_entry(corpus, cache)                   # BPE + the pool's token stream
     lm = ladder_model(corpus, "1.5m", LMTrainConfig(), cache)    # trained once, then cached
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from tttlab.checks import check_choice
+from tttlab.checks import check_choice, check_int
 from tttlab.files import read_json_object
 from tttlab.lm.config import LADDER, GPTConfig, LMTrainConfig
 from tttlab.lm.corpus import Corpus
@@ -63,9 +64,11 @@ def ladder_model(
     progress: bool = True,
     shape: GPTConfig | None = None,
     device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[LanguageModel, Entry]:
-    """The ladder's `size` trained on the corpus pool (cached), as a LanguageModel on the CPU.
-    `device` is where it trains; a checkpoint from either device serves both (not in its key)."""
+    """The ladder's `size` trained on the corpus pool from `seed` (cached), as a LanguageModel on
+    the CPU. `device` is where it trains; a checkpoint from either device serves both (not in
+    its key)."""
     if shape is None:
         check_choice(size, "size", tuple(LADDER))
         shape = GPTConfig(**{**asdict(LADDER[size]), "vocab": cfg.vocab})
@@ -73,12 +76,14 @@ def ladder_model(
     settings = {
         "tokenizer": tok_entry.key,
         "shape": asdict(shape),
-        "train": asdict(cfg),
+        "train": asdict(cfg) | {"seed": seed},
     }
 
     def make(folder: Path) -> dict:
         stream = np.load(tok_entry.file("stream.npy"), mmap_mode="r")
-        model, history, seconds = train_gpt(shape, stream, cfg, progress, f"train {size}", device)
+        model, history, seconds = train_gpt(
+            shape, stream, cfg, progress, f"train {size}", device, seed
+        )
         from safetensors.torch import save_file
 
         save_file(
@@ -102,16 +107,19 @@ def train_gpt(
     progress: bool = True,
     desc: str = "",
     device: str = "cpu",
+    seed: int = 0,
 ) -> tuple[GPT, list[dict], float]:
-    """Train a GPT of `shape` on random windows of `stream` on `device`; returns it (on the CPU),
-    the loss every ~1% of the steps, and the seconds it took."""
+    """Train a GPT of `shape` from `seed` (its initial weights and the windows it reads) on
+    random windows of `stream` on `device`; returns it (on the CPU), the loss every ~1% of the
+    steps, and the seconds it took."""
     if stream.size <= cfg.seq + 1:
         raise ValueError(f"the pool has {stream.size} tokens, fewer than one window of {cfg.seq}")
     if int(stream.max()) >= shape.vocab:
         raise ValueError(
             f"the token stream has ids up to {int(stream.max())} >= vocab {shape.vocab}"
         )
-    torch.manual_seed(cfg.seed)
+    check_int(seed, "seed", min=0)
+    torch.manual_seed(seed)
     check_device(device)
     device = torch.device(device)
     model = GPT(shape).to(device)
@@ -123,8 +131,9 @@ def train_gpt(
          {"params": rest, "weight_decay": 0.0}],
         lr=lr, betas=(0.9, 0.95),
     )  # fmt: skip
-    steps, warm = cfg.steps, max(1, int(cfg.warmup * cfg.steps))
-    rng = np.random.default_rng(cfg.seed)
+    steps = cfg.steps(model_parameters(model))
+    warm = max(1, int(cfg.warmup * steps))
+    rng = np.random.default_rng(seed)
     offsets = np.arange(cfg.seq + 1)
     history, every, start = [], max(1, steps // 100), time.perf_counter()
     model.train()

@@ -7,111 +7,34 @@ byte: per test document, fine-tune a fresh copy on its k neighbours, score the d
     bpb = bits / n_bytes                                        # per document
 
 `queries` are token-id lists (BOS first, `lm.encode`); `neighbours[i]` are the token-id lists of
-query i's neighbours, nearest first. Schedules: "sequential" is TTT-NN's and the paper's, one
-gradient step per neighbour from the nearest; "epochs" takes `epochs` full-batch steps on all k.
-Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
-A ladder GPT fine-tunes `copies` documents at once as stacked copies of its weights (one forward
-and backward for all): the same numbers as one document at a time, faster where per-step overhead
-dominates (on an H200, 28x for the 0.4M GPT with 64 copies: `benchmarks/cuda_paths.py`).
+query i's neighbours, nearest first. Schedules: "sequential" is TTT-NN's and the paper's,
+`steps_per_neighbour` gradient steps per neighbour from the nearest; "epochs" takes `epochs`
+full-batch steps on all k. tune="lora" trains low-rank adapters instead of weights
+(`tttlab.lm.lora`). Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
+With `copies` > 1, that many documents are fine-tuned at once in one forward and backward: a
+ladder GPT as stacked copies of its weights, LoRA as stacked or routed adapters; the same numbers
+as one document at a time, faster where per-step overhead dominates (a GPU).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from tttlab.lm.config import LMTTTConfig
 from tttlab.lm.gpt import GPT, forward, stack_copies
-from tttlab.lm.model import (
-    LanguageModel,
-    freeze_all_but,
-    restore,
-    snapshot,
-    trainable,
+from tttlab.lm.lora import lora_ttt_bits
+from tttlab.lm.model import LanguageModel, freeze_all_but, restore, snapshot, trainable
+from tttlab.lm.scoring import (  # noqa: F401 (re-exported for callers)
+    bits_per_byte,
+    doc_bits,
+    frozen_linears_in_bf16,
+    model_device,
+    train_then_score,
 )
-
-LN2 = math.log(2)
-
-
-# ---------------------------------------------------------------- scoring
-
-
-def _pad(
-    seqs: Sequence[Sequence[int]], pad: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-padded ids_BT and a mask of the real tokens (causal attention never sees the pad),
-    built on the CPU and moved to `device` in one copy each."""
-    T = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), T), pad, dtype=torch.long)
-    mask = torch.zeros((len(seqs), T), dtype=torch.bool)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, : len(s)] = True
-    return ids.to(device, non_blocking=True), mask.to(device, non_blocking=True)
-
-
-def _nll_sums(
-    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
-) -> torch.Tensor:
-    """Summed next-token negative log-likelihood (nats) of each row's tokens after the first.
-    Position t predicts token t + 1; the last position's target is a masked dummy, so the logits
-    are read whole (slicing off the last position would copy them, and its backward too)."""
-    B, T = ids_BT.shape
-    target = torch.cat([ids_BT[:, 1:], ids_BT[:, :1]], 1)
-    keep = torch.cat([mask_BT[:, 1:], torch.zeros_like(mask_BT[:, :1])], 1)
-    nll = F.cross_entropy(
-        logits_BTV.float().reshape(B * T, -1), target.reshape(-1), reduction="none"
-    )
-    return (nll.view(B, T) * keep).sum(1)
-
-
-def _device(lm: LanguageModel) -> torch.device:
-    return next(lm.module.parameters()).device
-
-
-# Attention backends for CUDA: all but cuDNN's, which torch 2.11 tries first for bf16 on Hopper
-# and which builds a plan for each new sequence length. Documents all differ in length, so with
-# it bf16 TTT ran 5 to 13x slower than fp32 one document at a time on an H200 (measured).
-_CUDA_ATTENTION = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
-
-
-@contextlib.contextmanager
-def _compute(bf16: bool, device: torch.device) -> Iterator[None]:
-    """bf16 autocast when asked; on CUDA, attention without cuDNN's per-length plans."""
-    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-        if device.type != "cuda":
-            yield
-            return
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel([getattr(SDPBackend, b) for b in _CUDA_ATTENTION]):
-            yield
-
-
-@torch.no_grad()
-def doc_bits(
-    lm: LanguageModel, docs: Sequence[Sequence[int]], batch: int = 8, bf16: bool = False
-) -> np.ndarray:
-    """Bits (summed over tokens) each document costs under `lm`, as it stands."""
-    out, device = [], _device(lm)
-    for i in range(0, len(docs), batch):
-        ids, mask = _pad(docs[i : i + batch], lm.bos_id, device)
-        with _compute(bf16, device):
-            logits = lm.module(ids)
-        out.append(_nll_sums(logits, ids, mask) / LN2)
-    return torch.cat(out).double().cpu().numpy()
-
-
-def bits_per_byte(bits: np.ndarray, n_bytes: np.ndarray) -> np.ndarray:
-    """Bits per UTF-8 byte: comparable across tokenizers."""
-    return np.asarray(bits, dtype=np.float64) / np.asarray(n_bytes, dtype=np.float64)
-
 
 # ---------------------------------------------------------------- TTT
 
@@ -139,6 +62,8 @@ def ttt_bits(
     copies for a ladder GPT when cfg.copies > 1; otherwise one document at a time."""
     check_neighbours(queries, neighbours, cfg.k)
     neighbours = [[n[: lm.context] for n in ns[: cfg.k]] for ns in neighbours]  # train on a prefix
+    if cfg.tune == "lora":
+        return lora_ttt_bits(lm, queries, neighbours, cfg, progress, desc)
     stacked = isinstance(lm.module, GPT) and cfg.copies > 1
     group = cfg.copies if stacked else 1
     out = np.empty(len(queries))
@@ -148,15 +73,18 @@ def ttt_bits(
     # Stacked copies pad each step's neighbours to the longest: group documents of like lengths.
     # A document's bits never depend on its group (each copy reads only its own rows).
     order = np.argsort([sum(map(len, ns)) for ns in neighbours], kind="stable") if stacked else None
+    # Under bf16, the frozen linear weights are held in bf16 (autocast's numbers, less work).
+    bf16 = frozen_linears_in_bf16(lm, params) if cfg.bf16 else contextlib.nullcontext()
     try:
-        for s in range(0, len(queries), group):
-            if stacked:
-                at = order[s : s + group]
-                q, ns = [queries[i] for i in at], [neighbours[i] for i in at]
-                out[at] = _ttt_stacked(lm, params, q, ns, cfg)
-            else:
-                out[s] = _ttt_one(lm, params, queries[s], neighbours[s], cfg)
-            bar.update(len(at) if stacked else 1)
+        with bf16:
+            for s in range(0, len(queries), group):
+                if stacked:
+                    at = order[s : s + group]
+                    q, ns = [queries[i] for i in at], [neighbours[i] for i in at]
+                    out[at] = _ttt_stacked(lm, params, q, ns, cfg)
+                else:
+                    out[s] = _ttt_one(lm, params, queries[s], neighbours[s], cfg)
+                bar.update(len(at) if stacked else 1)
     finally:
         restore(params, saved)
         for p in lm.module.parameters():
@@ -173,19 +101,10 @@ def _ttt_one(
     cfg: LMTTTConfig,
 ) -> float:
     """One document: Adam on `params` of the model itself, score, then put the weights back."""
-    saved, device = snapshot(params), _device(lm)
+    saved = snapshot(params)
     freeze_all_but(lm, params)
-    opt = torch.optim.Adam(params, lr=cfg.lr)
-    for step in cfg.steps():
-        opt.zero_grad(set_to_none=True)
-        total = sum(len(ns[j]) - 1 for j in step)
-        for j in step:  # token-weighted accumulation: the full-batch mean over the step's tokens
-            ids, mask = _pad([ns[j]], lm.bos_id, device)
-            with _compute(cfg.bf16, device):
-                logits = lm.module(ids)
-            (_nll_sums(logits, ids, mask).sum() / total).backward()
-        opt.step()
-    bits = float(doc_bits(lm, [query], bf16=cfg.bf16)[0])
+    (bits,) = train_then_score(lm.module, params, [query], [ns], cfg.steps(), cfg.lr, lm.bos_id,
+                               cfg.bf16, model_device(lm))  # fmt: skip
     restore(params, saved)
     return bits
 
@@ -200,25 +119,11 @@ def _ttt_stacked(
     """C documents at once: C stacked copies of the trainable weights, copy c trained on query
     c's neighbours; each copy's loss reaches only its own weights, and Adam is elementwise."""
     model: GPT = lm.module
-    device = _device(lm)
+    device = model_device(lm)
     names = [n for n, p in model.named_parameters() if any(p is q for q in params)]
     for p in model.parameters():
         p.requires_grad_(False)
-    C = len(queries)
-    copies = stack_copies(model, names, C)
-    opt = torch.optim.Adam(list(copies.values()), lr=cfg.lr)
-    for step in cfg.steps():
-        opt.zero_grad(set_to_none=True)
-        totals = torch.tensor(
-            [sum(len(ns[c][j]) - 1 for j in step) for c in range(C)], dtype=torch.float32
-        ).to(device)
-        for j in step:
-            ids, mask = _pad([ns[c][j] for c in range(C)], lm.bos_id, device)
-            with _compute(cfg.bf16, device):
-                logits = forward(model, ids, copies)
-            (_nll_sums(logits, ids, mask) / totals).sum().backward()
-        opt.step()
-    with torch.no_grad(), _compute(cfg.bf16, device):
-        ids, mask = _pad(queries, lm.bos_id, device)
-        logits = forward(model, ids, copies)
-    return (_nll_sums(logits, ids, mask) / LN2).double().tolist()
+    copies = stack_copies(model, names, len(queries))
+    params = list(copies.values())
+    return train_then_score(lambda ids: forward(model, ids, copies), params, queries, ns,
+                            cfg.steps(), cfg.lr, lm.bos_id, cfg.bf16, device)  # fmt: skip
