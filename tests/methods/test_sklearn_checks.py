@@ -13,7 +13,12 @@ FAST = dict(train_epochs=10, train_lr=0.05)
 
 
 @parametrize_with_checks(
-    [GlobalHead(**FAST), MajorityVote(k=3), TTTClassifier(k=3, epochs=5, **FAST)],
+    [
+        GlobalHead(**FAST),
+        MajorityVote(k=3),
+        TTTClassifier(k=3, epochs=5, **FAST),
+        TTTClassifier(k=3, epochs=5, layers="all", space="inputs", **FAST),
+    ],
     expected_failed_checks=lambda estimator: {},
 )
 def test_follows_the_scikit_learn_estimator_api(estimator, check):

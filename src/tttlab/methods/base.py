@@ -21,6 +21,7 @@ from tttlab.checks import check_int, check_number
 from tttlab.models import LinearHead, MLPHead, TrainConfig, extract_features, fit, make_head
 from tttlab.models.heads import head_parts
 from tttlab.ttt import TTTConfig
+from tttlab.ttt.tail import layer_sequence
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -254,9 +255,27 @@ def fit_head(estimator, X: np.ndarray, y: np.ndarray, progress: bool = False):
             e.random_state, progress,
         )  # fmt: skip
         return head, classes, y_idx
-    _, clf = head_parts(estimator.head)  # TypeError for a model without the split
-    classes, y_idx = encode_labels(y, clf.out_features)
+    classes, y_idx = encode_labels(y, num_outputs(estimator.head))
     return estimator.head, classes, y_idx
+
+
+def num_outputs(model: nn.Module) -> int:
+    """Classes a given model scores: its classifier's outputs, or, for a model cut into layers
+    (an nn.Sequential), its last layer's; a TypeError names what is accepted otherwise."""
+    try:
+        return head_parts(model)[1].out_features
+    except TypeError:
+        try:
+            last = [m for _, m in layer_sequence(model) if next(m.parameters(), None) is not None]
+        except TypeError:
+            last = []
+        if last and isinstance(last[-1], nn.Linear):
+            return last[-1].out_features
+        raise TypeError(
+            f"{type(model).__name__} is not a head tttlab can use: pass an nn.Linear, a tttlab "
+            "head (make_head), a model with `features(x)` and a `classifier` nn.Linear, or an "
+            "nn.Sequential ending in an nn.Linear"
+        ) from None
 
 
 def euclidean(squared: np.ndarray) -> np.ndarray:

@@ -6,6 +6,6 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "tttlab.retrieval.index": ["KNNIndex", "knn", "search_memory_bytes"],
-        "tttlab.retrieval.config": ["RetrievalConfig"],
+        "tttlab.retrieval.config": ["SPACES", "RetrievalConfig"],
     },
 )

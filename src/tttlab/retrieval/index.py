@@ -72,8 +72,10 @@ class KNNIndex:
 
     @classmethod
     def from_config(cls, cfg: RetrievalConfig, seed: int = 0, device: str = "cpu") -> KNNIndex:
-        """An unfitted index with `cfg`'s settings."""
-        return cls(**dataclasses.asdict(cfg), seed=seed, device=device)
+        """An unfitted index with `cfg`'s settings (its `space` says what to index, not how)."""
+        settings = dataclasses.asdict(cfg)
+        settings.pop("space")
+        return cls(**settings, seed=seed, device=device)
 
     def fit(self, pool: np.ndarray | torch.Tensor) -> KNNIndex:
         """Keep the pool (a view when it is already contiguous float32, e.g. a read-only
@@ -109,7 +111,7 @@ class KNNIndex:
     def config(self) -> RetrievalConfig:
         """This index's parameters (but the seed and device) as a validated RetrievalConfig."""
         check_int(self.seed, "seed", min=0)
-        names = [f.name for f in dataclasses.fields(RetrievalConfig)]
+        names = [f.name for f in dataclasses.fields(RetrievalConfig) if f.name != "space"]
         return RetrievalConfig(**{name: getattr(self, name) for name in names})
 
     @property
