@@ -234,13 +234,15 @@ class Config:
 
     @property
     def experts_ttt(self) -> TTTConfig:
-        """An expert's fine-tuning: TTT's settings with the experts section's k, lr, epochs."""
+        """An expert's fine-tuning: TTT's settings with the experts section's k, lr, epochs; an
+        expert is the last layer tuned, whatever TTT's layers."""
         e, t = self.experts, self.ttt
         return dataclasses.replace(
             t,
             k=e.expert_k or t.k,
             lr=e.expert_lr or t.lr,
             epochs=t.epochs if e.expert_epochs is None else e.expert_epochs,
+            layers=1,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -253,6 +255,8 @@ class Config:
         settings = self.to_dict()
         for mechanics in ("out", "name", "cache_dir", "progress"):
             settings["run"].pop(mechanics)
+        for section in ADDED_SETTINGS:
+            settings[section] = keyed(section, getattr(self, section))
         return settings
 
     @classmethod
@@ -277,6 +281,22 @@ class Config:
             return cls.from_dict(values)
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from err
+
+
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {"ttt": {"layers": 1}, "retrieval": {"space": "tail"}}
+"""Settings added after results were first keyed, with the default that gives the results from
+before: left out of every key while at that default, so earlier run folders and cache entries
+keep their names."""
+
+
+def keyed(section: str, values: Any) -> dict[str, Any]:
+    """A section's settings as keys record them: `dataclasses.asdict` less ADDED_SETTINGS at their
+    defaults."""
+    settings = dataclasses.asdict(values)
+    for name, default in ADDED_SETTINGS.get(section, {}).items():
+        if settings.get(name) == default:
+            settings.pop(name)
+    return settings
 
 
 @dataclass

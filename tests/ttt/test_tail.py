@@ -200,3 +200,10 @@ def test_a_layer_torch_cannot_vectorise_is_refused_by_name():
     nbr = neighbours(pool_x, query_x, 6)
     with pytest.raises(ValueError, match=r"layer '1' \(PositiveMean\) cannot run one copy"):
         tail_ttt(model, pool_x, pool_y, query_x, nbr, TTTConfig(k=6, epochs=1, layers="all"))
+
+
+def test_running_the_trunk_leaves_the_models_modes_as_they_were():
+    model = make_head("mlp", 12, 5, hidden_dim=16).eval()
+    for layers in (1, 2):
+        split_tail(model, layers).inputs(torch.randn(3, 12))
+    assert not any(m.training for m in model.modules())

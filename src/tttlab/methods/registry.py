@@ -10,16 +10,18 @@ and reports are generated from this registry, so a new method is one `register` 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from torch import nn
 
+from tttlab.config import keyed
 from tttlab.methods.baselines import GlobalHead, MajorityVote
 from tttlab.methods.experts import ExpertsClassifier
 from tttlab.methods.ttt import TTTClassifier
 from tttlab.retrieval import KNNIndex
+from tttlab.ttt.config import Layers
 
 if TYPE_CHECKING:
     from tttlab.config import Config
@@ -33,14 +35,18 @@ class Method:
     """Short name: the method's column in tables, metrics and the run log."""
     summary: str
     """One line for help texts and reports."""
-    build: Callable[[Config, nn.Linear], Any]
-    """An unfitted estimator, given the config and the global model's last layer."""
+    build: Callable[[Config, nn.Module], Any]
+    """An unfitted estimator, given the config and the global model's last `layers` layers (its
+    last nn.Linear where that is one)."""
     settings: Callable[[Config], dict[str, Any]]
     """The settings its output depends on beyond features and neighbours (its cache key)."""
     needs_k: Callable[[Config], int]
     """Neighbours per test point it reads (0: none)."""
     output: Literal["logits", "proba"]
     """What `scores` returns: logits (scored by cross-entropy) or class probabilities."""
+    layers: Callable[[Config], Layers] = lambda cfg: 1
+    """The global model's last layers it fits on: `build` gets those layers (the last
+    nn.Linear for 1) and `fit` their inputs."""
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
@@ -77,22 +83,24 @@ register(
 register(
     Method(
         "ttt",
-        "test-time training: the last layer fine-tuned on each test point's k neighbours",
-        build=lambda cfg, clf: TTTClassifier(
-            clf,
+        "test-time training: the last layers fine-tuned on each test point's k neighbours",
+        build=lambda cfg, tail: TTTClassifier(
+            tail,
             k=cfg.ttt.k,
             epochs=cfg.ttt.epochs,
             lr=cfg.ttt.lr,
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
+            layers="all",  # `tail` is the global model's last cfg.ttt.layers layers
             chunk_size=cfg.ttt.chunk_size,
             index=KNNIndex.from_config(cfg.retrieval, cfg.run.seed, cfg.run.device),
             device=cfg.run.device,
             progress=cfg.run.progress,
         ),
-        settings=lambda cfg: asdict(cfg.ttt) | {"device": cfg.run.device},
+        settings=lambda cfg: keyed("ttt", cfg.ttt) | {"device": cfg.run.device},
         needs_k=lambda cfg: cfg.ttt.k,
         output="logits",
+        layers=lambda cfg: cfg.ttt.layers,
     )
 )
 register(
@@ -126,7 +134,7 @@ register(
             random_state=cfg.run.seed,
         ),
         settings=lambda cfg: (
-            asdict(cfg.experts_ttt)
+            keyed("ttt", cfg.experts_ttt)
             | {"n_experts": cfg.experts.n_experts, "kmeans_iter": cfg.experts.kmeans_iter}
             | {"seed": cfg.run.seed, "device": cfg.run.device}
         ),

@@ -183,8 +183,11 @@ def _split_head(model: nn.Module, layers: Layers) -> Tail:
     all of it (layers='all'); nothing in between can be cut."""
     if layers == 1:
         tail = nn.Sequential(model.classifier)
+        tail.training = model.classifier.training
+        trunk = _Features(model)
+        trunk.training = model.training
         tuned = tuple(n for n, _ in tail.named_parameters())
-        return Tail(_Features(model), tail, tuned, ("classifier",), 1)
+        return Tail(trunk, tail, tuned, ("classifier",), 1)
     if layers == "all":
         tuned = tuple(n for n, _ in model.named_parameters())
         depth = sum(next(m.parameters(recurse=False), None) is not None for m in model.modules())
@@ -230,6 +233,10 @@ def _cut(seq, cut: int, tuned_from: Callable[[str], bool], depth: int) -> Tail:
     model names pass `tuned_from`."""
     trunk = nn.Sequential(*(m for _, m in seq[:cut])) if cut else nn.Identity()
     tail = nn.Sequential(*(m for _, m in seq[cut:]))
+    for part, layers in ((trunk, seq[:cut]), (tail, seq[cut:])):
+        # the containers' own flag: a mode restored recursively from it (as apply_model does)
+        # must not put the model's layers into training mode
+        part.training = any(m.training for _, m in layers)
     tuned = tuple(
         _join(str(i), p)
         for i, (name, m) in enumerate(seq[cut:])
