@@ -61,6 +61,7 @@ def mlp_problem(n_test: int, seed: int = 0):
 def compare(name, model, layers, pool_x, pool_y, query_x, cfg, rounds, loop_points, threads):
     """Print points/s of the engine and of both loops, interleaved, their ratios and agreement."""
     torch.set_num_threads(threads)
+    cfg = replace(cfg, layers=layers)
     tail = split_tail(model, layers)
     t = time.perf_counter()
     pool_h = tail.inputs(pool_x)
