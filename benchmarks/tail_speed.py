@@ -119,7 +119,7 @@ def compare(name, model, layers, pool_x, pool_y, query_x, cfg, rounds, loop_poin
 
 
 def tail_ttt(tail, pool_h, pool_y, query_h, nbr, cfg):
-    return tail_logits(tail, pool_h, pool_y, query_h, nbr, cfg, chunk_size=len(query_h))
+    return tail_logits(tail, pool_h, pool_y, query_h, nbr, replace(cfg, chunk_size=len(query_h)))
 
 
 def main() -> None:

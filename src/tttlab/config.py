@@ -42,6 +42,9 @@ class DataConfig:
     """Folder holding the IDX files; default: $TTTLAB_DATA, ~/.cache/tttlab, /usr/share/datasets."""
     limit: int | None = None
     """Keep a stratified subset of this many points of each split, for quick runs."""
+    test_limit: int | None = None
+    """Keep a stratified subset of this many test points, the pool and validation set whole: for
+    methods slow per point (TTT of deep layers)."""
     fraction: float = 1.0
     """Train on (and retrieve from) this share of each class of the training split: one seeded
     shuffle, then the first n of each class, so smaller sets nest in larger ones."""
@@ -65,6 +68,8 @@ class DataConfig:
         check_choice(self.dataset, "dataset", get_args(Dataset))
         if self.limit is not None:
             check_int(self.limit, "limit", min=1)
+        if self.test_limit is not None:
+            check_int(self.test_limit, "test_limit", min=1)
         check_fraction(self.fraction)
         check_int(self.test_per_class, "test_per_class", min=1)
         check_int(self.val_per_class, "val_per_class", min=1)
@@ -283,7 +288,11 @@ class Config:
             raise ValueError(f"{path}: {err}") from err
 
 
-ADDED_SETTINGS: dict[str, dict[str, Any]] = {"ttt": {"layers": 1}, "retrieval": {"space": "tail"}}
+ADDED_SETTINGS: dict[str, dict[str, Any]] = {
+    "data": {"test_limit": None},
+    "ttt": {"layers": 1},
+    "retrieval": {"space": "tail"},
+}
 """Settings added after results were first keyed, with the default that gives the results from
 before: left out of every key while at that default, so earlier run folders and cache entries
 keep their names."""

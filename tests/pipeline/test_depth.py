@@ -92,8 +92,8 @@ def test_a_cnns_last_two_layers_run_on_fashion_mnist(tmp_path):
 @pytest.mark.parametrize(
     "model, layers, message",
     [
-        ("mlp", 3, r"--ttt.layers 3: the mlp model has 2 layers with parameters"),
-        ("linear", 2, r"--ttt.layers 2: the linear model has 1 layers"),
+        ("mlp", 3, r"--layers 3: the mlp model has 2 layers with parameters"),
+        ("linear", 2, r"--layers 2: the linear model has 1 layers"),
     ],
 )
 def test_more_layers_than_the_model_has_are_refused_before_any_work(
@@ -102,3 +102,13 @@ def test_more_layers_than_the_model_has_are_refused_before_any_work(
     with pytest.raises(ValueError, match=message):
         run(quick(tmp_path, model=model, layers=layers))
     assert not (tmp_path / "cache").exists()
+
+
+def test_the_command_line_takes_a_number_of_layers_or_all():
+    from tttlab.cli import parse
+    from tttlab.flags import FlagError
+
+    assert parse(["ttt", "--layers", "2", "--space", "features"])["cfg"].ttt.layers == 2
+    assert parse(["ttt", "--layers", "all"])["cfg"].ttt.layers == "all"
+    with pytest.raises(FlagError, match=r"--layers must be int or one of \['all'\], got 'al'"):
+        parse(["ttt", "--layers", "al"])

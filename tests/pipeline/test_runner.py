@@ -180,3 +180,14 @@ def test_a_registered_method_appears_in_every_output(tmp_path, monkeypatch):
     assert "nearest - global" in result.table
     assert "nearest_pred" in (result.run_dir / "predictions.csv").read_text().splitlines()[0]
     assert read_run_log(tmp_path)[0]["acc_nearest"] > 0.9
+
+
+def test_a_test_limit_scores_a_stratified_subset_and_keeps_the_pool(tmp_path):
+    cfg = quick(tmp_path)
+    whole = run(cfg)
+    cfg.data.test_limit = 100
+    part = run(cfg)
+    assert part.metrics["n_test"] == 100 and whole.metrics["n_test"] == 360
+    assert part.metrics["n_train"] == whole.metrics["n_train"]
+    labels = read_points(part.run_dir).label
+    assert np.bincount(labels).min() >= 9, "about 10 of each digit"

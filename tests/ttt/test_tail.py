@@ -32,11 +32,11 @@ def neighbours(pool_x, query_x, k):
     return d.topk(k, largest=False).indices
 
 
-def tail_ttt(model, pool_x, pool_y, query_x, nbr, cfg, **kwargs):
+def tail_ttt(model, pool_x, pool_y, query_x, nbr, cfg, chunk_size=None, params=None):
     """The batched path: the trunk once, then one tail copy per point."""
-    params = kwargs.pop("params", None)
     tail = split_tail(model, None if params else cfg.layers, params)
-    return tail_logits(tail, tail.inputs(pool_x), pool_y, tail.inputs(query_x), nbr, cfg, **kwargs)
+    cfg = replace(cfg, chunk_size=chunk_size)
+    return tail_logits(tail, tail.inputs(pool_x), pool_y, tail.inputs(query_x), nbr, cfg)
 
 
 def cnn(seed=0):

@@ -151,6 +151,7 @@ def load_splits(
     download: bool = True,
     limit: int | None = None,
     fraction: float = 1.0,
+    test_limit: int | None = None,
 ) -> Splits:
     """Load `name` with the paper's splits: official train split stratified into train/val.
 
@@ -161,6 +162,7 @@ def load_splits(
     the subsets are drawn after splitting, so they are subsets of the full splits.
     `fraction` keeps that share of each class of the training split (`nested_subset`), the
     dataset-size axis; validation and test sets stay whole, and so do the normalisation stats.
+    `test_limit` keeps a stratified subset of at most that many test points, the rest untouched.
     """
     check_fraction(fraction)
     if name not in DATASETS:
@@ -196,6 +198,9 @@ def load_splits(
     train_idx = train_idx[stratified_subset(pool_y[train_idx], limit, seed)]
     val_idx = val_idx[stratified_subset(pool_y[val_idx], limit, seed)]
     test_idx = test_idx[stratified_subset(test_y[test_idx], limit, seed)]
+    if test_limit is not None:
+        check_int(test_limit, "test_limit", min=1)
+        test_idx = test_idx[stratified_subset(test_y[test_idx], test_limit, seed)]
 
     full_train_x = _unit_float(pool_x[train_idx])
     mean = float(full_train_x.mean(dtype=np.float64))

@@ -60,8 +60,14 @@ def data_settings(cfg: Config, cache: StageCache | None = None) -> dict[str, Any
             "limit": d.limit,
             "fraction": d.fraction,
             "seed": cfg.run.seed,
-        }
-    return {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction, "seed": cfg.run.seed}
+        } | _test_limit(cfg)
+    settings = {"dataset": d.dataset, "limit": d.limit, "fraction": d.fraction}
+    return settings | {"seed": cfg.run.seed} | _test_limit(cfg)
+
+
+def _test_limit(cfg: Config) -> dict[str, Any]:
+    """test_limit where set: a setting added later, so keys without it stay as they were."""
+    return {} if cfg.data.test_limit is None else {"test_limit": cfg.data.test_limit}
 
 
 def feature_spec(cfg: Config) -> FeatureSpec:
@@ -123,8 +129,9 @@ def load_data(cfg: Config, cache: StageCache | None = None) -> Splits:
         splits = _load_features(cfg, cache or StageCache(cfg.run.cache_path))
     else:
         splits = load_splits(
-            d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction
-        )
+            d.dataset, data_dir=d.data_dir, seed=cfg.run.seed, limit=d.limit, fraction=d.fraction,
+            test_limit=d.test_limit,
+        )  # fmt: skip
     pool = len(splits.train_y)
     needs = [(f"{m} needs k", METHODS[m].needs_k(cfg)) for m in cfg.methods.methods]
     if "experts" in cfg.methods.methods:
@@ -150,6 +157,8 @@ def _load_features(cfg: Config, cache: StageCache) -> Splits:
         keep = stratified_subset(y, d.limit, seed)
         if split == "train" and d.fraction < 1:
             keep = keep[nested_subset(y[keep], d.fraction, seed)]
+        if split == "test" and d.test_limit is not None:
+            keep = keep[stratified_subset(y[keep], d.test_limit, seed)]
         if len(keep) < len(y):  # a subset is read into memory; the whole split stays mapped
             x = getattr(splits, f"{split}_x")
             setattr(splits, f"{split}_x", np.ascontiguousarray(x[keep]))
@@ -238,7 +247,7 @@ def check_environment(cfg: Config) -> None:
 
 
 def check_layers(cfg: Config) -> None:
-    """--ttt.layers (and the retrieval space it sets) fit the model kind: a model of the kind
+    """--layers (and the retrieval space it sets) fit the model kind: a model of the kind
     with blank weights is cut as the trained one will be, before anything is trained."""
     kind = cfg.model.model
     blank = CNN(1.0) if kind == "cnn" else make_head(kind, 2, 2)
@@ -247,8 +256,8 @@ def check_layers(cfg: Config) -> None:
     except ValueError as err:
         total = count_layers(blank)
         raise ValueError(
-            f"--ttt.layers {cfg.ttt.layers}: the {kind} model has {total} layers with parameters, "
-            f"so choose --ttt.layers from 1 to {total} or all ({err})"
+            f"--layers {cfg.ttt.layers}: the {kind} model has {total} layers with parameters, "
+            f"so choose --layers from 1 to {total} or all ({err})"
         ) from err
 
 

@@ -33,7 +33,7 @@ class RetrievalConfig:
     batch_size: int = 4096
     """Queries searched at once (the float64 re-rank is further capped at ~64 MB)."""
     space: Space = "tail"
-    """Where neighbours are searched: tail, the input of the layers TTT tunes (--ttt.layers);
+    """Where neighbours are searched: tail, the input of the layers TTT tunes (--layers);
     features, the input of the last layer whatever TTT tunes; inputs, the model's inputs."""
 
     def __post_init__(self):

@@ -34,7 +34,7 @@ from torch.func import functional_call, grad, vmap
 from torch.optim.adam import adam
 from tqdm.auto import tqdm
 
-from tttlab.checks import NonFiniteError, check_int
+from tttlab.checks import NonFiniteError
 from tttlab.models.train import apply_model
 from tttlab.tensors import as_class_indices
 from tttlab.ttt.config import Layers, TTTConfig, check_layers
@@ -500,7 +500,6 @@ def tail_logits(
     query_x: torch.Tensor | np.ndarray,
     neighbours: torch.Tensor | np.ndarray,
     cfg: TTTConfig,
-    chunk_size: int | None = None,
     device: torch.device | str = "cpu",
     progress: bool = False,
     linear_engine: bool = True,
@@ -508,7 +507,8 @@ def tail_logits(
     """Logits (B x C, float32, CPU) of each query under its own tail fine-tuned on its neighbours.
 
     pool_x, query_x: the tail's inputs (`Tail.inputs` of the pool and the queries); neighbours:
-    B x (k or more) pool indices, nearest first; chunk_size: points per chunk, as cfg.chunk_size.
+    B x (k or more) pool indices, nearest first; cfg.chunk_size: points per chunk (None: from the
+    tail's shape, `auto_chunk_size`).
     linear_engine: hand a tail that is one nn.Linear to the closed-form engine (faster, the same
     predictions); False runs it here.
     """
@@ -522,14 +522,13 @@ def tail_logits(
     linear = tail.linear if linear_engine else None
     if linear is not None and pool_x.ndim == 2:
         return ttt_logits(
-            linear.weight, linear.bias, pool_x, pool_y, query_x, neighbours, cfg,
-            chunk_size, device, progress,
-        )  # fmt: skip
+            linear.weight, linear.bias, pool_x, pool_y, query_x, neighbours, cfg, device, progress
+        )
     check_tail(tail, pool_x[:1])
     C = _classes(tail, pool_x[:1])
     pool_y = as_class_indices(pool_y, len(pool_x), C, "pool_y")
     neighbours = _check_neighbours(neighbours, len(query_x), len(pool_x), cfg)
-    chunk = _chunk(chunk_size, cfg, tail, pool_x[:1], device)
+    chunk = cfg.chunk_size or auto_chunk_size(tail, pool_x[:1], cfg.k, device)
     B = len(query_x)
     model = copy.deepcopy(tail.tail).to(device)
     on_device = Tail(tail.trunk, model, tail.tuned, tail.layers, tail.depth)
@@ -573,14 +572,3 @@ def _is_numpy(x) -> bool:
 def _classes(tail: Tail, sample: torch.Tensor) -> int:
     with torch.no_grad():
         return int(functional_call(tail.tail, _params(tail), (sample,)).shape[1])
-
-
-def _chunk(chunk_size: int | None, cfg: TTTConfig, tail: Tail, sample, device) -> int:
-    if chunk_size is not None:
-        check_int(chunk_size, "chunk_size", min=1)
-        if cfg.chunk_size is not None and chunk_size != cfg.chunk_size:
-            raise ValueError(
-                f"chunk_size={chunk_size} conflicts with cfg.chunk_size={cfg.chunk_size}: set one"
-            )
-        return chunk_size
-    return cfg.chunk_size or auto_chunk_size(tail, sample, cfg.k, device)
