@@ -115,15 +115,18 @@ class TTTClassifier(Classifier):
         `model_features`, with its shape checks), else the trunk's outputs."""
         if _cut_at_classifier(self.head_, self.tail_):
             return model_features(self.head_, X, "X")
-        device = next((p.device for p in self.head_.parameters()), torch.device("cpu"))
         try:
-            return self.tail_.inputs(X, device=device)
+            return self.tail_.inputs(X, device=self._model_device())
         except RuntimeError as err:  # torch reports shape mismatches as RuntimeError
             raise ValueError(
                 f"X has inputs of shape {X.shape[1:]}, which the layers before the tuned ones "
                 f"cannot take ({err}); pass inputs like the ones {type(self.head_).__name__} was "
                 "trained on"
             ) from err
+
+    def _model_device(self) -> torch.device:
+        """Where the head's weights are: its layers run there and are never moved."""
+        return next((p.device for p in self.head_.parameters()), torch.device("cpu"))
 
     def _space(self, X: np.ndarray, h: torch.Tensor) -> torch.Tensor | np.ndarray:
         """X's rows in the retrieval space, given h = X's tail inputs."""
@@ -133,7 +136,7 @@ class TTTClassifier(Classifier):
             last = split_tail(self.head_, 1)
             if _cut_at_classifier(self.head_, last):
                 return model_features(self.head_, X, "X")
-            return last.inputs(X).flatten(1)
+            return last.inputs(X, device=self._model_device()).flatten(1)
         return h.flatten(1)
 
     def _features(self, X) -> torch.Tensor:

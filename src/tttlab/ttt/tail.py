@@ -13,10 +13,15 @@ float32 rounding: the batched kernels sum in another order.
 Where the tail is one `nn.Linear`, `tail_logits` hands it to the closed-form engine
 (`tttlab.ttt.engine`), which is faster and gives the same predictions.
 
-Chunks are padded, with copies of their last point, to at least 2 points and a multiple of the
-CPU's threads (as the linear engine's are), so on CPU a point's logits do not depend on the chunk
-it ran in (tested with torch.equal for the tttlab models' tails; kernels of other layers are not
-promised to be batch-invariant).
+Determinism. On CPU a point's logits do not depend on the chunk it ran in, nor on its place
+there (tested with torch.equal for the CNN family's tails). Three paddings make it so: chunks get
+copies of their last point up to at least 2 points and a multiple of the CPU's threads (as the
+linear engine's do); an odd batch of neighbours (a sequential step's one, an odd k) gets a copy of
+its first neighbour of weight 0, and a query is predicted as a batch of two copies, because CPU
+kernels take other paths for a batch of one or a small odd batch, where a grouped convolution's
+or a batched matmul's bits depend on the point's place; and each point's parameters sit in one
+buffer padded to whole blocks of ALIGN floats, so fused Adam's vector path covers every one of
+them. Not promised: the same bits for other layers' kernels, thread counts or devices.
 """
 
 from __future__ import annotations
