@@ -113,10 +113,11 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
     p = Prepared(splits, model, model_entry, feats, None, cache)
-    space = p.features_at(cfg, stages.space_layers(cfg))
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
-    p.neighbours = stages.neighbours(cfg, space, k_max, cache) if k_max else None
-    p.space = space if space is not feats else None
+    if k_max:
+        space = p.features_at(cfg, stages.space_layers(cfg))
+        p.neighbours = stages.neighbours(cfg, space, k_max, cache)
+        p.space = space if space is not feats else None
     return p
 
 
