@@ -23,6 +23,7 @@ from tttlab.config import Config
 from tttlab.lm.config import DocRetrievalConfig, DocTTTConfig, LMStudyConfig, LMTrainConfig
 from tttlab.studies.config import (
     DatasetSizeConfig,
+    DepthConfig,
     ExpertsStudyConfig,
     GlobalEvalConfig,
     ModelSizeConfig,
@@ -69,6 +70,11 @@ STUDY_KINDS: dict[str, StudyKind] = {
         "a mixture of experts from 1 to many experts, beside TTT and the global head",
         {"study": ExpertsStudyConfig, "base": Config}, f"{_SCALING}:ExpertsPlan", "base",
         ("base.experts.n_experts",),
+    ),
+    "depth": StudyKind(
+        "TTT tuning a CNN's last 1, 2 or all layers across widths, beside global and majority",
+        {"study": DepthConfig, "base": Config}, f"{_SCALING}:DepthPlan", "base",
+        ("base.model.width", "base.model.hidden", "base.ttt.layers"),
     ),
     "global-eval": StudyKind(
         "local TTT heads scored on their neighbourhood and on the whole test set",

@@ -354,13 +354,16 @@ class Config:
 
     @property
     def experts_ttt(self) -> TTTConfig:
-        """An expert's fine-tuning: TTT's settings with the experts section's k, lr, epochs."""
+        """An expert's fine-tuning: TTT's settings with the experts section's k, lr, epochs; an
+        expert is the last layer tuned on every point, whatever TTT's layers and gain."""
         e, t = self.experts, self.ttt
         return dataclasses.replace(
             t,
             k=e.expert_k or t.k,
             lr=e.expert_lr or t.lr,
             epochs=t.epochs if e.expert_epochs is None else e.expert_epochs,
+            layers=1,
+            gain="all",
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -444,6 +447,14 @@ UNCHANGED: dict[tuple[str, str], Callable[[Config], bool]] = {
     ("model", "backbone"): lambda c: c.model.backbone is None,
     ("model", "checkpoint_keys"): lambda c: not c.model.checkpoint_keys,
     ("experts", "kmeans_restarts"): lambda c: c.experts.kmeans_restarts == 1,
+    ("ttt", "layers"): lambda c: c.ttt.layers == 1,
+    ("ttt", "gain"): lambda c: c.ttt.gain == "all",
+    ("ttt", "gain_threshold"): lambda c: c.ttt.gain == "all",
+    ("retrieval", "space"): lambda c: c.retrieval.space == "tail",
+    ("retrieval", "distance"): lambda c: c.retrieval.distance == "l2",
+    ("retrieval", "select"): lambda c: c.retrieval.select == "nearest",
+    ("retrieval", "sift_lambda"): lambda c: c.retrieval.select == "nearest",
+    ("retrieval", "sift_candidates"): lambda c: c.retrieval.select == "nearest",
     **{
         ("train", name): _fixed_epochs  # what the CNN did, and every model before `stop`
         for name in ("stop", "patience", "min_delta", "tol", "max_steps")

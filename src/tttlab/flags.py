@@ -296,7 +296,25 @@ def _reader(kind: Any):
         return _int
     if kind is float:
         return float
+    if _int_or_word(kind):
+        return _int_or_text
     return str
+
+
+def _int_or_word(kind: Any) -> bool:
+    """Whether `kind` is a number or a word, as `int | Literal["all"]`."""
+    args = (
+        typing.get_args(kind) if typing.get_origin(kind) in (typing.Union, types.UnionType) else ()
+    )
+    return int in args and any(typing.get_origin(a) is Literal for a in args)
+
+
+def _int_or_text(text: str) -> int | str:
+    """A number where the text is one, else the text (the config tree checks the word)."""
+    try:
+        return _int(text)
+    except ValueError:
+        return text
 
 
 def _int(text: str) -> int:  # argparse names it "int" in its messages
@@ -310,6 +328,10 @@ def _int(text: str) -> int:  # argparse names it "int" in its messages
 
 
 def _metavar(kind: Any, field: str) -> str:
+    if _int_or_word(kind):
+        words = [w for a in typing.get_args(kind) if typing.get_origin(a) is Literal
+                 for w in typing.get_args(a)]  # fmt: skip
+        return "{" + ",".join(["N", *map(str, words)]) + "}"
     return {int: "N", float: "X"}.get(kind, field.upper())
 
 

@@ -71,8 +71,19 @@ def _convert(value: Any, hint: Any, path: str) -> Any:
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None
-        (inner,) = [a for a in args if a is not type(None)]
-        return _convert(value, inner, path)
+        inner = [a for a in args if a is not type(None)]
+        if len(inner) == 1:
+            return _convert(value, inner[0], path)
+        for hint_i in inner:  # e.g. int | Literal["all"]: the first that takes the value
+            try:
+                return _convert(value, hint_i, path)
+            except ValueError:
+                continue
+        kinds = [
+            f"one of {list(typing.get_args(h))}" if typing.get_origin(h) is Literal else h.__name__
+            for h in inner
+        ]
+        raise ValueError(f"config key {path!r} must be {' or '.join(kinds)}, got {_short(value)}")
     if origin is Literal:
         if value not in args:
             raise ValueError(

@@ -18,6 +18,7 @@ FAST = dict(train_epochs=10, train_lr=0.05)
         MajorityVote(k=3),
         TTTClassifier(k=3, epochs=5, **FAST),
         CacheClassifier(k=3, **FAST),
+        TTTClassifier(k=3, epochs=5, layers="all", space="inputs", **FAST),
     ],
     expected_failed_checks=lambda estimator: {},
 )

@@ -95,6 +95,46 @@ def test_ttt_on_a_whole_cnn_matches_the_reference_loop(cnn_data):
     assert ttt.local_head(X[30]).in_features == cnn.feature_width
 
 
+def test_ttt_of_a_cnns_last_two_layers_matches_the_reference_loop(cnn_data):
+    cnn, X, y = cnn_data
+    ttt = TTTClassifier(cnn.eval(), k=5, epochs=3, lr=0.05, layers=2).fit(X[:30], y[:30])
+    assert ttt.pool_.shape == (30, 1, 13, 13)  # the tail's input: conv1's pooled outputs
+    nbr = ttt.kneighbors(X[30:], return_distance=False)  # found in that space
+    expect = reference_ttt(cnn, torch.from_numpy(X[:30]), torch.from_numpy(y[:30]),
+                           torch.from_numpy(X[30:]), ttt.config, neighbours=nbr)  # fmt: skip
+    np.testing.assert_allclose(ttt.decision_function(X[30:]), expect, atol=1e-5)
+    local = ttt.local_head(X[30])  # conv2 ... classifier, tuned on X[30]'s neighbours
+    with torch.no_grad():
+        logits = local(ttt._features(X[30:31])).numpy()
+    np.testing.assert_allclose(logits, ttt.decision_function(X[30:31]), atol=1e-5)
+
+
+def test_the_retrieval_space_is_set_apart_from_the_tuned_layers(cnn_data):
+    cnn, X, y = cnn_data
+    last = TTTClassifier(cnn.eval(), k=5).fit(X[:30], y[:30])
+    deep = TTTClassifier(cnn, k=5, layers="all", space="features").fit(X[:30], y[:30])
+    np.testing.assert_array_equal(deep.kneighbors(X[30:])[1], last.kneighbors(X[30:])[1])
+    pixels = TTTClassifier(cnn, k=5, space="inputs").fit(X[:30], y[:30])
+    flat = X.reshape(40, -1)
+    dist = ((flat[30:, None] - flat[None, :30]) ** 2).sum(-1)
+    np.testing.assert_array_equal(pixels.kneighbors(X[30:])[1], np.argsort(dist, 1)[:, :5])
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda cnn: TTTClassifier(cnn, layers=4), r"layers=4 but CNN has 3 layers"),
+        (lambda cnn: TTTClassifier(layers=2), "trains a linear head, which has 1 layer"),
+        (lambda cnn: TTTClassifier(cnn, layers=0), "layers must be a number of layers >= 1"),
+        (lambda cnn: TTTClassifier(cnn, space="hidden"), "space='hidden' is not supported"),
+    ],
+)
+def test_bad_layers_or_space_are_refused_before_any_work(cnn_data, make, message):
+    cnn, X, y = cnn_data
+    with pytest.raises(ValueError, match=message):
+        make(cnn).fit(X[:30], y[:30])
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

@@ -98,3 +98,17 @@ def test_features_take_the_linear_head_unless_told_and_never_a_cnn(tmp_path):
     cfg = quick(tmp_path, DataConfig(features=str(tmp_path / "missing.npz")))
     with pytest.raises(ValueError, match="features=.*missing.npz.*no such file"):
         run(cfg)
+
+
+def test_an_mlp_head_on_a_feature_file_tunes_both_layers_as_on_pixels(tmp_path):
+    paths = write_digits(tmp_path)
+    files = DataConfig(features=paths["train"], val_features=paths["val"],
+                       test_features=paths["test"])  # fmt: skip
+    on_file = quick(tmp_path / "file", files, model="mlp")
+    on_file.ttt.layers = 2
+    result = evaluate(on_file).metrics
+    assert result["retrieval_space"] == {"space": "tail", "input_of_last_layers": 2, "width": 64}
+    pixels = quick(tmp_path / "pixels", DataConfig(dataset="digits"), model="mlp")
+    pixels.ttt.layers = 2
+    same = evaluate(pixels).metrics
+    assert result["methods"]["ttt"]["accuracy"] == same["methods"]["ttt"]["accuracy"]

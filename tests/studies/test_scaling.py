@@ -183,3 +183,53 @@ def test_selection_on_validation_records_the_chosen_settings(tmp_path):
     assert 0.5 < record["val_acc_ttt"] <= 1 and record["val_points"] == 100
     again, same = select(base, grid)
     assert same == record, "seeded: the same choice every time"
+
+
+def test_widths_past_the_papers_largest_take_its_settings():
+    table = ModelSizeConfig(widths=(1152, 1472, 2432)).width_table()
+    assert table[1472].ttt_k == table[1152].ttt_k and table[2432].global_lr == table[1152].global_lr
+    assert table[1472].config(Config()).model.width == 1472  # a wider CNN, the 1152 settings
+
+
+def rows(cis):
+    """Model-size rows, one per (width, seed), with TTT's gain CI."""
+    return [
+        {"width": w, "seed": s, "gain": (lo + hi) / 2, "gain_low": lo, "gain_high": hi}
+        for w, s, lo, hi in cis
+    ]
+
+
+def test_the_report_marks_the_width_from_which_the_gain_is_not_told_from_zero():
+    from tttlab.studies.scaling import vanishing_width
+
+    gone = rows([(25, 0, 0.03, 0.05), (192, 0, 0.01, 0.02), (1152, 0, -0.002, 0.004),
+                 (2432, 0, -0.003, 0.002)])  # fmt: skip
+    assert vanishing_width("width", gone) == 1152
+    back = gone[:2] + rows([(1152, 0, -0.002, 0.004), (2432, 0, 0.001, 0.004)])
+    assert vanishing_width("width", back) is None, "positive again at the largest width"
+    one_seed = gone + rows([(2432, 1, 0.001, 0.003)])
+    assert vanishing_width("width", one_seed) is None, "every seed's CI must contain 0"
+    plan = ModelSizePlan(ModelSizeConfig(widths=(25, 192, 1152, 2432)), Config())
+    text = plan.summary(gone)
+    assert "From width = 1152 on, TTT's gain is no longer distinguishable from zero" in text
+    assert "Widths [2432] lie past the paper's tuned widths" in text
+
+
+def test_the_report_compares_with_the_simulators_crossover(tmp_path):
+    from tttlab.studies.scaling import simulated_crossover
+
+    lines = ["sweep,s,d2_over_d1,seed,err_global,err_ttt"]
+    lines += [f"map,8,{r},0,{g},{t}" for r, g, t in
+              [(0.1, 0.5, 0.2), (0.5, 0.3, 0.2), (0.9, 0.1, 0.15), (1.2, 0.0, 0.1)]]  # fmt: skip
+    (tmp_path / "units.csv").write_text("\n".join(lines) + "\n")
+    assert "from d2/d1 = 0.9 on (map sweep, s = 8)" in simulated_crossover(tmp_path)
+    with pytest.raises(ValueError, match="has no units.csv"):
+        simulated_crossover(tmp_path / "missing")
+
+
+def test_a_simulation_folder_is_keyed_only_when_given(tmp_path):
+    base = digits_base(tmp_path)
+    plain = ModelSizePlan(ModelSizeConfig(widths=(25,)), base, options(tmp_path))
+    assert "simulation" not in plain.settings()["study"]
+    given = ModelSizePlan(ModelSizeConfig(widths=(25,), simulation="sim"), base, options(tmp_path))
+    assert given.settings()["study"]["simulation"] == "sim"

@@ -24,6 +24,7 @@ from tttlab.checks import check_choice, check_int, check_number
 from tttlab.models import LinearHead, MLPHead, TrainConfig, extract_features, fit, make_head
 from tttlab.models.heads import head_parts
 from tttlab.ttt import TTTConfig
+from tttlab.ttt.tail import layer_sequence
 
 
 class Classifier(ClassifierMixin, BaseEstimator):
@@ -270,8 +271,7 @@ def fit_head(estimator, X: np.ndarray, y: np.ndarray, progress: bool = False):
         )
         head = train_linear_head(X, y_idx, len(classes), cfg, e.random_state, progress)
         return head, classes, y_idx
-    _, clf = head_parts(estimator.head)  # TypeError for a model without the split
-    classes, y_idx = encode_labels(y, clf.out_features)
+    classes, y_idx = encode_labels(y, num_outputs(estimator.head))
     return estimator.head, classes, y_idx
 
 
@@ -279,6 +279,25 @@ def reported_distances(dist: np.ndarray, distance: str) -> np.ndarray:
     """KNNIndex's distances as kneighbors returns them: Euclidean for l2 (as scikit-learn does,
     not squared), 1 - cosine similarity for cosine, minus the inner product for ip."""
     return np.sqrt(dist) if distance == "l2" else dist
+
+
+def num_outputs(model: nn.Module) -> int:
+    """Classes a given model scores: its classifier's outputs, or, for a model cut into layers
+    (an nn.Sequential), its last layer's; a TypeError names what is accepted otherwise."""
+    try:
+        return head_parts(model)[1].out_features
+    except TypeError:
+        try:
+            last = [m for _, m in layer_sequence(model) if next(m.parameters(), None) is not None]
+        except TypeError:
+            last = []
+        if last and isinstance(last[-1], nn.Linear):
+            return last[-1].out_features
+        raise TypeError(
+            f"{type(model).__name__} is not a head tttlab can use: pass an nn.Linear, a tttlab "
+            "head (make_head), a model with `features(x)` and a `classifier` nn.Linear, or an "
+            "nn.Sequential ending in an nn.Linear"
+        ) from None
 
 
 def ttt_config(estimator, **extra) -> TTTConfig:

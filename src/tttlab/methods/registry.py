@@ -22,6 +22,7 @@ from tttlab.methods.experts import ExpertsClassifier
 from tttlab.methods.ttt import TTTClassifier
 from tttlab.retrieval import KNNIndex
 from tttlab.ttt import TTTConfig
+from tttlab.ttt.config import Layers
 
 if TYPE_CHECKING:
     from tttlab.config import Config
@@ -35,8 +36,9 @@ class Method:
     """Short name: the method's column in tables, metrics and the run log."""
     summary: str
     """One line for help texts and reports."""
-    build: Callable[[Config, nn.Linear], Any]
-    """An unfitted estimator, given the config and the global model's last layer."""
+    build: Callable[[Config, nn.Module], Any]
+    """An unfitted estimator, given the config and the global model's last `layers` layers (its
+    last nn.Linear where that is one)."""
     settings: Callable[[Config], dict[str, Any]]
     """The settings its output depends on beyond features and neighbours (its cache key)."""
     needs_k: Callable[[Config], int]
@@ -48,6 +50,9 @@ class Method:
     experts k-means kept."""
     validation: bool = False
     """fit takes the validation split (X_val, y_val, val_neighbours) to choose its settings."""
+    layers: Callable[[Config], Layers] = lambda cfg: 1
+    """The global model's last layers it fits on: `build` gets those layers (the last
+    nn.Linear for 1) and `fit` their inputs."""
 
     def scores(self, estimator: Any, X: np.ndarray, neighbours: np.ndarray | None) -> np.ndarray:
         """Per test point and class: logits or probabilities, from shared neighbours."""
@@ -61,10 +66,13 @@ class Method:
 
 def ttt_settings(ttt: TTTConfig) -> dict[str, Any]:
     """What TTT's output depends on: its config, with adaptive compute's settings only where it
-    is on (so results cached before it existed keep their keys)."""
+    is on and layers only past the last one (so results cached before they existed keep their
+    keys)."""
     settings = asdict(ttt)
     if ttt.gain == "all":
         del settings["gain"], settings["gain_threshold"]
+    if ttt.layers == 1:
+        del settings["layers"]
     return settings
 
 
@@ -93,14 +101,15 @@ register(
 register(
     Method(
         "ttt",
-        "test-time training: the last layer fine-tuned on each test point's k neighbours",
-        build=lambda cfg, clf: TTTClassifier(
-            clf,
+        "test-time training: the last layers fine-tuned on each test point's k neighbours",
+        build=lambda cfg, tail: TTTClassifier(
+            tail,
             k=cfg.ttt.k,
             epochs=cfg.ttt.epochs,
             lr=cfg.ttt.lr,
             method=cfg.ttt.method,
             l2=cfg.ttt.l2,
+            layers="all",  # `tail` is the global model's last cfg.ttt.layers layers
             chunk_size=cfg.ttt.chunk_size,
             gain=cfg.ttt.gain,
             gain_threshold=cfg.ttt.gain_threshold,
@@ -111,6 +120,7 @@ register(
         settings=lambda cfg: ttt_settings(cfg.ttt) | {"device": cfg.run.device},
         needs_k=lambda cfg: cfg.ttt.k,
         output="logits",
+        layers=lambda cfg: cfg.ttt.layers,
     )
 )
 register(

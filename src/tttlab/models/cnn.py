@@ -57,6 +57,10 @@ class CNN(nn.Module):
         """Class logits, (B, num_classes)."""
         return self.classifier(self.features(x))
 
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared, not copied) in forward order: how TTT cuts off its last ones."""
+        return nn.Sequential(*self.feature_extractor, self.classifier)
+
 
 def cnn_from_state_dict(
     state_dict: Mapping[str, torch.Tensor],

@@ -1,7 +1,8 @@
 """Heads trained on fixed features, e.g. the CNN's or CLIP's last-layer embeddings.
 
-Like every tttlab model a head exposes `features(x)` (the input of its last layer) and
-`classifier`, the last `nn.Linear`: test-time training only ever tunes `classifier` on `features`.
+Like every tttlab model a head exposes `features(x)` (the input of its last layer), `classifier`,
+the last `nn.Linear`, and `as_sequential()`, its layers in order: test-time training tunes
+`classifier` on `features` by default, or the last N layers (`tttlab.ttt.tail`).
 """
 
 from __future__ import annotations
@@ -28,9 +29,13 @@ class LinearHead(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(x)
 
+    def as_sequential(self) -> nn.Sequential:
+        """Its one layer: how TTT cuts off its last ones."""
+        return nn.Sequential(self.classifier)
+
 
 class MLPHead(nn.Module):
-    """One hidden layer, Linear -> ReLU -> Dropout -> Linear; TTT tunes only the last Linear."""
+    """One hidden layer, Linear -> ReLU -> Dropout -> Linear; TTT tunes the last Linear, or both."""
 
     def __init__(self, in_dim: int, num_classes: int, hidden_dim: int = 256, dropout: float = 0.1):
         super().__init__()
@@ -43,6 +48,10 @@ class MLPHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(x))
+
+    def as_sequential(self) -> nn.Sequential:
+        """The same layers (shared, not copied) in forward order: how TTT cuts off its last ones."""
+        return nn.Sequential(*self.hidden, self.classifier)
 
 
 def make_head(

@@ -123,6 +123,16 @@ def predict_logits(
     return _batched(model, model, x, batch_size, device)
 
 
+def apply_model(
+    model: nn.Module,
+    x: torch.Tensor | np.ndarray,
+    batch_size: int = 4096,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
+    """Any module's outputs on x (a trunk's activations, say), in eval mode and batches."""
+    return _batched(model, model, x, batch_size, device)
+
+
 def extract_features(
     model: nn.Module,
     x: torch.Tensor | np.ndarray,

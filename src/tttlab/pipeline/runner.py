@@ -42,6 +42,9 @@ from tttlab.results import (
 )
 from tttlab.threads import ThreadChoice, compute_threads, policy_threads, thread_record
 from tttlab.ttt import auto_chunk_size
+from tttlab.ttt.config import Layers
+from tttlab.ttt.tail import auto_chunk_size as tail_chunk_size
+from tttlab.ttt.tail import split_tail
 
 BASELINE = "global"
 """Every other method's gain is measured against this one, with a paired bootstrap."""
@@ -86,8 +89,19 @@ class Prepared:
     model: nn.Module
     model_entry: Entry
     features: stages.Features
+    """The input of the model's last layer."""
     neighbours: stages.Neighbours | None
     cache: StageCache
+    space: stages.Features | None = None
+    """The features neighbours were searched in (RetrievalConfig.space), where not `features`."""
+
+    def features_at(self, cfg: Config, layers: Layers) -> stages.Features:
+        """The input of the model's last `layers` layers, from the cache where made before."""
+        if stages.layer_count(self.model, layers) == 1:
+            return self.features
+        return stages.features(
+            cfg, self.model, self.splits, self.model_entry, self.cache, layers=layers
+        )
 
 
 def prepare(cfg: Config, k: int | None = None) -> Prepared:
@@ -104,9 +118,13 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     check_memory(need, memory.RUN_FIXES)
     model, model_entry = stages.global_model(cfg, splits, cache)
     feats = stages.features(cfg, model, splits, model_entry, cache)
+    p = Prepared(splits, model, model_entry, feats, None, cache)
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
-    nbrs = stages.neighbours(cfg, feats, k_max, cache) if k_max else None
-    return Prepared(splits, model, model_entry, feats, nbrs, cache)
+    if k_max:
+        space = p.features_at(cfg, stages.space_layers(cfg))
+        p.neighbours = stages.neighbours(cfg, space, k_max, cache)
+        p.space = space if space is not feats else None
+    return p
 
 
 def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
@@ -119,7 +137,9 @@ def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
         p.splits, p.model, p.model_entry, p.features, p.neighbours, p.cache
     )  # fmt: skip
     scores = {
-        m: stages.method_scores(cfg, m, model, splits, feats, nbrs, cache)
+        m: stages.method_scores(
+            cfg, m, model, splits, p.features_at(cfg, METHODS[m].layers(cfg)), nbrs, cache
+        )
         for m in cfg.methods.methods
     }
 
@@ -162,7 +182,8 @@ def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
         "feature_width": d,
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
-        "environment": _environment(cfg, d, int(model.classifier.out_features), threads),
+        "environment": _environment(cfg, p, d, threads),
+        "retrieval_space": _space_record(cfg, p),
         "total_seconds": time.perf_counter() - t0,
         "model": {k: v for k, v in model_entry.info.items() if k != "settings"},
         "stages": {
@@ -222,11 +243,29 @@ def _reported(run_dir: Path, twin: bool = False) -> RunResult:
     return RunResult(run_dir, metrics, table, {"run": True} | ({"twin": True} if twin else {}))
 
 
-def _environment(cfg: Config, d: int, classes: int, threads: ThreadChoice | None) -> dict[str, Any]:
-    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine), and the
-    OpenMP wait policy it ran with."""
-    chunk = cfg.ttt.chunk_size or auto_chunk_size(cfg.ttt.k, d, classes, cfg.run.device)
+def _environment(cfg: Config, p: Prepared, d: int, threads: ThreadChoice | None) -> dict[str, Any]:
+    """What a result's last bits depend on beyond the settings (see tttlab.ttt.engine, .tail),
+    and the OpenMP wait policy it ran with."""
+    classes = int(p.model.classifier.out_features)
+    depth = stages.layer_count(p.model, cfg.ttt.layers)
+    if depth == 1:
+        chunk = cfg.ttt.chunk_size or auto_chunk_size(cfg.ttt.k, d, classes, cfg.run.device)
+    else:
+        tail = split_tail(p.model, depth)
+        sample = torch.from_numpy(np.array(p.features_at(cfg, depth).train[:1]))
+        chunk = cfg.ttt.chunk_size or tail_chunk_size(tail, sample, cfg.ttt.k, cfg.run.device)
     return {"torch": torch.__version__, "ttt_chunk": chunk} | thread_record(threads)
+
+
+def _space_record(cfg: Config, p: Prepared) -> dict[str, Any]:
+    """Where the neighbours were searched: the setting, the input of how many of the model's
+    last layers that is, and its width."""
+    space = p.space or p.features
+    return {
+        "space": cfg.retrieval.space,
+        "input_of_last_layers": space.layers,
+        "width": int(np.prod(space.train.shape[1:])),
+    }
 
 
 def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:
@@ -269,7 +308,10 @@ def _table(cfg: Config, acc: dict, gains: dict, d: int, n: int, training: str | 
     t = cfg.ttt
     head = (
         f"{cfg.data.name}, {cfg.model.model} d={d}, {n} test points; TTT: {t.method}, "
-        f"k={t.k}, {t.epochs} epochs, lr={t.lr}" + (f", l2={t.l2}" if t.l2 else "")
+        f"k={t.k}, {t.epochs} epochs, lr={t.lr}"
+        + (f", l2={t.l2}" if t.l2 else "")
+        + (f", last {t.layers} layers" if t.layers != 1 else "")
+        + (f", neighbours in {cfg.retrieval.space}" if cfg.retrieval.space != "tail" else "")
     )
     foot = [
         f"{m} - {BASELINE}: {100 * g.mean:+.2f} points, 95% CI "
@@ -294,6 +336,8 @@ def _log_row(cfg: Config, acc: dict, gains: dict, d: int, n: int) -> dict[str, A
         "lr": cfg.ttt.lr,
         "l2": cfg.ttt.l2,
     }
+    if cfg.ttt.layers != 1 or cfg.retrieval.space != "tail":
+        row |= {"layers": cfg.ttt.layers, "space": cfg.retrieval.space}
     if "majority" in acc:
         row["majority_k"] = cfg.majority_k
     if "cache" in acc:

@@ -27,6 +27,7 @@ from tttlab.keys import file_digest
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
+    apply_model,
     cnn_from_state_dict,
     extract_features,
     fit,
@@ -41,6 +42,8 @@ from tttlab.models.layouts import recognise
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.retrieval import KNNIndex
 from tttlab.tensors import check_device
+from tttlab.ttt.config import Layers
+from tttlab.ttt.tail import count_layers, split_tail
 
 SPLITS = ("train", "val", "test")
 FEATURE_BLOCK = 65536
@@ -291,6 +294,32 @@ def check_environment(cfg: Config) -> None:
         if value is not None:
             check_writable_dir(value, what)
     check_device(cfg.run.device, "--device")
+    check_layers(cfg)
+
+
+def check_layers(cfg: Config) -> None:
+    """--layers (and the retrieval space it sets) fit the model kind: a model of the kind
+    with blank weights is cut as the trained one will be, before anything is trained."""
+    kind = cfg.model.model
+    blank = CNN(1.0) if kind == "cnn" else make_head(kind, 2, 2)
+    try:
+        split_tail(blank, cfg.ttt.layers)
+    except ValueError as err:
+        total = count_layers(blank)
+        raise ValueError(
+            f"--layers {cfg.ttt.layers}: the {kind} model has {total} layers with parameters, "
+            f"so choose --layers from 1 to {total} or all ({err})"
+        ) from err
+
+
+def layer_count(model: nn.Module, layers: Layers) -> int:
+    """`layers` as a number: "all" is every layer with parameters of `model`."""
+    return count_layers(model) if layers == "all" else int(layers)
+
+
+def space_layers(cfg: Config) -> Layers:
+    """The layers whose input neighbours are searched in (RetrievalConfig.space)."""
+    return {"tail": cfg.ttt.layers, "features": 1, "inputs": "all"}[cfg.retrieval.space]
 
 
 def check_checkpoint(cfg: Config) -> None:
@@ -411,7 +440,8 @@ def _check_checkpoint_meta(cfg: Config, meta: dict[str, Any], path: str) -> None
 
 @dataclass
 class Features:
-    """The frozen features of every split: the input of the model's last layer."""
+    """The frozen features of every split: the input of the model's last layer (or of its last
+    `layers` layers: then (N, ...) arrays shaped as those layers take them)."""
 
     train: np.ndarray
     val: np.ndarray
@@ -420,47 +450,82 @@ class Features:
     model_key: str | None = None
     """The global model's key where `entry`'s key lacks it (a linear head sees the data's rows
     themselves): methods that tune or score the model are keyed by it as well."""
+    layers: int = 1
+    """Of how many of the model's last layers these are the input."""
 
 
 def features(
-    cfg: Config, model: nn.Module, splits: Splits, model_entry: Entry, cache: StageCache
+    cfg: Config,
+    model: nn.Module,
+    splits: Splits,
+    model_entry: Entry,
+    cache: StageCache,
+    layers: Layers = 1,
 ) -> Features:
-    """Train, validation and test features, embedded once per model. A linear head on a feature
-    file sees the file's rows themselves: they are used as they are (memory-mapped, no copy), and
-    keyed by the data alone, so retraining the head never repeats the search for neighbours."""
+    """Train, validation and test features, embedded once per model: the input of its last
+    `layers` layers (1: the last layer's features, keyed as always; all: the model's inputs).
+    A linear head on a feature file (or a backbone's features) sees those rows themselves, as does
+    any model's whole depth: they are used as they are (memory-mapped, no copy), and keyed by the
+    data alone, so retraining the head never repeats the search for neighbours."""
+    depth = layer_count(model, layers)
     rows = cfg.data.features is not None or cfg.model.backbone is not None
     identity = rows and cfg.model.model == "linear"
     test = {"test": test_settings(cfg)} if test_settings(cfg) else {}
-    if identity:
+    if identity or depth == count_layers(model) > 1:
         entry = cache.get_or_make(
             "features", {"data": data_settings(cfg, cache)} | test, lambda _: {}
         )
-        arrays = {s: getattr(splits, f"{s}_x") for s in SPLITS}
-        return Features(**arrays, entry=entry, model_key=model_entry.key)
+        arrays = {s: _numpy(model_inputs(cfg, getattr(splits, f"{s}_x"))) for s in SPLITS}
+        return Features(**arrays, entry=entry, model_key=model_entry.key, layers=depth)
+    trunk = split_tail(model, depth).trunk if depth > 1 else model.features
+    settings = {"model": model_entry.key} | ({"layers": depth} if depth > 1 else {}) | test
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        x0 = model_inputs(cfg, splits.train_x[:1])
+        shape = tuple(apply_model(_Call(trunk, model), x0).shape[1:])
         for split in SPLITS:
             x = getattr(splits, f"{split}_x")
-            flatten = cfg.model.model != "cnn" and x.ndim > 2
-            _write_features(model, x, folder / f"{split}.npy", cfg.run.device, flatten)
+            out = np.lib.format.open_memmap(
+                folder / f"{split}.npy", mode="w+", dtype=np.float32, shape=(len(x), *shape)
+            )
+            for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
+                block = model_inputs(cfg, x[i : i + FEATURE_BLOCK])
+                out[i : i + len(block)] = apply_model(
+                    _Call(trunk, model), block, device=cfg.run.device
+                )
+            out.flush()
+            del out
         return {"seconds": time.perf_counter() - start}
 
-    entry = cache.get_or_make("features", {"model": model_entry.key} | test, make)
+    entry = cache.get_or_make("features", settings, make)
     arrays = {s: np.load(entry.file(f"{s}.npy"), mmap_mode="r") for s in SPLITS}
-    return Features(**arrays, entry=entry)
+    return Features(**arrays, entry=entry, layers=depth)
 
 
-def _write_features(
-    model: nn.Module, x: Any, path: Path, device: str, flatten: bool = False
-) -> None:
-    """The model's last-layer features of `x` (flattened to rows first for a head on pixels) into
-    a .npy file, a block at a time."""
+class _Call(nn.Module):
+    """A callable (a model's features(), a trunk) run as a module of `owner`, whose mode and
+    device `apply_model` then sets."""
+
+    def __init__(self, fn, owner: nn.Module):
+        super().__init__()
+        self.fn, self.owner = fn, owner
+        self.training = owner.training  # restoring the mode must not flip the owner's
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fn(x)
+
+
+def _numpy(x: torch.Tensor | np.ndarray) -> np.ndarray:
+    return x.numpy() if isinstance(x, torch.Tensor) else x
+
+
+def _write_features(model: nn.Module, x: Any, path: Path, device: str) -> None:
+    """The model's last-layer features of `x` into a .npy file, a block at a time."""
     width = model.classifier.in_features
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(len(x), width))
     for i in range(0, len(x), FEATURE_BLOCK):  # bounded memory at any pool size
         block = x[i : i + FEATURE_BLOCK]
-        block = block.reshape(len(block), -1) if flatten else block
         out[i : i + len(block)] = extract_features(model, block, device=device)
     out.flush()
     del out
@@ -574,6 +639,8 @@ class Neighbours:
     indices: np.ndarray
     distances: np.ndarray
     entry: Entry
+    features: Features | None = None
+    """The features they were searched in."""
 
 
 def neighbours(
@@ -596,26 +663,30 @@ def neighbours(
         for path in cache.entries("neighbours", prefix=f"{base}-k"):
             larger = int(path.name.rsplit("-k", 1)[1])
             if larger >= k and (entry := cache.lookup("neighbours", path.name)) is not None:
-                return _load_neighbours(entry, k)
+                return _load_neighbours(entry, k, feats)
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        queries = getattr(feats, split)
         index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
-        index.fit(feats.train)
-        dist, idx = index.neighbours(queries, k, progress=cfg.run.progress)
+        index.fit(_rows(feats.train))
+        dist, idx = index.neighbours(_rows(getattr(feats, split)), k, progress=cfg.run.progress)
         np.save(folder / "indices.npy", idx)
         np.save(folder / "distances.npy", dist)
         return {"seconds": time.perf_counter() - start, "k": k}
 
     entry = cache.get_or_make("neighbours", settings | {"k": k}, make, key=f"{base}-k{k}")
-    return _load_neighbours(entry, k)
+    return _load_neighbours(entry, k, feats)
 
 
-def _load_neighbours(entry: Entry, k: int) -> Neighbours:
+def _rows(x: np.ndarray) -> np.ndarray:
+    """(N, ...) features as (N, d) rows, a view where they are contiguous."""
+    return x.reshape(len(x), -1)
+
+
+def _load_neighbours(entry: Entry, k: int, feats: Features) -> Neighbours:
     idx = np.load(entry.file("indices.npy"))[:, :k]
     dist = np.load(entry.file("distances.npy"))[:, :k]
-    return Neighbours(np.ascontiguousarray(idx), np.ascontiguousarray(dist), entry)
+    return Neighbours(np.ascontiguousarray(idx), np.ascontiguousarray(dist), entry, feats)
 
 
 # ---- methods ----------------------------------------------------------------------------------
@@ -643,21 +714,32 @@ def method_scores(
     nbrs: Neighbours,
     cache: StageCache,
 ) -> MethodScores:
-    """Fit method `name` on the training features and score the test set on shared neighbours."""
+    """Fit method `name` on the training features (the input of the layers it tunes: `feats`) and
+    score the test set on shared neighbours."""
     spec = METHODS[name]
     k = spec.needs_k(cfg)
+    depth = layer_count(model, spec.layers(cfg))
+    if feats.layers != depth:
+        raise ValueError(
+            f"{name} fits on the input of the last {depth} layers but was given that of the last "
+            f"{feats.layers}: pass stages.features(..., layers={depth})"
+        )
     settings = {
         "features": feats.entry.key,
         "retrieval": retrieval_settings(cfg) if k else None,
         "method": name,
         "settings": spec.settings(cfg),
     } | ({"model": feats.model_key} if feats.model_key else {})
+    searched = (nbrs.features if nbrs is not None else None) or feats
+    if k and searched.entry.key != feats.entry.key:  # neighbours found elsewhere than fitted on
+        settings["space"] = searched.entry.key
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
-        estimator = spec.build(cfg, model.classifier)
+        part = model.classifier if depth == 1 else split_tail(model, depth).tail
+        estimator = spec.build(cfg, part)
         if spec.validation:  # its settings are chosen on the validation split's neighbours
-            val = neighbours(cfg, feats, k, cache, split="val").indices if k else None
+            val = neighbours(cfg, searched, k, cache, split="val").indices if k else None
             estimator.fit(feats.train, splits.train_y.numpy(), feats.val, splits.val_y.numpy(), val)
         else:
             estimator.fit(feats.train, splits.train_y.numpy())

@@ -321,6 +321,19 @@ def reported(preset: str = "paper") -> dict[str, Any]:
     return json.loads(_preset_text(preset, "reported.json")[0])
 
 
+def widen(table: dict[int, WidthSettings], widths: Iterable[int]) -> dict[int, WidthSettings]:
+    """`table` with a row for each of `widths` above its largest: the largest row's settings at
+    that width (its size_scale from `scale_for_width`). The paper tuned widths up to 1152; wider
+    CNNs keep its last row's training and TTT settings."""
+    top = table[max(table)]
+    wider = {
+        w: dataclasses.replace(top, feature_width=w, size_scale=scale_for_width(w))
+        for w in widths
+        if w > top.feature_width
+    }
+    return table | wider
+
+
 def settings_for(widths: Iterable[int], table: dict[int, Row] | None = None) -> dict[int, Row]:
     """The rows of `table` (default: the paper's width table) for `widths`, in that order."""
     widths = list(widths)

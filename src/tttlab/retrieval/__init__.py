@@ -7,7 +7,7 @@ __getattr__, __dir__, __all__ = exports(
     __name__,
     {
         "tttlab.retrieval.index": ["KNNIndex", "knn", "pair_distances", "search_memory_bytes"],
-        "tttlab.retrieval.config": ["RetrievalConfig"],
+        "tttlab.retrieval.config": ["SPACES", "RetrievalConfig"],
         "tttlab.retrieval.sift": ["SiftSelection", "posterior_variance", "sift_select"],
     },
 )

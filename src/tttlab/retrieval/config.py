@@ -11,10 +11,12 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 Backend = Literal["faiss", "torch"]
 Distance = Literal["l2", "cosine", "ip"]
 Select = Literal["nearest", "sift"]
+Space = Literal["tail", "features", "inputs"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DISTANCES: tuple[str, ...] = get_args(Distance)
 SELECTS: tuple[str, ...] = get_args(Select)
+SPACES: tuple[str, ...] = get_args(Space)
 INDEX_FIELDS: tuple[str, ...] = (
     "kind", "backend", "nlist", "nprobe", "hnsw_m", "batch_size",
     "distance", "select", "sift_lambda", "sift_candidates",
@@ -24,7 +26,8 @@ INDEX_FIELDS: tuple[str, ...] = (
 
 @dataclass
 class RetrievalConfig:
-    """How neighbours are searched and chosen; `KNNIndex` takes these as its parameters."""
+    """How neighbours are searched, chosen and where; `KNNIndex` takes all but `space` as its
+    parameters."""
 
     kind: IndexKind = "flat"
     """Index: flat (exact), ivf (inverted lists) or hnsw (graph); the last two are approximate."""
@@ -50,12 +53,16 @@ class RetrievalConfig:
     same on raw and on unit-norm features); smaller chooses more diverse neighbours."""
     sift_candidates: int | None = None
     """sift: nearest points pre-selected per query (K); default 4 x k, capped at the pool."""
+    space: Space = "tail"
+    """Where neighbours are searched: tail, the input of the layers TTT tunes (--layers);
+    features, the input of the last layer whatever TTT tunes; inputs, the model's inputs."""
 
     def __post_init__(self):
         check_choice(self.kind, "kind", KINDS)
         check_choice(self.backend, "backend", BACKENDS)
         check_choice(self.distance, "distance", DISTANCES)
         check_choice(self.select, "select", SELECTS)
+        check_choice(self.space, "space", SPACES)
         if self.backend == "torch" and self.kind != "flat":
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):

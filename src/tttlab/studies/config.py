@@ -24,8 +24,10 @@ from tttlab.presets import (
     read_mlp_head_settings,
     read_width_settings,
     settings_for,
+    widen,
     width_settings,
 )
+from tttlab.ttt.config import Layers, check_layers
 
 Executor = Literal["local", "slurm"]
 
@@ -202,12 +204,13 @@ def _check_width(width: int, name: str) -> None:
 
 
 def width_table(params: str, widths: tuple[int, ...]) -> dict[int, Any] | None:
-    """The per-width settings for `widths` (None for 'config' and 'select'); a missing width is
-    named."""
+    """The per-width settings for `widths` (None for 'config' and 'select'): with 'paper', widths
+    past the paper's largest (1152) take its settings (`widen`); a missing width is named."""
     if params in ("config", "select"):
         return None
-    table = width_settings() if params == "paper" else read_width_settings(params)
-    return settings_for(widths, table)
+    if params == "paper":
+        return settings_for(widths, widen(width_settings(), widths))
+    return settings_for(widths, read_width_settings(params))
 
 
 @dataclass
@@ -237,6 +240,9 @@ class ModelSizeConfig:
     """--params select: TTT epoch counts tried (one run records them all)."""
     select_points: int = Grid.points
     """--params select: seeded validation points the grid is scored on (never test points)."""
+    simulation: str | None = None
+    """A `tttlab simulate` study folder: its report gives the d2/d1 from which the simulated TTT
+    no longer beats the global head, beside the width from which the measured gain vanishes."""
 
     def __post_init__(self):
         self.widths = _distinct(self.widths, "widths")
@@ -351,6 +357,42 @@ class ExpertsStudyConfig:
         paper = self.expert_params == "paper"
         table = expert_settings() if paper else read_expert_settings(self.expert_params)
         return settings_for(self.experts, table)
+
+
+@dataclass
+class DepthConfig:
+    """TTT tuning a CNN's last 1, 2 or all layers across widths, beside the global head and the
+    majority vote: does tuning deeper pay, at what cost per point, and does the gain still shrink
+    with width at every depth?"""
+
+    widths: tuple[int, ...] = (25, 50, 96, 192)
+    """CNN feature widths d."""
+    layers: tuple[Layers, ...] = (1, 2, "all")
+    """The CNN's last layers TTT tunes, one unit per value: 1 (its classifier), 2 (conv2 too) or
+    all (conv1 too)."""
+    seeds: tuple[int, ...] = (0,)
+    """One unit per width, depth and seed."""
+    params: Params = "paper"
+    """Per-width settings: 'paper' (the authors' training and TTT k, lr and epochs, tuned for the
+    last layer), a YAML/JSON/CSV file of the same columns, or 'config' (the run flags' own
+    settings for every width)."""
+
+    def __post_init__(self):
+        self.widths = _distinct(self.widths, "widths")
+        for w in self.widths:
+            _check_width(w, "widths")
+        self.layers = _distinct(self.layers, "layers")
+        for value in self.layers:
+            check_layers(value, "layers")
+        self.seeds = _check_seeds(self.seeds)
+        if self.params == "select":
+            raise ValueError(
+                "params='select' is for the model-size study: use paper, config or a file"
+            )
+
+    def width_table(self) -> dict[int, Any] | None:
+        """The per-width settings (None for 'config'); a missing width is named."""
+        return width_table(self.params, self.widths)
 
 
 @dataclass

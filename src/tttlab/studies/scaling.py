@@ -15,6 +15,7 @@ run needs it.
 
 from __future__ import annotations
 
+import csv
 import dataclasses
 import math
 from dataclasses import dataclass, field
@@ -28,19 +29,23 @@ from tttlab.data.splits import Splits
 from tttlab.memory import check_memory
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import evaluate, memory
-from tttlab.pipeline.stages import check_environment, load_data
+from tttlab.pipeline.stages import check_environment, check_layers, load_data
 from tttlab.presets import dataset_size_head
 from tttlab.results import (
     bootstrap_ci,
+    figure,
+    method_color,
     paper_references,
     plot_histogram,
     plot_study,
+    save_figure,
     write_report,
     write_rows_csv,
 )
 from tttlab.results.plots import mean_over_seeds, study_row
 from tttlab.studies.config import (
     DatasetSizeConfig,
+    DepthConfig,
     ExpertsStudyConfig,
     GlobalEvalConfig,
     ModelSizeConfig,
@@ -152,7 +157,7 @@ class _ScalingPlan:
         return write_report(
             folder / "report.md",
             title=f"tttlab {self.kind} study",
-            summary=f"{self.protocol_note()} {_summary(axis[0], rows)}",
+            summary=self.summary(rows),
             table_rows=rows,
             columns=columns,
             plot=plot,
@@ -171,6 +176,10 @@ class _ScalingPlan:
             return f"Seeds {list(seeds)} vary the model and the train/validation split."
         split = self.base.run.split_seed
         return f"Seeds {list(seeds)} vary the model on one fixed split (split seed {split})."
+
+    def summary(self, rows: list[dict[str, Any]]) -> str:
+        """The report's opening sentences: how it was run, then what it found."""
+        return f"{self.protocol_note()} {_summary(self.axis_columns()[0], rows)}"
 
     def settings(self) -> dict[str, Any]:
         return {"study": section_settings(self.study), "base": self.base.settings()}
@@ -205,6 +214,8 @@ class ModelSizePlan(_ScalingPlan):
         if self.study.params != "select":
             for name in ("k_grid", "lr_grid", "epochs_grid", "select_points"):
                 study.pop(name)
+        if study["simulation"] is None:  # a setting added later: no key change without it
+            study.pop("simulation")
         return {"study": study, "base": self.base.settings()}
 
     def units(self) -> list[Unit]:
@@ -239,6 +250,23 @@ class ModelSizePlan(_ScalingPlan):
 
     def axis_columns(self) -> tuple[str, str]:
         return (self.axis, "parameters")
+
+    def summary(self, rows: list[dict[str, Any]]) -> str:
+        """The gain's trend, the width from which it is no longer told from zero, and the
+        simulator's d2/d1 crossover where a simulation folder is given."""
+        parts = [self.protocol_note(), _summary(self.axis, rows)]
+        parts.append(vanishing_sentence(self.axis, rows))
+        if not self.on_file and max(self.study.widths) > TUNED_UP_TO:
+            wider = sorted(w for w in self.study.widths if w > TUNED_UP_TO)
+            parts.append(
+                f"Widths {wider} lie past the paper's tuned widths and use its d = {TUNED_UP_TO} "
+                "settings (--params paper)."
+                if self.study.params == "paper"
+                else ""
+            )
+        if self.study.simulation is not None:
+            parts.append(simulated_crossover(Path(self.study.simulation)))
+        return " ".join(p for p in parts if p)
 
 
 @dataclass
@@ -441,6 +469,143 @@ class GlobalEvalPlan(_ScalingPlan):
         )
 
 
+@dataclass
+class DepthPlan(_ScalingPlan):
+    """TTT tuning a CNN's last 1, 2 or all layers across widths, beside the global head and the
+    majority vote (the same per width: computed once, from the stage cache)."""
+
+    kind: ClassVar[str] = "depth"
+    x_axis: ClassVar[tuple[str, str]] = ("width", "CNN feature width d")
+    study: DepthConfig
+    base: Config
+    options: StudyOptions = field(default_factory=StudyOptions)
+
+    def units(self) -> list[Unit]:
+        return grid(width=sorted(self.study.widths), layers=self.study.layers,
+                    seed=self.study.seeds)  # fmt: skip
+
+    def check_tables(self) -> None:
+        if self.on_file:
+            raise ValueError(
+                "the depth study runs the CNN family on images, but --features gives a feature "
+                "file: drop --features, or tune a head's layers with tttlab ttt --layers"
+            )
+        self.study.width_table()
+        for unit in self.units():  # more layers than the CNN has: refused before any training
+            check_layers(self.unit_config(unit))
+
+    def unit_config(self, unit: Unit) -> Config:
+        s, base = unit.settings, self.base
+        table = self.study.width_table()
+        if table is None:
+            model = dataclasses.replace(base.model, model="cnn", width=s["width"])
+            cfg = dataclasses.replace(base, model=model)
+        else:
+            cfg = table[s["width"]].config(base)
+        cfg = dataclasses.replace(cfg, ttt=dataclasses.replace(cfg.ttt, layers=s["layers"]))
+        return self.run_config(cfg, s["seed"])
+
+    def run_unit(self, unit: Unit) -> dict[str, Any]:
+        cfg = self.unit_config(unit)
+        metrics = evaluate(cfg).metrics
+        seconds = {
+            f"seconds_per_point_{m}": a["seconds_per_point"] for m, a in metrics["methods"].items()
+        }
+        space = metrics["retrieval_space"]
+        # seconds: as the stage cache recorded them when each method's scores were computed
+        return result_row(unit, cfg, metrics) | seconds | {"space_width": space["width"]}
+
+    def axis_columns(self) -> tuple[str, str]:
+        return ("width", "layers")
+
+    def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
+        """Accuracy, TTT's gain over global and TTT's seconds per point against width, one line
+        per depth, and the answers in a few sentences."""
+        write_rows_csv(folder / "units.csv", rows)
+        depths = list(dict.fromkeys(r["layers"] for r in rows))
+        by_depth = {d: mean_over_seeds([r for r in rows if r["layers"] == d], "width",
+                                       ["global", "ttt", "majority"]) for d in depths}  # fmt: skip
+        plot = _plot_depth(by_depth, folder / "plot.png")
+        columns = ["width", "layers", "seed", "acc_global", "acc_majority", "acc_ttt", "gain",
+                   "gain_low", "gain_high", "seconds_per_point_ttt"]  # fmt: skip
+        return write_report(
+            folder / "report.md",
+            title="tttlab depth study",
+            summary=_depth_summary(by_depth, rows),
+            table_rows=rows,
+            columns=columns,
+            plot=plot,
+            settings={"kind": self.kind, "settings": self.settings()},
+        )
+
+
+def _seconds_by_width(rows: list[dict[str, Any]], depth: Any) -> dict[int, float]:
+    """TTT's seconds per point at `depth`, per width, mean over seeds."""
+    out: dict[int, list[float]] = {}
+    for r in rows:
+        if r["layers"] == depth:
+            out.setdefault(r["width"], []).append(r["seconds_per_point_ttt"])
+    return {w: float(np.mean(v)) for w, v in sorted(out.items())}
+
+
+def _plot_depth(by_depth: dict[Any, list[dict[str, Any]]], path: Path) -> Path:
+    """Two panels against width: accuracy (global, majority, TTT per depth) above TTT's gain over
+    global with its CI per depth (seconds per point are in the table)."""
+    fig = figure((7, 7.5))
+    top, bottom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [3, 2]})
+    first = next(iter(by_depth.values()))
+    widths = [r["width"] for r in first]
+    for m, label in (("global", "global head"), ("majority", "majority vote")):
+        top.plot(widths, [r[f"acc_{m}"] for r in first], "o--", color=method_color(m),
+                 label=label)  # fmt: skip
+    for depth, merged in by_depth.items():
+        xs = [r["width"] for r in merged]
+        label = f"TTT, last {depth} layer{'s' if depth != 1 else ''}"
+        color = method_color(f"ttt_{depth}" if depth != 1 else "ttt")
+        top.plot(xs, [r["acc_ttt"] for r in merged], "o-", color=color, label=label)
+        gains = [100 * r["gain"] for r in merged]
+        low = [100 * (r["gain"] - r["gain_low"]) for r in merged]
+        high = [100 * (r["gain_high"] - r["gain"]) for r in merged]
+        bottom.errorbar(xs, gains, yerr=[low, high], fmt="o-", color=color, capsize=3,
+                        label=label)  # fmt: skip
+    bottom.axhline(0, color="grey", lw=0.8)
+    top.set_ylabel("test accuracy")
+    top.legend(fontsize=8)
+    top.set_title("depth study: TTT tuning the last 1, 2 or all layers")
+    bottom.set_ylabel("TTT - global (points, 95% CI)")
+    bottom.set_xlabel("CNN feature width d")
+    bottom.set_xscale("log")
+    return save_figure(fig, path)
+
+
+def _depth_summary(by_depth: dict[Any, list[dict[str, Any]]], rows: list[dict[str, Any]]) -> str:
+    """Does tuning deeper add accuracy, at what cost per point, and does the gain shrink with
+    width at every depth?"""
+    depths = list(by_depth)
+    base = by_depth[depths[0]]
+    parts = [f"{len(rows)} units."]
+    for depth in depths[1:]:
+        at = {r["width"]: r["acc_ttt"] for r in base}
+        diff = [100 * (r["acc_ttt"] - at[r["width"]]) for r in by_depth[depth]]
+        cost = _seconds_by_width(rows, depth)
+        cost0 = _seconds_by_width(rows, depths[0])
+        ratio = np.mean([cost[w] / cost0[w] for w in cost if cost0.get(w)])
+        parts.append(
+            f"Tuning the last {depth} layers instead of {depths[0]} changes TTT's accuracy by "
+            f"{min(diff):+.2f} to {max(diff):+.2f} points across widths (mean "
+            f"{np.mean(diff):+.2f}), at {ratio:.1f}x the seconds per point."
+        )
+    for depth, merged in by_depth.items():
+        first, last = merged[0], merged[-1]
+        trend = "shrinks" if last["gain"] < first["gain"] else "does not shrink"
+        parts.append(
+            f"With the last {depth} layer{'s' if depth != 1 else ''} tuned, TTT's gain over the "
+            f"global head {trend} with width: {100 * first['gain']:+.2f} points at d = "
+            f"{first['width']}, {100 * last['gain']:+.2f} at d = {last['width']}."
+        )
+    return " ".join(parts)
+
+
 GLOBAL_EVAL_ROWS = (
     ("local_on_neighbourhood", "a local head on its own k neighbours"),
     ("local_on_test_set", "a local head on the whole test set"),
@@ -467,6 +632,80 @@ def result_row(unit: Unit, cfg: Config, metrics: dict[str, Any]) -> dict[str, An
         "train_epochs": cfg.train.epochs,
         "train_lr": cfg.train.lr,
     }  # no timings: a unit's record depends on its settings alone, wherever it ran
+
+
+TUNED_UP_TO = 1152
+"""The widest CNN the paper tuned settings for."""
+
+
+def vanishing_width(axis: str, rows: list[dict[str, Any]]) -> Any | None:
+    """The smallest `axis` value from which TTT's gain over the global head is no longer told
+    from zero: its paired 95% CI contains 0 there and at every larger value (every seed); None
+    where the gain is still distinguishable at the largest."""
+    contains = {}
+    for r in rows:
+        zero = r["gain_low"] <= 0 <= r["gain_high"]
+        contains[r[axis]] = contains.get(r[axis], True) and zero
+    found = None
+    for value in sorted(contains, reverse=True):
+        if not contains[value]:
+            break
+        found = value
+    return found
+
+
+def vanishing_sentence(axis: str, rows: list[dict[str, Any]]) -> str:
+    """`vanishing_width` in words, with the CI at the largest value."""
+    if "gain_low" not in rows[0]:
+        return ""
+    at = vanishing_width(axis, rows)
+    top = max(rows, key=lambda r: r[axis])
+    ci = f"[{100 * top['gain_low']:+.2f}, {100 * top['gain_high']:+.2f}]"
+    if at is None:
+        return (
+            f"The gain is still distinguishable from zero at the largest {axis}, {top[axis]} "
+            f"(paired 95% CI {ci} points): the axis does not reach where it vanishes."
+        )
+    return (
+        f"From {axis} = {at} on, TTT's gain is no longer distinguishable from zero (its paired 95% "
+        f"CI contains 0 at every {axis} >= {at}; at {top[axis]}: {ci} points)."
+    )
+
+
+def simulated_crossover(folder: Path) -> str:
+    """The d2/d1 from which the simulator's TTT error is no longer below the global head's (its
+    d2 and map sweeps, mean over seeds, per s), read from a `tttlab simulate` folder's units.csv."""
+    path = folder / "units.csv"
+    if not path.is_file():
+        raise ValueError(
+            f"simulation={str(folder)!r} has no units.csv: pass a finished `tttlab simulate` "
+            "study folder (run `tttlab study report` on it first)"
+        )
+    groups: dict[tuple[Any, float], list[float]] = {}
+    with path.open(newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if r.get("sweep") in ("d2", "map") and r.get("err_ttt"):
+                key = (r["sweep"], r["s"]), float(r["d2_over_d1"])
+                groups.setdefault(key, []).append(float(r["err_global"]) - float(r["err_ttt"]))
+    if not groups:
+        return f"The simulation in {folder} has no d2 or map sweep: no d2/d1 crossover to compare."
+    parts = []
+    for setting in sorted({k[0] for k in groups}, key=str):
+        ratios = sorted(r for (s, r) in groups if s == setting)
+        wins = {r: np.mean(groups[setting, r]) > 0 for r in ratios}
+        lost = [r for i, r in enumerate(ratios) if not any(wins[x] for x in ratios[i:])]
+        sweep, s = setting
+        where = f"{sweep} sweep, s = {s}"
+        parts.append(
+            f"from d2/d1 = {lost[0]:g} on ({where})"
+            if lost
+            else f"not within d2/d1 <= {ratios[-1]:g} ({where})"
+        )
+    return (
+        "In the theory simulator, TTT's error stops falling below the global head's "
+        + "; ".join(parts)
+        + ": the global head there sees about as many directions as there are concepts."
+    )
 
 
 def _summary(axis: str, rows: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""Test-time training: the batched engine and the one-at-a-time loop it is tested against."""
+"""Test-time training: the batched engines (a linear head; any model's last layers) and the
+one-at-a-time loop they are tested against."""
 
 from tttlab._lazy import exports
 
@@ -13,6 +14,7 @@ __getattr__, __dir__, __all__ = exports(
             "ttt_logits",
         ],
         "tttlab.ttt.reference": ["reference_ttt"],
+        "tttlab.ttt.tail": ["Tail", "count_layers", "split_tail", "tail_finetune", "tail_logits"],
         "tttlab.ttt.config": ["SCHEDULES", "TTTConfig"],
         "tttlab.checks": ["NonFiniteError"],
     },

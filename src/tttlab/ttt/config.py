@@ -15,6 +15,21 @@ GAINS: tuple[str, ...] = get_args(Gain)
 """Which test points are fine-tuned (TTTConfig.gain)."""
 
 
+Layers = int | Literal["all"]
+"""How many of a model's last layers (those holding parameters) TTT tunes, or "all" of them."""
+
+
+def check_layers(value: object, name: str = "layers") -> None:
+    """A positive number of layers, or "all"."""
+    if value != "all":
+        try:
+            check_int(value, name, min=1)
+        except ValueError:
+            raise ValueError(
+                f"{name} must be a number of layers >= 1 or 'all', got {value!r}"
+            ) from None
+
+
 @dataclass
 class TTTConfig:
     """Hyper-parameters of test-time training on a neighbourhood."""
@@ -41,6 +56,9 @@ class TTTConfig:
     tells about it) or margin (1 - the global head's top-two probability margin)."""
     gain_threshold: float = 0.5
     """Adaptive compute: points with predicted gain above this (in [0, 1]) are fine-tuned."""
+    layers: Layers = 1
+    """The last layers (those holding parameters) fine-tuned per test point: 1, today's last
+    linear layer alone; 2, 3, ...; or all for the whole model."""
     chunk_size: int | None = None
     """Test points fine-tuned together, for memory and speed only (on CPU, results are bit-identical
     for every chunk size: see the module doc); None: `auto_chunk_size` of k, head and device."""
@@ -54,6 +72,7 @@ class TTTConfig:
         check_number(self.lr, "lr", min=0, strict_min=True)
         check_number(self.l2, "l2", min=0)
         check_number(self.eps, "eps", min=0)
+        check_layers(self.layers)
         if self.chunk_size is not None:
             check_int(self.chunk_size, "chunk_size", min=1)
         if len(tuple(self.betas)) != 2:
