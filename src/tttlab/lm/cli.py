@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Any
 
+from tttlab.atomic import Interrupted
 from tttlab.lm.corpus import build_corpus, load_corpus
 
 
 def corpus(parsed: dict[str, Any]) -> int:
     """`tttlab lm corpus`: build (or resume, or reuse) a corpus folder and summarise it."""
     output = parsed["output"]
-    folder = build_corpus(parsed["corpus"], output.out, progress=output.progress)
+    try:
+        folder = build_corpus(parsed["corpus"], output.out, progress=output.progress)
+    except KeyboardInterrupt as err:
+        raise Interrupted(
+            f"interrupted; {output.out} keeps each package finished so far (the package in "
+            "flight is lost): the same command continues with the others"
+        ) from err
     record = load_corpus(folder).record
     t = record["totals"]
     parts = [

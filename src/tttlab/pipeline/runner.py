@@ -35,6 +35,8 @@ from tttlab.results import (
     paired_bootstrap_diff,
     read_metrics,
     write_run,
+    write_run_plot,
+    write_run_report,
 )
 from tttlab.ttt import auto_chunk_size
 
@@ -149,6 +151,7 @@ def evaluate(cfg: Config) -> Evaluation:
         "n_test": len(labels),
         "n_train": len(splits.train_y),
         "feature_width": d,
+        "classes": list(splits.classes),
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
         "environment": _environment(cfg, d, int(model.classifier.out_features)),
@@ -184,7 +187,13 @@ def run(cfg: Config) -> RunResult:
         metrics = read_metrics(run_dir)
         return RunResult(run_dir, metrics, metrics["table"], {"run": True})
     ev = evaluate(cfg)
-    save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
+    save = {
+        "model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes()),
+        "plot.png": lambda p: write_run_plot(ev.metrics, ev.points, p),
+        "report.md": lambda p: write_run_report(
+            p, ev.metrics, ev.points, p.parent / "plot.png", cfg.to_dict()
+        ),
+    }
     written = write_run(
         out,
         cfg.run.name,

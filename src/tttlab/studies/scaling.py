@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from tttlab.config import Config
+from tttlab.config import Config, ModelConfig
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import evaluate
 from tttlab.pipeline.stages import check_environment, load_data
@@ -95,6 +95,23 @@ class _ScalingPlan:
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""
+
+    def replaced(self) -> dict[str, tuple[Any, Any]]:
+        """Base settings that were set (they differ from the defaults) but that a unit's
+        per-width or per-count settings replace: dotted key ("ttt.k") -> (the value set, the
+        value the first such unit uses)."""
+        kind = ModelConfig(model=self.base.model.model)  # the data and the model's kind stay
+        default = _leaves(Config(data=self.base.data, model=kind, run=self.base.run).settings())
+        given = _leaves(self.base.settings())
+        out: dict[str, tuple[Any, Any]] = {}
+        for unit in self.units():
+            used = _leaves(self.unit_config(unit).settings())
+            for key, value in given.items():
+                if key in out or key.startswith("run.") or isinstance(value, (list, tuple)):
+                    continue  # seeds are per unit; lists (the methods) are extended, not replaced
+                if value != default.get(key) and used.get(key) != value:
+                    out[key] = (value, used.get(key))
+        return out
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         cfg = self.unit_config(unit)
@@ -356,3 +373,14 @@ def _summary(axis: str, rows: list[dict[str, Any]]) -> str:
         f"{100 * first['gain']:+.2f} points at {axis} = {first[axis]} and "
         f"{100 * last['gain']:+.2f} points at {axis} = {last[axis]}."
     )
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted key -> value."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

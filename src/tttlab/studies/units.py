@@ -28,6 +28,7 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
+from tttlab.progress import phase
 
 CONFIG_FILE = "config.json"
 UNITS_DIR = "units"
@@ -378,7 +379,8 @@ def run_units(
     failed: dict[str, str] = {}
     first_error: Exception | None = None
     desc = "units" if num_shards == 1 else f"units (shard {shard_id}/{num_shards})"
-    for unit in tqdm(todo, desc=desc, unit="unit", disable=not progress):
+    for i, unit in enumerate(tqdm(todo, desc=desc, unit="unit", disable=not progress)):
+        phase(f"unit {i + 1} of {len(todo)}: {unit.id}", progress)
         try:
             result = fn(unit)
             if not isinstance(result, dict):
