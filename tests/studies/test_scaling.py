@@ -114,6 +114,21 @@ def test_the_paper_settings_say_which_given_flags_they_replace(capsys):
     assert untouched.replaced() == {}, "defaults are not 'given'"
 
 
+def test_a_unit_that_would_run_for_hours_draws_a_warning_with_the_fixes(tmp_path, monkeypatch):
+    from tttlab.studies import scaling
+
+    monkeypatch.setattr(scaling, "probe_flops", lambda threads: 1e4)  # a very slow machine
+    message = r"unit fraction=1.0,seed=0 needs about [\d.]+ hours on this machine .* --preset quick"
+    with pytest.warns(UserWarning, match=message):
+        fractions(tmp_path, (0.5, 1.0)).check()  # the largest unit is named
+    monkeypatch.setattr(scaling, "probe_flops", lambda threads: 1e10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fractions(tmp_path, (0.5, 1.0)).check()
+
+
 def test_an_interrupted_study_says_what_it_kept_and_how_to_go_on(tmp_path, capsys, monkeypatch):
     from tttlab.studies import scaling
 

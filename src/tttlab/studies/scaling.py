@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
 from tttlab.config import Config, ModelConfig
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import evaluate
+from tttlab.pipeline.cost import Sizes, probe_flops, run_seconds, warn_long_units
 from tttlab.pipeline.stages import check_environment, load_data
 from tttlab.results import (
     bootstrap_ci,
@@ -91,7 +93,28 @@ class _ScalingPlan:
         strictest = max(
             units, key=lambda u: (-u.settings.get("fraction", 1), u.settings.get("experts", 0))
         )
-        load_data(self.unit_config(strictest))
+        splits = load_data(self.unit_config(strictest))
+        self.warn_long_units(units, splits, strictest.settings.get("fraction", 1))
+
+    def warn_long_units(self, units: list[Unit], splits: Any, fraction: float) -> None:
+        """Warn when the costliest unit would take more than an hour here (`splits`: the data
+        of a unit that trains on `fraction` of the training set)."""
+        threads = self.options.threads or torch.get_num_threads()
+        rate = probe_flops(threads)
+        d_in = int(np.prod(splits.train_x.shape[1:]))
+        estimates = {}
+        for unit in units:
+            share = unit.settings.get("fraction", 1) / fraction
+            sizes = Sizes(
+                round(len(splits.train_y) * share), len(splits.val_y),
+                self.tested(len(splits.test_y)), d_in, splits.num_classes,
+            )  # fmt: skip
+            estimates[unit.id] = run_seconds(self.unit_config(unit), sizes, rate)
+        warn_long_units(estimates, rate, threads)
+
+    def tested(self, n_test: int) -> int:
+        """Test points a unit fine-tunes (all of them, but in global-eval)."""
+        return n_test
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""
@@ -294,6 +317,9 @@ class GlobalEvalPlan(_ScalingPlan):
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         return run_block(self.unit_config(unit), unit, self.study.points, self.study.block)
+
+    def tested(self, n_test: int) -> int:
+        return min(self.study.block, n_test)
 
     def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
         """The global-eval table (means over test points with bootstrap CIs) and a histogram."""
