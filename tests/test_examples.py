@@ -1,10 +1,7 @@
 """The scripts in examples/ run as a researcher would run them, on small data."""
 
 import csv
-import os
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -50,12 +47,15 @@ def test_a_studys_units_csv_to_a_custom_plot(tmp_path):
     assert out == done.folder / "gain.png" and out.stat().st_size > 1000
 
 
-def test_a_new_registered_method_is_scored_beside_ttt(tmp_path):
-    env = os.environ | {"PYTHONPATH": str(EXAMPLES.parent / "src")}
-    script = str(EXAMPLES / "new_method.py")
-    done = subprocess.run(
-        [sys.executable, script, "--out", str(tmp_path)],
-        env=env, capture_output=True, text=True, check=True, timeout=600,
-    )  # fmt: skip
-    assert "weighted - global:" in done.stdout
-    assert "weighted" in (next(tmp_path.glob("ttt-*")) / "report.md").read_text()
+def test_a_new_registered_method_is_scored_beside_ttt(tmp_path, capsys):
+    from tttlab.methods.registry import METHODS
+
+    registered = dict(METHODS)
+    try:
+        result = example("new_method")(["--out", str(tmp_path)])
+    finally:  # the example registers its method in this process: take it out again
+        METHODS.clear()
+        METHODS.update(registered)
+    assert "weighted - global:" in capsys.readouterr().out
+    assert set(result.metrics["methods"]) == {"global", "ttt", "majority", "weighted"}
+    assert "weighted" in (result.run_dir / "report.md").read_text()

