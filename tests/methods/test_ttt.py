@@ -176,3 +176,14 @@ def fitted():
 def test_bad_input_gets_a_clear_error(fitted, call, message):
     with pytest.raises(ValueError, match=message):
         call(*fitted)
+
+
+def test_a_k_near_the_pool_size_draws_a_warning_with_the_fix(xor):
+    head, Xtr, ytr, _, _ = xor
+    with pytest.warns(UserWarning, match=r"k=300 neighbours of a pool of 1000 points: .* 30%"):
+        TTTClassifier(head, k=300).fit(Xtr, ytr)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TTTClassifier(head, k=50).fit(Xtr, ytr)  # 5% of the pool: no warning

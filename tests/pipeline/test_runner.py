@@ -31,7 +31,9 @@ def test_a_run_writes_its_folder_and_log(tmp_path):
         "config.json",
         "metrics.json",
         "model.safetensors",
+        "plot.png",
         "predictions.csv",
+        "report.md",
     ]
     metrics = json.loads((result.run_dir / "metrics.json").read_text())
     for method in ("global", "ttt", "majority"):
@@ -119,7 +121,32 @@ def test_cli_runs_and_lists_runs(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "global" in out and "ttt" in out and "majority" in out
     assert main(["runs", "--out", str(tmp_path)]) == 0
-    assert "acc_ttt" in capsys.readouterr().out
+    table = capsys.readouterr().out
+    metrics = json.loads(next(tmp_path.glob("ttt-*/metrics.json")).read_text())
+    ttt = metrics["methods"]["ttt"]["accuracy"]
+    gain = metrics["gain_over_global"]["ttt"]["mean"]
+    assert f"{100 * ttt:.2f}%" in table, "accuracy in percent, as `tttlab ttt` prints it"
+    assert f"{100 * gain:+.2f}" in table and "ttt gain" in table, "the gain in points"
+
+
+def test_a_run_folder_has_a_report_with_the_gain_per_class(tmp_path):
+    result = run(quick(tmp_path))
+    report = (result.run_dir / "report.md").read_text()
+    gain = result.metrics["gain_over_global"]["ttt"]["mean"]
+    assert f"ttt - global: {100 * gain:+.2f} points" in report
+    assert "![tttlab run](plot.png)" in report
+    per_class = report.split("## TTT's gain per class")[1].split("##")[0]
+    assert len([line for line in per_class.splitlines() if line.startswith("| ")]) == 2 + 10
+
+
+def test_a_run_says_what_each_long_phase_does(tmp_path, capsys):
+    cfg = quick(tmp_path, k=7)
+    cfg.run.progress = True
+    run(cfg)
+    err = capsys.readouterr().err
+    assert "tttlab: linear head: training 20 epochs on 1,078 points" in err
+    assert "tttlab: neighbours: the 7 nearest of 360 test points in 1,078" in err
+    assert "tttlab: ttt: 360 test points, k = 7" in err
 
 
 @pytest.mark.parametrize(

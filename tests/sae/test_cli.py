@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from tttlab.cli import main
 from tttlab.keys import folder_name, settings_digest
@@ -73,3 +74,11 @@ def test_features_replaced_in_place_train_a_new_sae(feature_file, tmp_path, caps
     assert main(f"sae train --features {path} {TRAIN} --out {out}".split()) == 0
     assert "already trained" not in capsys.readouterr().out
     assert len(list(out.glob("sae-*"))) == 2
+
+
+def test_more_latents_than_the_rows_can_feed_draws_a_warning(feature_file, tmp_path):
+    path, X, _ = feature_file
+    args = f"sae train --features {path} --epochs 1 --num-latents 1000 -k 3 --k-start 8"
+    message = f"1,000 latents on {len(X):,} training rows .* --num-latents 240"  # 5 rows each
+    with pytest.warns(UserWarning, match=message):
+        assert main(f"{args} --no-progress --out {tmp_path}".split()) == 0

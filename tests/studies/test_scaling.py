@@ -99,6 +99,60 @@ def test_model_size_takes_per_width_settings_and_names_a_missing_width(tmp_path)
         run_study(ModelSizePlan(ModelSizeConfig(widths=(25, 50), params=str(params)), Config()))
 
 
+def test_the_paper_settings_say_which_given_flags_they_replace(capsys):
+    from tttlab.cli import parse
+    from tttlab.commands import make_plan, replaced_note
+
+    plan = make_plan("model-size", parse("study model-size --k 10 --widths 25 50".split()))
+    assert plan.replaced() == {"ttt.k": (10, 200)}, "d = 25's paper row has k = 200"
+    note = replaced_note("model-size", plan, plan.replaced())
+    assert "--params paper sets each unit's settings and replaces --k 10" in note
+    assert "pass --params config" in note
+    kept = "study model-size --k 10 --widths 25 50 --params config"
+    assert make_plan("model-size", parse(kept.split())).replaced() == {}
+    untouched = make_plan("model-size", parse("study model-size --widths 25".split()))
+    assert untouched.replaced() == {}, "defaults are not 'given'"
+
+
+def test_a_unit_that_would_run_for_hours_draws_a_warning_with_the_fixes(tmp_path, monkeypatch):
+    from tttlab.studies import scaling
+
+    monkeypatch.setattr(scaling, "probe_flops", lambda threads: 1e4)  # a very slow machine
+    message = r"unit fraction=1.0,seed=0 needs about [\d.]+ hours on this machine .* --preset quick"
+    with pytest.warns(UserWarning, match=message):
+        fractions(tmp_path, (0.5, 1.0)).check()  # the largest unit is named
+    monkeypatch.setattr(scaling, "probe_flops", lambda threads: 1e10)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fractions(tmp_path, (0.5, 1.0)).check()
+
+
+def test_an_interrupted_study_says_what_it_kept_and_how_to_go_on(tmp_path, capsys, monkeypatch):
+    from tttlab.studies import scaling
+
+    real = scaling.evaluate
+    calls = []
+
+    def interrupted_after_one_unit(cfg):
+        calls.append(cfg)
+        if len(calls) >= 2:
+            raise KeyboardInterrupt
+        return real(cfg)
+
+    monkeypatch.setattr(scaling, "evaluate", interrupted_after_one_unit)
+    args = "study dataset-size --dataset digits --model linear --k 5 --ttt.epochs 2"
+    args += f" --train.epochs 2 --n-boot 20 --no-progress --out {tmp_path} --fractions 0.5 1.0"
+    assert main(args.split()) == 130
+    err = capsys.readouterr().err
+    folder = next((tmp_path / "studies").iterdir())
+    assert f"{folder} keeps its 1 finished unit(s) of 2" in err
+    assert f"`tttlab study resume {folder}` runs the other 1" in err
+    assert main([*args.split(), "--shard-id", "1", "--num-shards", "2"]) == 130
+    assert "the same command runs this shard's other units" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "build, message",
     [

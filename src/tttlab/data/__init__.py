@@ -11,6 +11,7 @@ __getattr__, __dir__, __all__ = exports(
             "FeatureSpec",
             "open_features",
             "prepare_features",
+            "read_features",
         ],
         "tttlab.data.idx": ["IDXError", "read_idx", "write_idx"],
         "tttlab.data.noise": ["check_noise", "flip_labels"],

@@ -11,7 +11,8 @@ convolution (before the classifier). The weights were converted from TensorFlow'
 whose input pipeline scales pixels as (x - 127) / 128, i.e. to [-1, 1], not ImageNet's mean and
 std: with it the stem's outputs match the stem batch-norm's running variance (about 1x on
 Fashion-MNIST at 224 px), with ImageNet's mean/std they are 4.6x off. Native resolution 224 px;
-the network is fully convolutional, so any resolution works (a lower one is faster, see README).
+the network is fully convolutional, so any resolution works (a lower one is faster:
+docs/embedding.md).
 
 CLIP: through Hugging Face `transformers` (CLIPVisionModelWithProjection); the projected image
 embedding (512-d for ViT-B/16), preprocessed as CLIP: shortest side resized to 224 (bicubic),

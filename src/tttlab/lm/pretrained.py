@@ -10,6 +10,8 @@ like any float model. A file is found with importlib (the package is never impor
 module imports the `llm` CLI, which we do not install) and never downloaded. A file split over
 part packages is joined once into GGUF_CACHE: each part's size and sha256 checked (a damaged one
 is named with its reinstall command), then the whole file's, then its GGUF header.
+On CPUs with bf16 support, `torch.autocast("cpu", dtype=torch.bfloat16)` makes a forward and
+backward cheaper than fp32 (docs/figures.md).
 """
 
 from __future__ import annotations

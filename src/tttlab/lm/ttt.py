@@ -13,7 +13,8 @@ full-batch steps on all k. tune="lora" trains low-rank adapters instead of weigh
 (`tttlab.lm.lora`). Everything runs where `lm.module` is (`lm.module.to("cuda")` for a GPU).
 With `copies` > 1, that many documents are fine-tuned at once in one forward and backward: a
 ladder GPT as stacked copies of its weights, LoRA as stacked or routed adapters; the same numbers
-as one document at a time, faster where per-step overhead dominates (a GPU).
+as one document at a time, faster where per-step overhead dominates (a GPU:
+`benchmarks/cuda_paths.py`, docs/figures.md).
 """
 
 from __future__ import annotations

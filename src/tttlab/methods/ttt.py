@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -118,6 +119,7 @@ class TTTClassifier(Classifier):
             split_tail(self.head, self.layers)  # too many layers: refused before any work
         X, y = validate_X(self, X, y, model=self.head, reset=True)
         check_k(self.k, len(X))
+        warn_wide_k(self.k, len(X))
         self.head_, self.classes_, y_idx = fit_head(self, X, y, self.progress)
         self.tail_ = split_tail(self.head_, self.layers)
         self.pool_ = self._tail_inputs(X)
@@ -315,3 +317,20 @@ def global_eval(ttt: TTTClassifier, x, X_eval, y_eval) -> dict[str, float]:
         "global_accuracy": float((global_pred == y).mean()),
         "local_accuracy": float((local_pred == y).mean()),
     }
+
+
+WIDE_K = 0.25
+"""A k above this share of the pool (of 100 points or more) draws a warning."""
+
+
+def warn_wide_k(k: int, pool: int) -> None:
+    """Warn when k neighbours are a large share of the pool: every local head then sees much of
+    the training set, and TTT is little more than fine-tuning the global head on it."""
+    if pool >= 100 and k > WIDE_K * pool:
+        warnings.warn(
+            f"k={k} neighbours of a pool of {pool} points: each local head is tuned on "
+            f"{100 * k / pool:.0f}% of the training set, so TTT is close to fine-tuning the "
+            "global head on all of it; choose k of a few percent of the pool (the paper: 50 to "
+            "200 of 50,000), or a larger pool",
+            stacklevel=3,
+        )

@@ -39,6 +39,8 @@ from tttlab.results import (
     paired_bootstrap_diff,
     read_metrics,
     write_run,
+    write_run_plot,
+    write_run_report,
 )
 from tttlab.threads import ThreadChoice, compute_threads, policy_threads, thread_record
 from tttlab.ttt import auto_chunk_size
@@ -180,6 +182,7 @@ def evaluate(cfg: Config, threads: ThreadChoice | None = None) -> Evaluation:
         "n_test": len(labels),
         "n_train": len(splits.train_y),
         "feature_width": d,
+        "classes": list(splits.classes),
         "parameters": sum(p.numel() for p in model.parameters()),
         "knn_seconds": knn_seconds,
         "environment": _environment(cfg, p, d, threads),
@@ -217,7 +220,13 @@ def run(cfg: Config) -> RunResult:
     choice = policy_threads(cfg.run.threads)
     with compute_threads(choice.threads):
         ev = evaluate(cfg, choice)
-    save = {"model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes())}
+    save = {
+        "model.safetensors": lambda p: p.write_bytes(ev.model_file.read_bytes()),
+        "plot.png": lambda p: write_run_plot(ev.metrics, ev.points, p),
+        "report.md": lambda p: write_run_report(
+            p, ev.metrics, ev.points, p.parent / "plot.png", cfg.to_dict()
+        ),
+    }
     try:
         written = write_run(
             out,

@@ -40,6 +40,7 @@ from tttlab.models import (
 from tttlab.models.layouts import describe as describe_layout
 from tttlab.models.layouts import recognise
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
+from tttlab.progress import phase
 from tttlab.retrieval import KNNIndex
 from tttlab.tensors import check_device
 from tttlab.ttt.config import Layers
@@ -252,14 +253,30 @@ def global_model(cfg: Config, splits: Splits, cache: StageCache) -> tuple[nn.Mod
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        if cfg.model.checkpoint is None:
+            n = len(splits.train_y)
+            say(f"{model_label(cfg)}: training {cfg.train.epochs} epochs on {n:,} points", cfg)
         model, info = _make_model(cfg, splits, in_dim)
         save_model(model, folder / "model.safetensors", model_meta(cfg, model))
         return info | {"seconds": time.perf_counter() - start}
 
     entry = cache.get_or_make("model", model_settings(cfg, cache), make)
+    if entry.reused:
+        say(f"{model_label(cfg)}: trained before, from the cache", cfg)
     state, _ = load_state(entry.file("model.safetensors"))
     model = _build(cfg, state, splits.num_classes, in_dim, str(entry.file("model.safetensors")))
     return model.eval(), entry
+
+
+def model_label(cfg: Config) -> str:
+    """The global model in a phase line: "cnn d = 50", "mlp h = 256", "linear head"."""
+    m = cfg.model
+    return {"cnn": f"cnn d = {m.width}", "mlp": f"mlp h = {m.hidden}"}.get(m.model, "linear head")
+
+
+def say(text: str, cfg: Config) -> None:
+    """A phase line (`tttlab.progress.phase`) where the run shows progress."""
+    phase(text, cfg.run.progress)
 
 
 def model_meta(cfg: Config, model: nn.Module) -> dict[str, Any]:
@@ -482,6 +499,8 @@ def features(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        rows = sum(len(getattr(splits, f"{split}_x")) for split in SPLITS)
+        say(f"{model_label(cfg)}: features of {rows:,} points", cfg)
         x0 = model_inputs(cfg, splits.train_x[:1])
         shape = tuple(apply_model(_Call(trunk, model), x0).shape[1:])
         for split in SPLITS:
@@ -667,6 +686,8 @@ def neighbours(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        n, pool = len(getattr(feats, split)), len(feats.train)
+        say(f"neighbours: the {k} nearest of {n:,} {split} points in {pool:,}", cfg)
         index = KNNIndex.from_config(r, cfg.run.seed, cfg.run.device)
         index.fit(_rows(feats.train))
         dist, idx = index.neighbours(_rows(getattr(feats, split)), k, progress=cfg.run.progress)
@@ -736,6 +757,7 @@ def method_scores(
 
     def make(folder: Path) -> dict[str, Any]:
         start = time.perf_counter()
+        say(f"{name}: {len(feats.test):,} test points" + (f", k = {k}" if k else ""), cfg)
         part = model.classifier if depth == 1 else split_tail(model, depth).tail
         estimator = spec.build(cfg, part)
         if spec.validation:  # its settings are chosen on the validation split's neighbours

@@ -11,9 +11,11 @@ count or hidden width) and is checked on load: every error names the file, the r
 
 from __future__ import annotations
 
+import copy
 import csv
 import dataclasses
 import difflib
+import functools
 import io
 import json
 import re
@@ -34,8 +36,12 @@ from tttlab.ttt import TTTConfig
 if TYPE_CHECKING:  # tttlab.config is imported where used, so the config tree may use presets
     from tttlab.config import Config, ModelConfig
 
-PRESETS = ("paper",)
+PRESETS = ("paper", "quick")
 """Presets shipped in the package, each a folder of data files beside this module."""
+
+COMMANDS_FILE = "commands.json"
+"""In each preset's folder: what the preset says (`about`) and the settings it gives each command
+(`commands`: command -> section -> values, nested as in a config file)."""
 
 LAPTOP_WIDTHS = (25, 50, 80, 128, 192, 320, 512, 1152)
 """Default widths of a laptop run of the model-size study: eight of the paper's 27, spaced about
@@ -332,6 +338,30 @@ def widen(table: dict[int, WidthSettings], widths: Iterable[int]) -> dict[int, W
         if w > top.feature_width
     }
     return table | wider
+
+
+def command_presets(command: str) -> dict[str, dict[str, Any]]:
+    """The shipped presets that set `command`'s settings ("study model-size", "sae train"):
+    preset name -> section -> values, nested as a config file nests them."""
+    return {
+        name: copy.deepcopy(table["commands"][command])
+        for name in PRESETS
+        if command in (table := _commands(name))["commands"]
+    }
+
+
+def preset_about(preset: str) -> str:
+    """One line on what a shipped preset is for."""
+    return str(_commands(preset)["about"])
+
+
+@functools.cache
+def _commands(preset: str) -> dict[str, Any]:
+    text, where = _preset_text(preset, COMMANDS_FILE)
+    table = json.loads(text)
+    if not isinstance(table.get("about"), str) or not isinstance(table.get("commands"), dict):
+        raise ValueError(f"{where} must hold 'about' (a line) and 'commands' (an object)")
+    return table
 
 
 def settings_for(widths: Iterable[int], table: dict[int, Row] | None = None) -> dict[int, Row]:

@@ -25,6 +25,11 @@ __getattr__, __dir__, __all__ = exports(
             "write_report",
             "write_rows_csv",
         ],
+        "tttlab.results.run_report": [
+            "class_gains",
+            "write_run_plot",
+            "write_run_report",
+        ],
         "tttlab.results.stats": [
             "Estimate",
             "accuracy_table",
@@ -50,6 +55,7 @@ __getattr__, __dir__, __all__ = exports(
             "format_number",
             "format_table",
             "is_number",
+            "run_log_rows",
         ],
     },
 )

@@ -124,9 +124,11 @@ def write_report(
     plot: str | Path | None = None,
     settings: dict[str, Any] | None = None,
     references: Sequence[Reference] | None = None,
+    sections: dict[str, str] | None = None,
 ) -> Path:
     """Write a Markdown report: title, summary, results table, the plot (linked relative to the
-    report), settings as JSON and the paper's reference values with their source. Atomic."""
+    report), further titled `sections` (Markdown), settings as JSON and the paper's reference
+    values with their source. Atomic."""
     path = Path(path)
     if not title.strip() or "\n" in title:
         raise ValueError(f"title {title!r} must be one non-empty line, e.g. 'Model size'")
@@ -139,6 +141,8 @@ def write_report(
             raise FileNotFoundError(f"no plot at {plot}: write it first (plot_study), then report")
         link = Path(os.path.relpath(plot.resolve(), path.resolve().parent)).as_posix()
         parts.append(f"![{title}]({link})")
+    for heading, text in (sections or {}).items():
+        parts += [f"## {heading}", text.strip()]
     if settings is not None:
         parts += ["## Settings", f"```json\n{dumps_json(settings).rstrip()}\n```"]
     if references:

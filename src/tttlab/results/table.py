@@ -32,18 +32,23 @@ def format_number(value: Any) -> str:
     return str(value)
 
 
-def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
+def format_table(
+    rows: list[dict], columns: list[str] | None = None, right: Sequence[str] = ()
+) -> str:
     """Rows as an aligned text table: a header, a rule, then one line per row.
 
     `columns` picks and orders the columns (default: every key, in first-seen order). Number
-    columns align right, others left; missing cells are blank.
+    columns and those named in `right` align right, others left; missing cells are blank.
     """
     if columns is None:
         columns = list(dict.fromkeys(k for row in rows for k in row))
     if not columns:
         return ""
     cells = [[format_number(row.get(c)) for c in columns] for row in rows]
-    numeric = [all(is_number(row[c]) for row in rows if row.get(c) is not None) for c in columns]
+    numeric = [
+        c in right or all(is_number(row[c]) for row in rows if row.get(c) is not None)
+        for c in columns
+    ]
     widths = [max([len(c)] + [len(line[j]) for line in cells]) for j, c in enumerate(columns)]
 
     def line(texts: list[str]) -> str:
@@ -55,6 +60,28 @@ def format_table(rows: list[dict], columns: list[str] | None = None) -> str:
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(list(columns)), rule] + [line(c) for c in cells])
+
+
+def run_log_rows(rows: list[dict]) -> tuple[list[dict], list[str]]:
+    """Run-log rows as `tttlab runs` shows them: each method's accuracy in percent (`acc_ttt`
+    -> `ttt` 81.95%) and its gain over the global head in points (`gain_ttt` -> `ttt gain`
+    +7.82), as `tttlab ttt` prints them; (rows, the columns that align right)."""
+    shown, right = [], []
+    for row in rows:
+        out = {}
+        for key, value in row.items():
+            if key.startswith(("acc_", "gain_")) and is_number(value):
+                gain = key.startswith("gain_")
+                key = f"{key[5:]} gain" if gain else key[4:]
+                value = f"{100 * value:+.2f}" if gain else f"{100 * value:.2f}%"
+                right.append(key)
+            elif key.startswith("acc_"):
+                key = key[4:]
+            elif key.startswith("gain_"):
+                key = f"{key[5:]} gain"
+            out[key] = value
+        shown.append(out)
+    return shown, list(dict.fromkeys(right))
 
 
 def is_number(value: Any) -> bool:

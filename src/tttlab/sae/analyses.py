@@ -34,6 +34,7 @@ from tttlab.data.features import carve_out
 from tttlab.methods.baselines import vote_fractions
 from tttlab.models.config import TrainConfig
 from tttlab.models.train import fit, predict_logits
+from tttlab.progress import phase
 from tttlab.results import bootstrap_ci
 from tttlab.retrieval import KNNIndex
 from tttlab.sae.concepts import (
@@ -133,16 +134,27 @@ def analyse(
     rng = np.random.default_rng(cfg.seed)
     pts = np.sort(rng.choice(len(test_X), min(cfg.points, len(test_X)), replace=False))
     split = carve_out(pool_y, {"val": cfg.val_per_class}, cfg.seed, where[0])
+    rows = len(pool_X) + len(pts)
+    phase(f"encoding {rows:,} rows with the SAE ({sae.cfg.latents:,} latents)", progress)
     pool = encode(sae, pool_X[split["train"]], pool_y[split["train"]])
     val = encode(sae, pool_X[split["val"]], pool_y[split["val"]])
     test = encode(sae, test_X[pts], test_y[pts])
     C = int(max(pool_y.max(), test_y.max())) + 1
 
+    phase(
+        f"global heads on features, reconstructions and codes: {cfg.head_epochs} epochs on "
+        f"{len(pool.X):,} rows each",
+        progress,
+    )
     heads, probs = global_heads(pool, val, test, sae.cfg.latents, C, cfg)
+    phase(
+        f"similarity: the {cfg.k} nearest neighbours of {len(pts):,} points in 3 spaces", progress
+    )
     similarity = similarity_preservation(pool, test, sae.cfg.latents, cfg)
     nbr_BK = similarity.neighbours["features"]
     random_BK = np.stack([rng.choice(len(pool.X), cfg.k, replace=False) for _ in range(len(pts))])
     for space in ("features", "reconstruction"):
+        phase(f"TTT on {space}: {len(pts):,} points, k = {cfg.k}", progress)
         lin = heads[space]
         xp, xq = pool.space(space), test.space(space)
         logits = ttt_logits(
@@ -250,10 +262,14 @@ def local_sparsity(
     distinct_rand = distinct_concepts(pool.codes, random_BK)
     selection = []
     if cfg.mask_penalties:
+        rows = min(cfg.points, len(val.X))
+        candidates = len(cfg.mask_penalties)
+        phase(f"selecting the mask penalty on {rows} rows ({candidates} candidates)", progress)
         cfg, selection = _select_mask_penalty(code_head, pool, val, cfg)
     y = torch.from_numpy(pool.y)
     probs, kept = {}, {}
     for mode in MODES:
+        phase(f"TTT in concept space, {mode} concepts: {len(test.y):,} points", progress)
         probs[mode], kept[mode], active = concept_ttt(
             code_head.weight, code_head.bias, pool.codes, y, test.codes, nbr_BK, cfg, mode, progress
         )

@@ -44,6 +44,7 @@ def train(parsed: dict[str, Any]) -> int:
         f"{100 * final['dead_fraction']:.2f}%  active per row {final['mean_active']:.2f}"
     )
     print(f"results: {folder}")
+    print(f"next: tttlab sae analyse --sae {folder} --features {run_cfg.features}")
     return 0
 
 

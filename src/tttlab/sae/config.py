@@ -249,12 +249,3 @@ class SaeAnalyseInput:
         if not self.sae:
             raise ValueError("sae is required: pass --sae PATH (an SAE folder or .pt checkpoint)")
         check_int(self.test_per_class, "test_per_class", min=1)
-
-
-@dataclass
-class SaePreset:
-    """A named recipe to start from; flags given beside it override it."""
-
-    preset: Literal["paper"] | None = None
-    """paper: the paper's recipe (expansion 8, k 16, batch 4096, k warm-up 128 -> 16 over 10,000
-    steps)."""

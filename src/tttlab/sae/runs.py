@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+import warnings
 from pathlib import Path
 
 from tttlab.atomic import dumps_json
@@ -87,6 +88,7 @@ def train_run(
         cfg = dataclasses.replace(cfg, d_in=X.shape[1])
     except ValueError as err:
         raise ValueError(f"{features} has features of width d={X.shape[1]}: {err}") from err
+    warn_few_rows(len(X), cfg)
     settings = {
         "features": str(Path(features).expanduser().resolve()),
         "features_sha256": content_digest(features),
@@ -116,6 +118,22 @@ def train_run(
         )
 
     return write_sae_folder(Path(out).expanduser(), name, settings, write)
+
+
+ROWS_PER_LATENT = 5
+"""Training rows per latent below which `train_run` warns that many latents will stay dead."""
+
+
+def warn_few_rows(rows: int, cfg: SaeConfig) -> None:
+    """Warn when an SAE has too many latents for its rows: most never fire, and stay dead."""
+    if rows < ROWS_PER_LATENT * cfg.latents:
+        fewer = max(1, rows // (ROWS_PER_LATENT * cfg.d_in))
+        warnings.warn(
+            f"{cfg.latents:,} latents on {rows:,} training rows ({rows / cfg.latents:.2g} rows per "
+            f"latent): many latents will never fire and stay dead; give it more rows, or fewer "
+            f"latents (--expansion-factor {fewer} or --num-latents {rows // ROWS_PER_LATENT})",
+            stacklevel=3,
+        )
 
 
 def analyse_run(

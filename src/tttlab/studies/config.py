@@ -372,6 +372,9 @@ class DepthConfig:
     all (conv1 too)."""
     seeds: tuple[int, ...] = (0,)
     """One unit per width, depth and seed."""
+    vary_split: bool = False
+    """--seeds vary the train/validation split as well (split_seed = seed); by default they vary
+    the model seed alone, on the fixed split (--split-seed)."""
     params: Params = "paper"
     """Per-width settings: 'paper' (the authors' training and TTT k, lr and epochs, tuned for the
     last layer), a YAML/JSON/CSV file of the same columns, or 'config' (the run flags' own

@@ -23,12 +23,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import torch
 
-from tttlab.config import Config, check_test_index
+from tttlab.config import Config, ModelConfig, check_test_index
 from tttlab.data.splits import Splits
 from tttlab.memory import check_memory
 from tttlab.methods.registry import METHODS
 from tttlab.pipeline import evaluate, memory
+from tttlab.pipeline.cost import Sizes, probe_flops, run_seconds, warn_long_units
 from tttlab.pipeline.stages import check_environment, check_layers, load_data
 from tttlab.presets import dataset_size_head
 from tttlab.results import (
@@ -113,14 +115,16 @@ class _ScalingPlan:
         ))  # fmt: skip
         splits = load_data(self.unit_config(strictest))
         self.check_data(splits)
-        # Every unit's memory from its settings and the data's sizes, before any unit trains.
-        d_in, small = int(np.prod(splits.train_x.shape[1:])), strictest.settings.get("fraction", 1)
+        small = strictest.settings.get("fraction", 1)
 
         def pool(u: Unit) -> int:
+            """The unit's training pool, from the strictest unit's (a share `small` of it)."""
             if "per_class" in u.settings:
                 return u.settings["per_class"] * splits.num_classes
             return round(len(splits.train_y) * u.settings.get("fraction", 1) / small)
 
+        # Every unit's memory from its settings and the data's sizes, before any unit trains.
+        d_in = int(np.prod(splits.train_x.shape[1:]))
         needs = [
             memory.estimate(
                 self.unit_config(u), pool(u), len(splits.test_y), d_in, splits.num_classes
@@ -129,12 +133,49 @@ class _ScalingPlan:
         ]
         largest = max(needs, key=lambda e: e.total)
         check_memory(dataclasses.replace(largest, what="its largest unit"), memory.RUN_FIXES)
+        self.warn_long_units(units, splits, pool)
+
+    def warn_long_units(self, units: list[Unit], splits: Splits, pool) -> None:
+        """Warn when the costliest unit would take more than an hour here (`pool(unit)`: the
+        unit's training pool)."""
+        threads = self.options.threads or torch.get_num_threads()
+        rate = probe_flops(threads)
+        d_in = int(np.prod(splits.train_x.shape[1:]))
+        estimates = {}
+        for unit in units:
+            sizes = Sizes(
+                pool(unit), len(splits.val_y),
+                self.tested(len(splits.test_y)), d_in, splits.num_classes,
+            )  # fmt: skip
+            estimates[unit.id] = run_seconds(self.unit_config(unit), sizes, rate)
+        warn_long_units(estimates, rate, threads)
+
+    def tested(self, n_test: int) -> int:
+        """Test points a unit fine-tunes (all of them, but in global-eval)."""
+        return n_test
 
     def check_tables(self) -> None:
         """Per-width or per-count settings files name what they miss before any work."""
 
     def check_data(self, splits: Splits) -> None:
         """What the loaded data can tell before any unit trains (the strictest unit's splits)."""
+
+    def replaced(self) -> dict[str, tuple[Any, Any]]:
+        """Base settings that were set (they differ from the defaults) but that a unit's
+        per-width or per-count settings replace: dotted key ("ttt.k") -> (the value set, the
+        value the first such unit uses)."""
+        kind = ModelConfig(model=self.base.model.model)  # the data and the model's kind stay
+        default = _leaves(Config(data=self.base.data, model=kind, run=self.base.run).settings())
+        given = _leaves(self.base.settings())
+        out: dict[str, tuple[Any, Any]] = {}
+        for unit in self.units():
+            used = _leaves(self.unit_config(unit).settings())
+            for key, value in given.items():
+                if key in out or key.startswith("run.") or isinstance(value, (list, tuple)):
+                    continue  # seeds are per unit; lists (the methods) are extended, not replaced
+                if value != default.get(key) and used.get(key) != value:
+                    out[key] = (value, used.get(key))
+        return out
 
     def run_unit(self, unit: Unit) -> dict[str, Any]:
         cfg = self.unit_config(unit)
@@ -431,6 +472,9 @@ class GlobalEvalPlan(_ScalingPlan):
         cfg, study = self.unit_config(unit), self.study
         return run_block(cfg, unit, study.points, study.block, self.test_index)
 
+    def tested(self, n_test: int) -> int:
+        return min(self.study.block, n_test)
+
     def report(self, folder: Path, rows: list[dict[str, Any]]) -> Path:
         """The global-eval table (means over test points with bootstrap CIs) and a histogram."""
         points = [p for b in rows for p in b["points"]]
@@ -720,3 +764,14 @@ def _summary(axis: str, rows: list[dict[str, Any]]) -> str:
         f"{100 * first['gain']:+.2f} points at {axis} = {first[axis]} and "
         f"{100 * last['gain']:+.2f} points at {axis} = {last[axis]}."
     )
+
+
+def _leaves(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested settings as dotted key -> value."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            out |= _leaves(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out

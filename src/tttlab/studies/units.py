@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from tttlab.atomic import atomic_write_json, clean_stale_temps, to_jsonable
 from tttlab.files import FileError, kind, need, read_json, read_json_object
+from tttlab.progress import phase
 from tttlab.studies.claims import claim
 
 CONFIG_FILE = "config.json"
@@ -396,7 +397,7 @@ def run_units(
     failed: dict[str, str] = {}
     first_error: Exception | None = None
     desc = "units" if num_shards == 1 else f"units (shard {shard_id}/{num_shards})"
-    for unit in tqdm(todo, desc=desc, unit="unit", disable=not progress):
+    for i, unit in enumerate(tqdm(todo, desc=desc, unit="unit", disable=not progress)):
         with claim(folder, unit.id) as mine:  # another process on this folder may hold it
             if not mine:
                 report.claimed.append(unit.id)
@@ -404,6 +405,7 @@ def run_units(
             if _finished(folder, unit):  # written by another process since the list was made
                 report.skipped.append(unit.id)
                 continue
+            phase(f"unit {i + 1} of {len(todo)}: {unit.id}", progress)
             try:
                 result = fn(unit)
                 if not isinstance(result, dict):
