@@ -170,7 +170,7 @@ def test_the_package_keeps_every_public_name_of_its_modules():
     names = ["CLASSES", "DATASETS", "DatasetContentError", "DatasetNotFoundError", "DownloadError",
              "FeatureFileError", "FeatureSpec", "IDXError", "Splits", "cache_dir", "check_noise",
              "download_dataset", "find_dataset_dir", "flip_labels", "load_splits", "nested_subset",
-             "open_features", "per_class_subset", "prepare_features", "read_idx",
+             "open_features", "per_class_subset", "prepare_features", "read_features", "read_idx",
              "read_idx_dataset", "stratified_split", "stratified_subset", "training_subset",
              "write_idx"]  # fmt: skip
     assert sorted(data.__all__) == names
