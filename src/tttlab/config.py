@@ -396,6 +396,7 @@ class Config:
             "data.test_features": self.data.test_features,
             "model.checkpoint": self.model.checkpoint,
             "model.backbone": self.model.backbone,
+            "retrieval.sae": self.retrieval.sae,
         }
         return {name: path for name, path in named.items() if path is not None}
 
@@ -451,6 +452,7 @@ UNCHANGED: dict[tuple[str, str], Callable[[Config], bool]] = {
     ("ttt", "gain"): lambda c: c.ttt.gain == "all",
     ("ttt", "gain_threshold"): lambda c: c.ttt.gain == "all",
     ("retrieval", "space"): lambda c: c.retrieval.space == "tail",
+    ("retrieval", "sae"): lambda c: c.retrieval.sae is None,
     ("retrieval", "distance"): lambda c: c.retrieval.distance == "l2",
     ("retrieval", "select"): lambda c: c.retrieval.select == "nearest",
     ("retrieval", "sift_lambda"): lambda c: c.retrieval.select == "nearest",

@@ -127,6 +127,7 @@ def test_the_retrieval_space_is_set_apart_from_the_tuned_layers(cnn_data):
         (lambda cnn: TTTClassifier(layers=2), "trains a linear head, which has 1 layer"),
         (lambda cnn: TTTClassifier(cnn, layers=0), "layers must be a number of layers >= 1"),
         (lambda cnn: TTTClassifier(cnn, space="hidden"), "space='hidden' is not supported"),
+        (lambda cnn: TTTClassifier(cnn, space="concepts"), "run it through the pipeline"),
     ],
 )
 def test_bad_layers_or_space_are_refused_before_any_work(cnn_data, make, message):

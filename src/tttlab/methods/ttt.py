@@ -43,7 +43,8 @@ class TTTClassifier(Classifier):
     `train_linear_head`). layers: the head's last layers (those holding parameters) tuned per
     point, or "all"; one linear layer runs in the closed-form engine, more in the tail engine
     (`tttlab.ttt.tail`). space: where neighbours are found: "tail" the input of the tuned layers,
-    "features" the input of the last layer, "inputs" X itself. k, epochs, lr, method and l2 are
+    "features" the input of the last layer, "inputs" X itself ("concepts", an SAE's codes, is
+    the pipeline's: pass those neighbours to predict). k, epochs, lr, method and l2 are
     TTTConfig's; index a KNNIndex whose settings (distance, rule) to use (copied); chunk_size,
     device and progress go to the engines, whose results match the one-at-a-time reference loop
     (`tttlab.ttt.reference_ttt`) and do not depend on batching. gain and gain_threshold (adaptive
@@ -110,6 +111,12 @@ class TTTClassifier(Classifier):
         check_int(self.k, "k", min=1)
         _ = self.config  # TTTConfig validates the hyper-parameters before any work
         check_choice(self.space, "space", SPACES)
+        if self.space == "concepts":
+            raise ValueError(
+                "space='concepts' searches an SAE's codes, which TTTClassifier does not hold: "
+                "run it through the pipeline (`tttlab ttt --space concepts --sae FOLDER`), or fit "
+                "with space='tail' and pass the codes' neighbours as predict(X, neighbours=...)"
+            )
         if self.head is None and self.layers not in (1, "all"):
             raise ValueError(
                 f"layers={self.layers} but without a head TTTClassifier trains a linear head, "

@@ -124,6 +124,8 @@ def prepare(cfg: Config, k: int | None = None) -> Prepared:
     k_max = k if k is not None else max(METHODS[m].needs_k(cfg) for m in cfg.methods.methods)
     if k_max:
         space = p.features_at(cfg, stages.space_layers(cfg))
+        if cfg.retrieval.space == "concepts":
+            space = stages.concepts(cfg, space, cache)
         p.neighbours = stages.neighbours(cfg, space, k_max, cache)
         p.space = space if space is not feats else None
     return p
@@ -268,13 +270,14 @@ def _environment(cfg: Config, p: Prepared, d: int, threads: ThreadChoice | None)
 
 def _space_record(cfg: Config, p: Prepared) -> dict[str, Any]:
     """Where the neighbours were searched: the setting, the input of how many of the model's
-    last layers that is, and its width."""
+    last layers that is (or whose SAE codes), and its width."""
     space = p.space or p.features
-    return {
+    record = {
         "space": cfg.retrieval.space,
         "input_of_last_layers": space.layers,
         "width": int(np.prod(space.train.shape[1:])),
     }
+    return record | ({"sae": cfg.retrieval.sae} if cfg.retrieval.sae is not None else {})
 
 
 def _cross_entropy(s: stages.MethodScores, labels: np.ndarray) -> np.ndarray:

@@ -1,8 +1,9 @@
 """The stages of a run, each cached under exactly the settings it depends on.
 
-data -> global model -> features -> neighbours -> method scores. A later run or study that needs
-the same model, features or neighbours finds them in the cache: changing TTT's k or lr never
-retrains or re-embeds, and neighbours computed for a larger k serve any smaller one (exact search).
+data -> global model -> features (-> an SAE's concepts) -> neighbours -> method scores. A later run
+or study that needs the same model, features or neighbours finds them in the cache: changing TTT's
+k or lr never retrains or re-embeds, and neighbours computed for a larger k serve any smaller one
+(exact search).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from tttlab.data.features import FeatureSpec, load_prepared, open_features
 from tttlab.data.features import prepare_features as write_feature_splits
 from tttlab.data.noise import flip_labels
 from tttlab.data.splits import Splits, load_splits, stratified_subset, training_subset
-from tttlab.keys import file_digest
+from tttlab.files import read_json_object
+from tttlab.keys import content_digest, file_digest
 from tttlab.methods.registry import METHODS
 from tttlab.models import (
     CNN,
@@ -42,6 +44,7 @@ from tttlab.models.layouts import recognise
 from tttlab.pipeline.cache import Entry, StageCache, settings_key
 from tttlab.progress import phase
 from tttlab.retrieval import KNNIndex
+from tttlab.sae.model import SparseCoder
 from tttlab.tensors import check_device
 from tttlab.ttt.config import Layers
 from tttlab.ttt.tail import count_layers, split_tail
@@ -49,6 +52,8 @@ from tttlab.ttt.tail import count_layers, split_tail
 SPLITS = ("train", "val", "test")
 FEATURE_BLOCK = 65536
 """Rows embedded and written at a time by the features stage."""
+CODE_BYTES = 2**28
+"""Dense SAE codes encoded and written at a time by the concepts stage (rows x latents x 4)."""
 
 
 # ---- data -------------------------------------------------------------------------------------
@@ -307,6 +312,12 @@ def check_environment(cfg: Config) -> None:
         path = getattr(cfg.data, name)
         if path is not None and not Path(path).expanduser().exists():
             raise ValueError(f"{name}={path!r}: no such file or folder; check the path")
+    sae = cfg.retrieval.sae
+    if sae is not None and not Path(sae).expanduser().is_dir():
+        raise ValueError(
+            f"sae={sae!r}: no such folder; pass the folder `tttlab sae train` wrote (it holds "
+            "cfg.json and sae.safetensors)"
+        )
     for what, value in (("out", cfg.run.out), ("cache_dir", cfg.run.cache_dir)):
         if value is not None:
             check_writable_dir(value, what)
@@ -316,7 +327,8 @@ def check_environment(cfg: Config) -> None:
 
 def check_layers(cfg: Config) -> None:
     """--layers (and the retrieval space it sets) fit the model kind: a model of the kind
-    with blank weights is cut as the trained one will be, before anything is trained."""
+    with blank weights is cut as the trained one will be, before anything is trained. An SAE's
+    concepts (--space concepts) are of the last layer's input, so TTT must tune that layer alone."""
     kind = cfg.model.model
     blank = CNN(1.0) if kind == "cnn" else make_head(kind, 2, 2)
     try:
@@ -327,6 +339,12 @@ def check_layers(cfg: Config) -> None:
             f"--layers {cfg.ttt.layers}: the {kind} model has {total} layers with parameters, "
             f"so choose --layers from 1 to {total} or all ({err})"
         ) from err
+    if cfg.retrieval.space == "concepts" and layer_count(blank, cfg.ttt.layers) != 1:
+        raise ValueError(
+            f"--space concepts searches an SAE's codes of the last layer's input, but --layers "
+            f"{cfg.ttt.layers} tunes {layer_count(blank, cfg.ttt.layers)} layers of the {kind} "
+            "model: pass --layers 1, or another --space"
+        )
 
 
 def layer_count(model: nn.Module, layers: Layers) -> int:
@@ -336,7 +354,8 @@ def layer_count(model: nn.Module, layers: Layers) -> int:
 
 def space_layers(cfg: Config) -> Layers:
     """The layers whose input neighbours are searched in (RetrievalConfig.space)."""
-    return {"tail": cfg.ttt.layers, "features": 1, "inputs": "all"}[cfg.retrieval.space]
+    spaces = {"tail": cfg.ttt.layers, "features": 1, "inputs": "all", "concepts": 1}
+    return spaces[cfg.retrieval.space]
 
 
 def check_checkpoint(cfg: Config) -> None:
@@ -548,6 +567,56 @@ def _write_features(model: nn.Module, x: Any, path: Path, device: str) -> None:
         out[i : i + len(block)] = extract_features(model, block, device=device)
     out.flush()
     del out
+
+
+def concepts(cfg: Config, feats: Features, cache: StageCache) -> Features:
+    """The dense codes of the SAE at --sae (`SparseCoder.codes`: zeros but its k active latents)
+    of every split of `feats`, the last layer's input: where --space concepts searches. Encoded
+    once, a block at a time, and keyed by the features' entry and the SAE folder's content."""
+    folder = Path(cfg.retrieval.sae).expanduser()
+    settings = {"features": feats.entry.key, "sae": content_digest(folder)}
+
+    def make(tmp: Path) -> dict[str, Any]:
+        start = time.perf_counter()
+        sae = SparseCoder.load(folder, cfg.run.device)
+        width, latents = int(np.prod(feats.train.shape[1:])), sae.cfg.latents
+        if width != sae.cfg.d_in:
+            raise ValueError(
+                f"--sae {folder} was trained on features of width d={sae.cfg.d_in}, but this "
+                f"run's last layer takes d={width}: train an SAE on this run's features (`tttlab "
+                "sae train --features ...`), or run the model whose features the SAE was trained on"
+            )
+        normalize = _sae_normalizes(folder)
+        rows = sum(len(getattr(feats, split)) for split in SPLITS)
+        say(f"concepts: {latents:,} SAE codes (k = {sae.cfg.k}) of {rows:,} points", cfg)
+        block = max(1, min(FEATURE_BLOCK, CODE_BYTES // (4 * latents)))
+        for split in SPLITS:
+            x = getattr(feats, split)
+            out = np.lib.format.open_memmap(
+                tmp / f"{split}.npy", mode="w+", dtype=np.float32, shape=(len(x), latents)
+            )
+            for i in range(0, len(x), block):  # bounded memory at any pool size and SAE width
+                x_BD = torch.from_numpy(np.array(_rows(x[i : i + block]), dtype=np.float32))
+                if normalize:
+                    x_BD = nn.functional.normalize(x_BD, dim=1)
+                out[i : i + len(x_BD)] = sae.codes(x_BD).cpu().numpy()
+            out.flush()
+            del out
+        return {"seconds": time.perf_counter() - start, "sae": str(folder), "latents": latents}
+
+    entry = cache.get_or_make("features", settings, make)
+    arrays = {s: np.load(entry.file(f"{s}.npy"), mmap_mode="r") for s in SPLITS}
+    return Features(**arrays, entry=entry, model_key=feats.model_key)
+
+
+def _sae_normalizes(folder: Path) -> bool:
+    """Whether the SAE was trained on unit-normalised rows (`tttlab sae train --normalize`, as its
+    settings.json records), so that its codes are of rows normalised alike."""
+    path = folder / "settings.json"
+    if not path.is_file():  # an SAE saved with `SparseCoder.save` alone
+        return False
+    settings = read_json_object(path, "an SAE run's settings", "re-train the SAE")
+    return bool(settings.get("normalize", False))
 
 
 # ---- a fixed backbone's features, the rows a head trains on ----------------------------------

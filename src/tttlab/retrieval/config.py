@@ -11,7 +11,7 @@ IndexKind = Literal["flat", "ivf", "hnsw"]
 Backend = Literal["faiss", "torch"]
 Distance = Literal["l2", "cosine", "ip"]
 Select = Literal["nearest", "sift"]
-Space = Literal["tail", "features", "inputs"]
+Space = Literal["tail", "features", "inputs", "concepts"]
 KINDS: tuple[str, ...] = get_args(IndexKind)
 BACKENDS: tuple[str, ...] = get_args(Backend)
 DISTANCES: tuple[str, ...] = get_args(Distance)
@@ -26,8 +26,8 @@ INDEX_FIELDS: tuple[str, ...] = (
 
 @dataclass
 class RetrievalConfig:
-    """How neighbours are searched, chosen and where; `KNNIndex` takes all but `space` as its
-    parameters."""
+    """How neighbours are searched, chosen and where; `KNNIndex` takes all but `space` and `sae`
+    as its parameters."""
 
     kind: IndexKind = "flat"
     """Index: flat (exact), ivf (inverted lists) or hnsw (graph); the last two are approximate."""
@@ -55,7 +55,11 @@ class RetrievalConfig:
     """sift: nearest points pre-selected per query (K); default 4 x k, capped at the pool."""
     space: Space = "tail"
     """Where neighbours are searched: tail, the input of the layers TTT tunes (--layers);
-    features, the input of the last layer whatever TTT tunes; inputs, the model's inputs."""
+    features, the input of the last layer whatever TTT tunes; inputs, the model's inputs;
+    concepts, an SAE's codes of the last layer's input (--sae; with --layers 1)."""
+    sae: str | None = None
+    """An SAE folder written by `tttlab sae train`; with space concepts, neighbours are searched
+    in its codes of the features that feed the last layer."""
 
     def __post_init__(self):
         check_choice(self.kind, "kind", KINDS)
@@ -63,6 +67,16 @@ class RetrievalConfig:
         check_choice(self.distance, "distance", DISTANCES)
         check_choice(self.select, "select", SELECTS)
         check_choice(self.space, "space", SPACES)
+        if self.space == "concepts" and self.sae is None:
+            raise ValueError(
+                "space='concepts' searches an SAE's codes, but sae is not set: pass --sae FOLDER "
+                "(one `tttlab sae train` wrote), or another --space"
+            )
+        if self.sae is not None and self.space != "concepts":
+            raise ValueError(
+                f"sae={self.sae!r} is read only where neighbours are searched in its codes, but "
+                f"space={self.space!r}: add --space concepts, or drop --sae"
+            )
         if self.backend == "torch" and self.kind != "flat":
             raise ValueError(f"the torch backend is exact only; use kind='flat', not {self.kind!r}")
         for name in ("nlist", "nprobe", "hnsw_m", "batch_size"):

@@ -280,20 +280,8 @@ class SparseCoder(nn.Module):
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device = "cpu") -> SparseCoder:
         """An SAE saved by `save` (a folder with cfg.json and sae.safetensors)."""
-        folder = Path(folder)
-        cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-        if not cfg_path.is_file() or not weights.is_file():
-            raise SaeLoadError(
-                f"{folder} is not a saved SAE (it needs {CONFIG_FILE} and {WEIGHTS_FILE}): pass "
-                "the folder `tttlab sae train` wrote, or a paper checkpoint (.pt) file"
-            )
-        try:
-            values = read_json_object(cfg_path, "an SAE config", "re-save the SAE")
-            cfg = from_values(SaeConfig, values)
-        except ValueError as err:
-            raise SaeLoadError(
-                f"{cfg_path} is not a valid SAE config ({err}): re-save it"
-            ) from None
+        cfg = load_config(folder)
+        weights = Path(folder).expanduser() / WEIGHTS_FILE
         try:
             state = load_file(str(weights))
         except (SafetensorError, OSError, RuntimeError, TypeError, ValueError) as err:
@@ -374,6 +362,22 @@ class SparseCoder(nn.Module):
             for name in PARAMS:
                 getattr(sae, name).copy_(state[name].float())
         return sae
+
+
+def load_config(folder: str | Path) -> SaeConfig:
+    """The config of an SAE saved by `SparseCoder.save`, read without its weights."""
+    folder = Path(folder).expanduser()
+    cfg_path, weights = folder / CONFIG_FILE, folder / WEIGHTS_FILE
+    if not cfg_path.is_file() or not weights.is_file():
+        raise SaeLoadError(
+            f"{folder} is not a saved SAE (it needs {CONFIG_FILE} and {WEIGHTS_FILE}): pass "
+            "the folder `tttlab sae train` wrote, or a paper checkpoint (.pt) file"
+        )
+    try:
+        values = read_json_object(cfg_path, "an SAE config", "re-save the SAE")
+        return from_values(SaeConfig, values)
+    except ValueError as err:
+        raise SaeLoadError(f"{cfg_path} is not a valid SAE config ({err}): re-save it") from None
 
 
 def _check_keys(state: dict, path: Path) -> None:
