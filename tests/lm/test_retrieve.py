@@ -95,3 +95,17 @@ def test_config_names_the_bad_setting():
         DocRetrievalConfig(encoder="bm25")
     with pytest.raises(ValueError, match="batch_size must be an integer >= 1"):
         DocRetrievalConfig(batch_size=0)
+
+
+def test_sift_covers_both_halves_of_a_query_where_the_nearest_repeat_one():
+    query = POOL[3] + " " + POOL[6]  # two documents' words: the nearest are 6 and its look-alike 7
+    nearest = neighbours(POOL, [query], 2, DocRetrievalConfig(encoder="tfidf"))
+    sift = neighbours(POOL, [query], 2, DocRetrievalConfig(encoder="tfidf", select="sift"))
+    assert nearest.tolist() == [[6, 7]] and sift.tolist() == [[6, 3]]
+
+
+def test_a_rule_other_than_the_plain_knn_enters_the_studys_key_only_when_set():
+    assert "select" not in DocRetrievalConfig().settings()
+    assert DocRetrievalConfig(select="sift").settings()["select"] == "sift"
+    with pytest.raises(ValueError, match="select='mmr' is not supported; use one of nearest, sift"):
+        DocRetrievalConfig(select="mmr")

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from typing import Literal, get_args
 
 from tttlab.checks import check_choice, check_int, check_number
+from tttlab.retrieval.config import DISTANCES, SELECTS, Distance, Select
 
 DEFAULT_PACKAGES = (
     "linux-doc-6.1", "python3.11-doc", "perl-doc", "dict-gcide", "fortunes", "manpages",
@@ -184,12 +185,33 @@ class DocRetrievalConfig:
     """tfidf: SVD dimensions (capped below the pool's documents and terms)."""
     seed: int = 0
     """tfidf: seeds the randomized SVD."""
+    distance: Distance = "l2"
+    """What 'near' means between document embeddings: l2, cosine or ip (the embeddings are unit
+    vectors, so the three order neighbours alike; kept for feature files of other encoders)."""
+    select: Select = "nearest"
+    """Which k documents: the k nearest, or sift (chosen greedily by SIFT's posterior-variance rule
+    among the 4 k nearest, so a neighbourhood is informative rather than redundant)."""
+    sift_lambda: float = 0.01
+    """sift: noise parameter lambda, relative to the pool's mean squared norm."""
 
     def __post_init__(self):
         check_choice(self.encoder, "encoder", DOC_ENCODERS)
         for name in ("batch_size", "tfidf_dims"):
             check_int(getattr(self, name), name, min=1)
         check_int(self.seed, "seed", min=0)
+        check_choice(self.distance, "distance", DISTANCES)
+        check_choice(self.select, "select", SELECTS)
+        check_number(self.sift_lambda, "sift_lambda", min=0, strict_min=True)
+
+    def settings(self) -> dict:
+        """What retrieval depends on, the selection rule only where it is not the plain l2 kNN
+        (so studies keyed before the rules existed keep their folders)."""
+        settings = asdict(self)
+        if self.distance == "l2":
+            del settings["distance"]
+        if self.select == "nearest":
+            del settings["select"], settings["sift_lambda"]
+        return settings
 
 
 @dataclass

@@ -50,7 +50,8 @@ def neighbours(
     cfg: DocRetrievalConfig | None = None,
     cache_dir: str | Path | None = None,
 ) -> np.ndarray:
-    """int64 [n_query, k] pool indices, nearest first, by exact search (ties: lower index first)."""
+    """int64 [n_query, k] pool indices by exact search and cfg's rule: nearest first (ties: lower
+    index first), or in SIFT's order of choice."""
     cfg = cfg or DocRetrievalConfig()
     _check_k(k, len(pool_texts))
     if len(query_texts) == 0:
@@ -66,7 +67,10 @@ def neighbours(
         lsa = functools.cache(lambda: _fit_lsa(pool_texts, cfg))
         pool = _cached(cache_dir, "pool", pool_key, lambda: lsa()[1])
         queries = _cached(cache_dir, "query", query_key, lambda: _unit(lsa()[0](query_texts)))
-    _, idx = KNNIndex(kind="flat").fit(pool).search(queries, k)
+    index = KNNIndex(
+        kind="flat", distance=cfg.distance, select=cfg.select, sift_lambda=cfg.sift_lambda
+    )
+    _, idx = index.fit(pool).neighbours(queries, k)
     return idx
 
 

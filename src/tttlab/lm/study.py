@@ -73,7 +73,7 @@ class LMPlan:
         """What the units read, the corpus by its key (its settings and package checksums)."""
         return {
             "study": asdict(self.study), "corpus": self.corpus.key, "train": asdict(self.train),
-            "ttt": asdict(self.ttt), "retrieval": asdict(self.retrieval),
+            "ttt": asdict(self.ttt), "retrieval": self.retrieval.settings(),
         }  # fmt: skip
 
     def units(self) -> list[Unit]:
