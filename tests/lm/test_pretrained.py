@@ -33,6 +33,7 @@ def smollm2():
     return load_pretrained("smollm2-135m")  # ~15 s, once for the module
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_smollm2_encodes_and_scores_english(smollm2):
     ids = smollm2.encode("Hello world.")
@@ -50,6 +51,7 @@ def test_smollm2_encodes_and_scores_english(smollm2):
     assert not smollm2.module.training
 
 
+@pytest.mark.slow
 @needs_smollm2
 def test_tune_modes_pick_the_right_parameters_of_smollm2(smollm2):
     everything = list(smollm2.module.parameters())
