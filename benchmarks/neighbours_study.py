@@ -7,7 +7,8 @@ TTT on every point for adaptive compute.
 
     python benchmarks/neighbours_study.py --cnn-width 25                    # Fashion-MNIST
     python benchmarks/neighbours_study.py --cnn-width 192 --ks 10 50 200 1000 --rules l2 sift
-    python benchmarks/neighbours_study.py --features feats/lite0-64 --model linear
+    python benchmarks/neighbours_study.py --features feats/lite0-64/train \
+        --val-features feats/lite0-64/val --test-features feats/lite0-64/test   # the whole test set
     python benchmarks/neighbours_study.py --simulate --ks 10 30 100 300 1000   # the theory's line
     python benchmarks/neighbours_study.py --quick                           # digits, seconds
 """
@@ -52,7 +53,12 @@ def base_config(args: argparse.Namespace) -> Config:
         return Config(data=data, model=ModelConfig(model="linear"), run=run)
     if args.features:
         return Config(
-            data=DataConfig(features=args.features, normalize=args.normalize),
+            data=DataConfig(
+                features=args.features,
+                val_features=args.val_features,
+                test_features=args.test_features,
+                normalize=args.normalize,
+            ),
             model=ModelConfig(model=args.model),
             run=run,
         )
@@ -63,6 +69,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cnn-width", type=int, default=25)
     parser.add_argument("--features", default=None, help="a feature file or folder")
+    parser.add_argument("--val-features", default=None, help="--features: a validation file")
+    parser.add_argument("--test-features", default=None, help="--features: a test file (whole)")
     parser.add_argument("--model", default="linear", help="the head on --features")
     parser.add_argument("--normalize", action="store_true", help="unit-normalise --features")
     parser.add_argument("--simulate", action="store_true", help="on a simulated draw")
