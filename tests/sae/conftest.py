@@ -1,15 +1,9 @@
 import numpy as np
 import pytest
-import torch
 
+from tests.threads import one_thread
 
-@pytest.fixture(scope="package", autouse=True)
-def one_torch_thread():
-    """Tiny SAEs: one torch thread is faster than waking the pool on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+one_torch_thread = pytest.fixture(scope="package", autouse=True)(one_thread)
 
 
 def sparse_features(n: int = 1200, d: int = 16, concepts: int = 48, active: int = 3, seed: int = 0):
