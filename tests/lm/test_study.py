@@ -20,6 +20,8 @@ from tttlab.studies.config import ShardConfig, SlurmConfig, StudyOptions
 from tttlab.studies.plan import resume_study, run_study, study_progress, study_task
 from tttlab.studies.units import collect, unit_file
 
+pytestmark = pytest.mark.slow  # lm-size end to end: each test trains tiny GPTs
+
 TOPICS = {
     "kernel": "the kernel schedules tasks and the driver maps memory pages for the device",
     "perl": "a perl regular expression matches the string and the hash holds each key",

@@ -170,6 +170,7 @@ def test_cli_bad_input_names_the_problem_before_any_work(args, message, capsys, 
     assert not any(tmp_path.iterdir()), "nothing is written for a rejected config"
 
 
+@pytest.mark.slow
 def test_demo_pipeline_on_real_fashion_mnist(tmp_path):
     from tttlab.data import find_dataset_dir
 

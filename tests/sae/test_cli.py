@@ -12,6 +12,7 @@ TRAIN = "--epochs 3 --batch-size 200 --expansion-factor 4 -k 3 --k-start 8 --no-
 ANALYSE = "--points 30 --k 10 --ttt-epochs 3 --head-epochs 2 --n-boot 20 --no-progress"
 
 
+@pytest.mark.slow
 def test_train_then_analyse_writes_run_folders(feature_file, tmp_path, capsys):
     path, X, y = feature_file
     out = tmp_path / "runs"

@@ -34,6 +34,7 @@ def plan(tmp_path, space="features", **study) -> DepthPlan:
     return DepthPlan(config, base, StudyOptions(out=str(tmp_path), progress=False))
 
 
+@pytest.mark.slow
 def test_a_depth_study_tunes_each_depth_at_each_width_and_reports(tmp_path, fashion):
     done = run_study(plan(tmp_path))
     assert len(done.ran) == 6 and not done.missing

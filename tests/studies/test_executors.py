@@ -50,6 +50,7 @@ def no_slurm_array(monkeypatch):
             monkeypatch.delenv(name)
 
 
+@pytest.mark.slow
 def test_a_pool_of_processes_writes_the_same_units_as_one_process_and_three_shards(tmp_path):
     one = run_study(quick(tmp_path / "one"))
     pool = run_study(quick(tmp_path / "pool"), SlurmConfig(workers=2))

@@ -27,6 +27,7 @@ def plan(tmp_path, **study) -> NeighboursPlan:
     )
 
 
+@pytest.mark.slow
 def test_a_study_scores_every_method_per_k_rule_and_noise(tmp_path):
     p = plan(tmp_path)
     assert len(p.units()) == 3 * 2 * 2
@@ -73,6 +74,7 @@ def test_every_k_above_the_pool_is_refused_before_any_training(tmp_path):
     assert not (tmp_path / "cache").exists()
 
 
+@pytest.mark.slow
 def test_units_depend_on_the_settings_alone(tmp_path):
     a = plan(tmp_path / "a", ks=(3,), rules=("cosine",), noise=(0.1,), experts=False)
     b = dataclasses.replace(a, options=StudyOptions(out=str(tmp_path / "b"), progress=False))

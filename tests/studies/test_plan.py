@@ -92,6 +92,7 @@ def test_a_damaged_or_foreign_record_is_named(tmp_path, capsys):
     assert "is not a study folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_simulate_runs_in_local_workers_with_the_same_units(tmp_path, capsys):
     one = run_study(simulated(tmp_path / "one"))
     flags = "--d1 100 -s 3 --d2 10 --n-train 600 --n-test 20 --clusters 30 --outputs 2"
