@@ -55,6 +55,13 @@ def until(condition, what: str, timeout: float = 60) -> None:
         time.sleep(0.1)
 
 
+def running_steps(task: str) -> list[str]:
+    """The job steps Slurm still runs for `task` (none once the old step is torn down)."""
+    out = subprocess.run(["squeue", "--noheader", "--steps", "--jobs", task, "--format", "%i"],
+                         capture_output=True, text=True, check=False).stdout  # fmt: skip
+    return out.split()
+
+
 def log_says(folder: Path, task: str, text: str, stream: str = "out") -> bool:
     log = folder / read_jobs(folder)[-1]["logs"] / f"{task}_0_log.{stream}"
     return log.is_file() and text in log.read_text()
@@ -118,7 +125,10 @@ def test_a_preempted_task_requeues_itself_and_finishes_its_unit(tmp_path):
     # Slurm holds a re-queued job back for two minutes; the test does not wait for that.
     until(lambda: task_states([task])[task] == "PENDING", "the task to be pending again")
     # Starting it again before the old step is torn down races on this one-node cluster.
-    until(lambda: log_says(done.folder, task, "srun: error", "err"), "the old step to end")
+    until(
+        lambda: log_says(done.folder, task, "srun: error", "err") or not running_steps(task),
+        "the old step to end",
+    )
     time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={task}", "StartTime=now"], check=True)
     now = wait_for(done.folder, plan.units(), progress=False, poll_s=0.5)
