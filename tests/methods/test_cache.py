@@ -58,6 +58,19 @@ def test_a_point_scores_the_same_alone_or_in_a_batch_and_from_given_neighbours(d
     np.testing.assert_array_equal(cache.decision_function(Xte[:20], neighbours=given), batch)
 
 
+def test_distances_are_measured_a_block_at_a_time_with_the_same_numbers(digits, monkeypatch):
+    """Neighbour rows are gathered in bounded blocks (a whole test set's would not fit at
+    ImageNet width): the choice and the scores do not depend on the block."""
+    from tttlab.methods import cache as cache_mod
+
+    Xtr, ytr, Xv, yv, Xte, _ = digits
+    whole = CacheClassifier(k=15, **FAST).fit(Xtr, ytr, Xv, yv)
+    monkeypatch.setattr(cache_mod, "GATHER_BYTES", 8 * 15 * 64 * 7)  # 7 points a block
+    blocks = CacheClassifier(k=15, **FAST).fit(Xtr, ytr, Xv, yv)
+    np.testing.assert_array_equal(blocks.validation_accuracy_, whole.validation_accuracy_)
+    np.testing.assert_array_equal(blocks.decision_function(Xte), whole.decision_function(Xte))
+
+
 @pytest.mark.parametrize("index", [KNNIndex(distance="cosine"), KNNIndex(select="sift")])
 def test_it_takes_the_index_rule(digits, index):
     Xtr, ytr, Xv, yv, Xte, yte = digits
