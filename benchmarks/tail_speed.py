@@ -25,7 +25,7 @@ import time
 from dataclasses import replace
 
 import torch
-import torch.nn.functional as F
+from ttt_speed import clip_like_features
 
 from tttlab.models import CNN, TrainConfig, fit, make_head
 from tttlab.retrieval import KNNIndex
@@ -47,13 +47,8 @@ def cnn_problem(seed: int = 0):
 
 
 def mlp_problem(n_test: int, seed: int = 0):
-    """(model, pool, labels, queries): 512-d unit-norm features in 1000 classes, 512-1000-1000."""
-    g = torch.Generator().manual_seed(seed)
-    centres = F.normalize(torch.randn(1000, 512, generator=g), dim=1)
-    pool_y = torch.randint(0, 1000, (20_000,), generator=g)
-    pool_x = F.normalize(centres[pool_y] + 0.08 * torch.randn(20_000, 512, generator=g), dim=1)
-    query_y = torch.randint(0, 1000, (n_test,), generator=g)
-    query_x = F.normalize(centres[query_y] + 0.08 * torch.randn(n_test, 512, generator=g), dim=1)
+    """(model, pool, labels, queries): ttt_speed's CLIP-like features, an MLP 512-1000-1000."""
+    _, pool_x, pool_y, query_x = clip_like_features(n_test, seed)
     torch.manual_seed(seed)
     return make_head("mlp", 512, 1000, hidden_dim=1000).eval(), pool_x, pool_y, query_x
 

@@ -49,14 +49,21 @@ def small_head_problem(n_test: int, seed: int = 0):
     return model.classifier, pool_x, splits.train_y, query_x
 
 
-def clip_head_problem(n_test: int, seed: int = 0):
-    """Unit-normalised 512-d features in 1000 clustered classes, like CLIP embeddings."""
+def clip_like_features(n_test: int, seed: int = 0):
+    """(centres, pool, pool labels, queries): unit-normalised 512-d features in 1000 clustered
+    classes, like CLIP embeddings; a pool of 20,000."""
     g = torch.Generator().manual_seed(seed)
     centres = F.normalize(torch.randn(1000, 512, generator=g), dim=1)
     pool_y = torch.randint(0, 1000, (20_000,), generator=g)
     pool_x = F.normalize(centres[pool_y] + 0.08 * torch.randn(20_000, 512, generator=g), dim=1)
     query_y = torch.randint(0, 1000, (n_test,), generator=g)
     query_x = F.normalize(centres[query_y] + 0.08 * torch.randn(n_test, 512, generator=g), dim=1)
+    return centres, pool_x, pool_y, query_x
+
+
+def clip_head_problem(n_test: int, seed: int = 0):
+    """A linear head on `clip_like_features`, its weights the class centres."""
+    centres, pool_x, pool_y, query_x = clip_like_features(n_test, seed)
     head = nn.Linear(512, 1000)
     with torch.no_grad():
         head.weight.copy_(centres * 10)
