@@ -113,16 +113,6 @@ def _batched(
     return torch.cat(out)
 
 
-def predict_logits(
-    model: nn.Module,
-    x: torch.Tensor | np.ndarray,
-    batch_size: int = 4096,
-    device: str | torch.device = "cpu",
-) -> torch.Tensor:
-    """Class logits (N, C) of `model` on x, in eval mode and batches."""
-    return _batched(model, model, x, batch_size, device)
-
-
 def apply_model(
     model: nn.Module,
     x: torch.Tensor | np.ndarray,
@@ -131,6 +121,11 @@ def apply_model(
 ) -> torch.Tensor:
     """Any module's outputs on x (a trunk's activations, say), in eval mode and batches."""
     return _batched(model, model, x, batch_size, device)
+
+
+predict_logits = apply_model
+"""Class logits (N, C) of a classifier on x, in eval mode and batches: `apply_model`, named for
+what a classifier's outputs are."""
 
 
 def extract_features(
