@@ -199,7 +199,7 @@ class TTTClassifier(Classifier):
         if self.gain == "all":
             return self._ttt_logits(h, nbr)
         logits = self._global_logits(h)
-        tune = self._gain(X, logits, nbr) > self.gain_threshold
+        tune = self._gain(X, h, logits, nbr) > self.gain_threshold
         if tune.any():
             logits[tune] = self._ttt_logits(h[tune], nbr[tune])
         return logits
@@ -210,7 +210,7 @@ class TTTClassifier(Classifier):
         with the index's lambda, in the retrieval space), or margin, 1 - the global model's
         top-two probability margin."""
         X, h, nbr = self._neighbourhoods(X, neighbours)
-        return self._gain(X, self._global_logits(h), nbr)
+        return self._gain(X, h, self._global_logits(h), nbr)
 
     def _neighbourhoods(self, X, given: np.ndarray | None):
         """(X validated, its tail inputs, its k neighbours: `given`, checked, or searched)."""
@@ -227,9 +227,11 @@ class TTTClassifier(Classifier):
         with torch.no_grad():
             return self.tail_.tail(h.to(self._model_device())).float().cpu().numpy()
 
-    def _gain(self, X: np.ndarray, logits: np.ndarray, nbr: np.ndarray) -> np.ndarray:
+    def _gain(
+        self, X: np.ndarray, h: torch.Tensor, logits: np.ndarray, nbr: np.ndarray
+    ) -> np.ndarray:
         if self.gain == "variance":
-            space = self._space(X, self._tail_inputs(X))
+            space = self._space(X, h)
             q = self.index_.kernel_rows(np.asarray(space, dtype=np.float32))
             prior = np.einsum("bd,bd->b", q, q)
             left = np.empty_like(prior)
